@@ -1,0 +1,159 @@
+"""Rendering shared by every command: stdout for results, stderr for progress, logs and errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from dmlbench.errors import DmlbenchError
+from dmlbench.events import Event
+
+out = Console(soft_wrap=True)  # results only
+err = Console(stderr=True)  # progress, logs, errors
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def print_error(error: DmlbenchError) -> None:
+    """One `error:` line and one `hint:` line on stderr."""
+    err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True, highlight=False)
+    if error.hint:
+        err.print(f"[yellow]hint:[/] {escape(error.hint)}", soft_wrap=True, highlight=False)
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn DmlbenchError into message + hint + exit code, and Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except DmlbenchError as error:
+            print_error(error)
+            raise typer.Exit(code=error.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]error:[/] interrupted", highlight=False)
+            raise typer.Exit(code=130) from None
+
+    return wrapper
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Route the core's `logging` records to stderr through rich."""
+    root = logging.getLogger("dmlbench")
+    if not any(isinstance(h, RichHandler) for h in root.handlers):
+        root.addHandler(RichHandler(console=err, show_path=False, show_time=False))
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def env_path(name: str) -> Path | None:
+    """A path from the environment (only the CLI reads environment variables)."""
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def resolve_data_root(flag: Path | None) -> Path:
+    """--data-root, else DMLBENCH_DATA_ROOT, else $XDG_CACHE_HOME/dmlbench/data (~/.cache/...)."""
+    from dmlbench.paths import default_data_root
+
+    if flag is not None:
+        return flag
+    from_env = env_path("DMLBENCH_DATA_ROOT")
+    if from_env is not None:
+        return from_env
+    cache_home = env_path("XDG_CACHE_HOME")
+    return cache_home / "dmlbench" / "data" if cache_home else default_data_root()
+
+
+def resolve_runs_root(flag: Path | None) -> Path:
+    """--runs-root, else DMLBENCH_RUNS_ROOT, else ./runs."""
+    from dmlbench.paths import default_runs_root
+
+    if flag is not None:
+        return flag
+    return env_path("DMLBENCH_RUNS_ROOT") or default_runs_root()
+
+
+class ProgressRenderer:
+    """Render core `Event`s as rich progress bars on stderr; a no-op when quiet."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressRenderer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def _ensure_progress(self, unit: str) -> Progress:
+        if self._progress is None:
+            columns: list[Any] = [TextColumn("{task.description}"), BarColumn()]
+            if unit == "B":
+                columns += [DownloadColumn(), TransferSpeedColumn()]
+            else:
+                columns += [MofNCompleteColumn()]
+            columns += [TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+            self._progress = Progress(*columns, console=err, transient=False)
+            self._progress.start()
+        return self._progress
+
+    def __call__(self, event: Event) -> None:
+        """Handle one event (pass the renderer itself as `on_event`)."""
+        if event.kind == "log":
+            if not self.quiet:
+                err.print(escape(event.message), highlight=False, soft_wrap=True)
+            return
+        if self.quiet:
+            return
+        info = "  ".join(f"{k}={_fmt(v)}" for k, v in event.fields.items())
+        if event.kind == "start":
+            progress = self._ensure_progress(event.unit)
+            self._tasks[event.task] = progress.add_task(event.task, total=event.total, info=info)
+            return
+        task_id = self._tasks.get(event.task)
+        if task_id is None or self._progress is None:
+            return
+        if event.kind == "advance":
+            self._progress.update(task_id, advance=event.amount, **({"info": info} if info else {}))
+        elif event.kind == "finish":
+            task = self._progress.tasks[task_id]
+            self._progress.update(task_id, completed=task.total or task.completed, **({"info": info} if info else {}))
+            del self._tasks[event.task]
+            if not self._tasks:
+                self._progress.stop()
+                self._progress = None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

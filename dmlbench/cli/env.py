@@ -1,0 +1,56 @@
+"""`dmlbench env`: versions, devices, faiss build and data root, for bug reports."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dmlbench.cli._output import friendly_errors, out, resolve_data_root, resolve_runs_root
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@friendly_errors
+def command(
+    data_root: Annotated[Path | None, typer.Option(help="Prepared-data folder [env: DMLBENCH_DATA_ROOT].")] = None,
+) -> None:
+    """Print versions, devices, faiss build and data root (paste this into bug reports)."""
+    import dmlbench
+
+    table = Table(show_header=False, box=None)
+    table.add_row("dmlbench", dmlbench.__version__)
+    table.add_row("python", f"{platform.python_version()} ({sys.executable})")
+    table.add_row("platform", platform.platform())
+    for dist in ("torch", "torchvision", "faiss-cpu", "faiss-gpu", "numpy", "pandas", "scikit-learn"):
+        table.add_row(dist, _version(dist))
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+        table.add_row("torch cuda build", str(torch.version.cuda))
+        table.add_row("cuda devices", ", ".join(devices) or "none")
+        table.add_row("cpu threads", str(torch.get_num_threads()))
+    except ImportError:
+        table.add_row("torch", "cannot import")
+    try:
+        import faiss
+
+        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        table.add_row("faiss", f"{faiss.__version__} (gpus visible to faiss: {gpus})")
+    except ImportError:
+        table.add_row("faiss", "cannot import (pip install faiss-cpu)")
+    table.add_row("data root", str(resolve_data_root(data_root)))
+    table.add_row("runs root", str(resolve_runs_root(None)))
+    out.print(table)

@@ -1,0 +1,41 @@
+"""Atomic writes leave either the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dmlbench.utils.io import atomic_path, read_json, sha256_file, write_json_atomic
+
+
+def test_json_is_versioned_and_round_trips(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "m.json"
+    write_json_atomic(target, {"a": 1})
+    assert read_json(target) == {"schema_version": 1, "a": 1}
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "m.json"
+    target.write_text('{"old": true}')
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_read_json_names_the_file_on_corruption(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        read_json(bad)
+
+
+def test_sha256_matches_hashlib(tmp_path: Path) -> None:
+    import hashlib
+
+    blob = tmp_path / "b"
+    blob.write_bytes(b"x" * 3_000_000)
+    assert sha256_file(blob) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
