@@ -142,11 +142,12 @@ class ProgressRenderer:
         task_id = self._tasks.get(event.task)
         if task_id is None or self._progress is None:
             return
+        fields: dict[str, Any] = {"info": info} if info else {}
         if event.kind == "advance":
-            self._progress.update(task_id, advance=event.amount, **({"info": info} if info else {}))
+            self._progress.update(task_id, advance=event.amount, **fields)
         elif event.kind == "finish":
-            task = self._progress.tasks[task_id]
-            self._progress.update(task_id, completed=task.total or task.completed, **({"info": info} if info else {}))
+            task = next(t for t in self._progress.tasks if t.id == task_id)
+            self._progress.update(task_id, completed=task.total or task.completed, **fields)
             del self._tasks[event.task]
             if not self._tasks:
                 self._progress.stop()
