@@ -1,0 +1,100 @@
+"""Read and validate datasets.toml (shipped with the package) plus optional user catalog files."""
+
+from __future__ import annotations
+
+import importlib.resources
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from dmlbench.datasets.spec import DatasetSpec
+from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError
+from dmlbench.registry import did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CATALOG_FILE = "datasets.toml"
+
+
+def builtin_catalog_path() -> Path:
+    """datasets.toml: inside the installed wheel, or at the repository root in an editable install."""
+    packaged = importlib.resources.files("dmlbench") / CATALOG_FILE
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / CATALOG_FILE
+
+
+def _describe(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(table)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    return field, message
+
+
+def parse_catalog(path: Path) -> dict[str, DatasetSpec]:
+    """Parse one catalog file; every error names the file, the table and the field."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MissingInputError(f"catalog file {path} does not exist", hint="check the --catalog path") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}", hint="fix the syntax error") from None
+    specs: dict[str, DatasetSpec] = {}
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: top-level key {name!r} is not a table", hint="each dataset is a [name] table")
+        try:
+            specs[name] = DatasetSpec(name=name, **table)
+        except ValidationError as err:
+            field, message = _describe(err)
+            raise ConfigError(
+                f"{path}: [{name}] field {field!r}: {message}",
+                hint="see docs/datasets.md for the fields of a dataset table",
+            ) from None
+        except TypeError as err:  # e.g. a key that is also a keyword of DatasetSpec(name=...)
+            raise ConfigError(
+                f"{path}: [{name}]: {err}", hint="remove the 'name' key; the table name is the name"
+            ) from None
+    return specs
+
+
+def load_catalog(extra: Iterable[Path] = ()) -> dict[str, DatasetSpec]:
+    """The built-in catalog plus user catalogs; a name defined twice is an error, never an override."""
+    specs = parse_catalog(builtin_catalog_path())
+    origin = dict.fromkeys(specs, builtin_catalog_path())
+    for path in extra:
+        for name, spec in parse_catalog(Path(path)).items():
+            if name in specs:
+                raise ConfigError(
+                    f"{path}: dataset {name!r} is already defined in {origin[name]}",
+                    hint="give your entry another name; catalog entries are never silently overridden",
+                )
+            specs[name] = spec
+            origin[name] = Path(path)
+    return specs
+
+
+def get_spec(name: str, catalog: Iterable[Path] = ()) -> DatasetSpec:
+    """The spec of `name`; UnknownNameError with did-you-mean when it is not in the catalog."""
+    specs = load_catalog(catalog)
+    if name not in specs:
+        known = sorted(specs)
+        raise UnknownNameError(
+            f"unknown dataset {name!r}",
+            hint=f"{did_you_mean(name, known)}known datasets: {', '.join(known)} (see `dmlbench prepare --list`)",
+        )
+    return specs[name]
+
+
+def spec_to_table(spec: DatasetSpec) -> dict[str, Any]:
+    """The TOML table of `spec` (without `name`), e.g. to write a user catalog entry."""
+    table = spec.model_dump(mode="json", exclude={"name"}, exclude_none=True)
+    return {key: value for key, value in table.items() if value not in ("", {}, [])}

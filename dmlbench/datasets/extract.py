@@ -1,0 +1,279 @@
+"""Safe, streaming extraction of tar/tgz/zip archives into a staging folder.
+
+Every member name is checked before anything is written: absolute paths, `..`, links and device
+files are refused. Members are streamed one by one with no per-file fsync (the staging folder is
+thrown away on failure and `prepared.json` is what marks success). Image members are checked by
+their magic bytes, which is much cheaper than decoding them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import struct
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from dmlbench.errors import ChecksumError, EnvironmentFailure
+from dmlbench.events import Event, EventHandler, emit
+
+MemberMap = Callable[[str], str | None]
+"""Archive member name -> destination path relative to the staging folder, or None to skip it."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_ADVANCE_EVERY = 2000
+
+
+@dataclass
+class ExtractResult:
+    """What an extraction wrote: destination paths (relative, '/'-separated) and images with bad magic."""
+
+    written: set[str] = field(default_factory=set)
+    bad_images: set[str] = field(default_factory=set)
+
+
+def image_magic_ok(head: bytes) -> bool:
+    """JPEG or PNG signature."""
+    return head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def safe_member_name(name: str, archive: Path) -> str:
+    """The normalised member name, or ChecksumError when it could escape the destination."""
+    clean = name.replace("\\", "/")
+    parts = clean.split("/")
+    if clean.startswith("/") or (len(parts[0]) == 2 and parts[0][1] == ":") or ".." in parts:
+        raise ChecksumError(
+            f"refusing archive member {name!r} of {archive.name}: its path escapes the destination folder",
+            hint="the archive is malicious or broken; nothing from it was kept - get the file from a trusted source",
+        )
+    normal = posixpath.normpath(clean) if clean else ""
+    return "" if normal == "." else normal
+
+
+def _disk_full(dest: Path, err: OSError) -> EnvironmentFailure:
+    return EnvironmentFailure(
+        f"disk full while extracting into {dest}",
+        hint="free some space or use --data-root on a larger disk, then rerun",
+    )
+
+
+def _write_file(path: str, data: bytes, dir_fd: int | None = None) -> None:
+    """Write one extracted member (plain os calls relative to an open folder: this runs once per image)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+class _Writer:
+    """Creates folders once, keeps them open (no path walk per file) and records what was written."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.made: set[str] = set()
+        self.folders: dict[str, int] = {}
+        self.result = ExtractResult()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.folders.values():
+            os.close(fd)
+        self.folders.clear()
+
+    def folder(self, folder: str) -> int:
+        """An open descriptor of `dest/folder`, created on first use."""
+        fd = self.folders.get(folder)
+        if fd is None:
+            path = self.dest / folder
+            path.mkdir(parents=True, exist_ok=True)
+            self.made.add(folder)
+            fd = self.folders[folder] = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        return fd
+
+    def write(self, rel: str, data: bytes) -> None:
+        folder, _, base = rel.rpartition("/")
+        try:
+            _write_file(base, data, self.folder(folder))
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise _disk_full(self.dest, err) from None
+            raise
+        self.result.written.add(rel)
+        if rel.lower().endswith(IMAGE_SUFFIXES) and not image_magic_ok(data[:8]):
+            self.result.bad_images.add(rel)
+
+
+def _corrupt(archive: Path, err: BaseException) -> ChecksumError:
+    return ChecksumError(
+        f"{archive.name} is truncated or corrupt ({type(err).__name__}: {err})",
+        hint="delete it and download it again (or check the file given with --from)",
+    )
+
+
+def extract_tar(
+    archive: Path, dest: Path, member_map: MemberMap, *, on_event: EventHandler | None = None
+) -> ExtractResult:
+    """Stream a (gzip'd) tar archive; only members `member_map` keeps are written."""
+    task = f"extract {archive.name}"
+    emit(on_event, Event("start", task, total=None, unit="files"))
+    count = 0
+    try:
+        with _Writer(dest) as writer, tarfile.open(archive, mode="r|*") as tar:
+            for member in tar:
+                name = safe_member_name(member.name, archive)
+                if member.issym() or member.islnk():
+                    target = safe_member_name(posixpath.join(posixpath.dirname(name), member.linkname), archive)
+                    if member_map(name) is not None:
+                        raise ChecksumError(
+                            f"refusing archive member {member.name!r} of {archive.name}: a link to {target!r}",
+                            hint="links are not extracted; nothing from the archive was kept",
+                        )
+                    continue
+                if not member.isfile():
+                    continue  # folders are made on demand; devices and fifos are never created
+                rel = member_map(name)
+                if rel is None:
+                    continue
+                handle = tar.extractfile(member)
+                assert handle is not None
+                writer.write(rel, handle.read())
+                count += 1
+                if count % _ADVANCE_EVERY == 0:
+                    emit(on_event, Event("advance", task, amount=_ADVANCE_EVERY))
+    except (tarfile.TarError, EOFError, zlib.error) as err:
+        raise _corrupt(archive, err) from None
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise _disk_full(dest, err) from None
+        raise _corrupt(archive, err) from None
+    emit(on_event, Event("advance", task, amount=count % _ADVANCE_EVERY))
+    emit(on_event, Event("finish", task))
+    return writer.result
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+
+
+def _read_zip_member(handle: BinaryIO, info: zipfile.ZipInfo, archive: Path) -> bytes:
+    """Read one member straight from its local header (far less overhead than ZipFile.open per member)."""
+    handle.seek(info.header_offset)
+    header = handle.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header for {info.filename}")
+    fields = _LOCAL_HEADER.unpack(header)
+    name_len, extra_len = fields[9], fields[10]
+    handle.seek(name_len + extra_len, os.SEEK_CUR)
+    raw = handle.read(info.compress_size)
+    if len(raw) != info.compress_size:
+        raise zipfile.BadZipFile(f"{info.filename} is cut short")
+    if info.compress_type == zipfile.ZIP_STORED:
+        data = raw
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        data = zlib.decompress(raw, -15)
+    else:
+        raise zipfile.BadZipFile(f"{info.filename} uses unsupported compression {info.compress_type}")
+    if zlib.crc32(data) != info.CRC:
+        raise zipfile.BadZipFile(f"CRC mismatch in {info.filename}")
+    return data
+
+
+def extract_zip(
+    archive: Path, dest: Path, member_map: MemberMap, *, on_event: EventHandler | None = None
+) -> ExtractResult:
+    """Extract the members `member_map` keeps from a zip archive, checking every CRC."""
+    task = f"extract {archive.name}"
+    try:
+        with _Writer(dest) as writer, zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            plan: list[tuple[zipfile.ZipInfo, str]] = []
+            for info in infos:
+                name = safe_member_name(info.filename, archive)
+                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+                if info.is_dir() or not name:
+                    continue
+                rel = member_map(name)
+                if rel is None:
+                    continue
+                if is_link:
+                    raise ChecksumError(
+                        f"refusing archive member {info.filename!r} of {archive.name}: it is a symbolic link",
+                        hint="links are not extracted; nothing from the archive was kept",
+                    )
+                plan.append((info, rel))
+            emit(on_event, Event("start", task, total=len(plan), unit="files"))
+            plan.sort(key=lambda item: item[0].header_offset)  # sequential reads
+            with archive.open("rb") as handle:
+                for count, (info, rel) in enumerate(plan, start=1):
+                    writer.write(rel, _read_zip_member(handle, info, archive))
+                    if count % _ADVANCE_EVERY == 0:
+                        emit(on_event, Event("advance", task, amount=_ADVANCE_EVERY))
+            emit(on_event, Event("advance", task, amount=len(plan) % _ADVANCE_EVERY))
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise _corrupt(archive, err) from None
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise _disk_full(dest, err) from None
+        raise _corrupt(archive, err) from None
+    emit(on_event, Event("finish", task))
+    return writer.result
+
+
+def extract_archive(
+    archive: Path, dest: Path, member_map: MemberMap, *, on_event: EventHandler | None = None
+) -> ExtractResult:
+    """Extract a zip or (gzip'd) tar archive, chosen by its magic bytes."""
+    with archive.open("rb") as handle:
+        head = handle.read(4)
+    if head[:2] == b"PK":
+        return extract_zip(archive, dest, member_map, on_event=on_event)
+    return extract_tar(archive, dest, member_map, on_event=on_event)
+
+
+def copy_tree(
+    src: Path, dest: Path, member_map: MemberMap, *, on_event: EventHandler | None = None, task: str = ""
+) -> ExtractResult:
+    """Copy the files of an already-extracted folder that `member_map` keeps (hard links when possible)."""
+    task = task or f"copy {src.name}"
+    emit(on_event, Event("start", task, total=None, unit="files"))
+    with _Writer(dest) as writer:
+        _copy_files(src, dest, member_map, writer, on_event, task)
+    emit(on_event, Event("finish", task))
+    return writer.result
+
+
+def _copy_files(
+    src: Path, dest: Path, member_map: MemberMap, writer: _Writer, on_event: EventHandler | None, task: str
+) -> None:
+    count = 0
+    for root, _dirs, files in os.walk(src):
+        rel_root = os.path.relpath(root, src).replace(os.sep, "/")
+        for file_name in files:
+            name = file_name if rel_root == "." else f"{rel_root}/{file_name}"
+            rel = member_map(name)
+            if rel is None:
+                continue
+            source_path = Path(root) / file_name
+            writer.folder(posixpath.dirname(rel))
+            if rel.lower().endswith(IMAGE_SUFFIXES):
+                with source_path.open("rb") as handle:
+                    if not image_magic_ok(handle.read(8)):
+                        writer.result.bad_images.add(rel)
+            try:
+                os.link(source_path, dest / rel)
+                writer.result.written.add(rel)
+            except OSError:
+                writer.write(rel, source_path.read_bytes())
+            count += 1
+            if count % _ADVANCE_EVERY == 0:
+                emit(on_event, Event("advance", task, amount=_ADVANCE_EVERY))

@@ -1,0 +1,186 @@
+"""`prepare`: the same template for every dataset (acquire, build, split, check, swap into place).
+
+Everything is built in a staging folder inside the dataset folder and moved into place at the end;
+`prepared.json` is written last. A failure at any step removes the staging folder, so a dataset is
+either fully prepared or not prepared at all. Verified downloads and `.part` files stay in `raw/`
+so that a rerun resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dmlbench.datasets.catalog import get_spec
+from dmlbench.datasets.download import download_file
+from dmlbench.datasets.prepared import (
+    ARRAY_FILE,
+    INDEX_FILE,
+    INFO_FILE,
+    PreparedDataset,
+    dataset_dir,
+    open_prepared,
+    write_info,
+)
+from dmlbench.datasets.sources import SOURCES
+from dmlbench.datasets.sources.base import Source, SourceInputs
+from dmlbench.datasets.spec import DatasetSpec
+from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError, UsageError
+from dmlbench.events import Event, EventHandler, emit
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+STAGING_PREFIX = ".staging-"
+_PAYLOAD = ("images", ARRAY_FILE, "meta", INDEX_FILE)
+
+
+def prepare(
+    name: str,
+    *,
+    data_root: Path,
+    source: Path | None = None,
+    force: bool = False,
+    on_event: EventHandler | None = None,
+    catalog: Iterable[Path] = (),
+    spec: DatasetSpec | None = None,
+) -> PreparedDataset:
+    """Prepare dataset `name` under `data_root` and return it; instant when it is already prepared.
+
+    `source` is a `--from` path (downloaded archive, file or folder) used instead of downloading.
+    `catalog` adds user catalog files; `spec` replaces the catalog entry entirely (tests, scripting).
+    """
+    spec = spec if spec is not None else get_spec(name, catalog)
+    root = dataset_dir(spec.name, data_root)
+    if (root / INFO_FILE).is_file() and not force:
+        emit(on_event, Event("log", spec.name, message=f"{spec.name} is already prepared in {root}"))
+        return open_prepared(spec.name, data_root)
+    reader: Source = SOURCES.get(spec.source)()
+    if source is not None and not reader.needs_files:
+        raise UsageError(
+            f"{spec.name} is generated or bundled; --from is not used for it",
+            hint=f"run `dmlbench prepare {spec.name}` without --from",
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a run that was killed
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    except OSError as err:
+        raise EnvironmentFailure(f"cannot create {root}: {err.strerror}", hint="check --data-root") from None
+    try:
+        inputs = _acquire(spec, reader, source, root / "raw", on_event)
+        emit(on_event, Event("log", spec.name, message=f"building {spec.name} from {inputs.describe()}"))
+        frame = _apply_protocol(spec, reader.build(spec, inputs, staging, on_event))
+        disjoint = _check_splits(spec, frame)
+        index_bytes = frame.to_csv(index=False, float_format="%.6g").encode("utf-8")
+        (staging / INDEX_FILE).write_bytes(index_bytes)
+        image_size = _array_image_size(staging)
+        _swap_into_place(staging, root)
+        write_info(root, spec, frame, index_bytes, disjoint=disjoint, image_size=image_size)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise EnvironmentFailure(
+                f"disk full while preparing {spec.name} in {root}",
+                hint="free some space or use --data-root on a larger disk, then rerun",
+            ) from None
+        if isinstance(err, PermissionError):
+            raise EnvironmentFailure(
+                f"permission denied: {err.filename}", hint="choose a writable --data-root"
+            ) from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return open_prepared(spec.name, data_root)
+
+
+def _acquire(
+    spec: DatasetSpec, reader: Source, source: Path | None, raw_dir: Path, on_event: EventHandler | None
+) -> SourceInputs:
+    if source is not None:
+        return reader.gather(spec, source)
+    if not reader.needs_files:
+        return SourceInputs(origin="generated")
+    manual = [f.name for f in spec.files if not f.urls]
+    if manual or not spec.files:
+        what = f"no public URL for {', '.join(manual)}" if manual else "the catalog lists no download"
+        raise MissingInputError(
+            f"{spec.name} cannot be downloaded automatically: {what}",
+            hint=f"download it by hand (see docs/datasets.md#{spec.name}) and run "
+            f"`dmlbench prepare {spec.name} --from PATH`",
+        )
+    files = {f.name: download_file(f, raw_dir, on_event=on_event) for f in spec.files}
+    return SourceInputs(files=files, origin=f"{raw_dir}")
+
+
+def _apply_protocol(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    if spec.protocol == "class-split":
+        assert spec.train_classes is not None and spec.test_classes is not None
+        labels = frame["label"]
+        in_train = labels.between(*spec.train_classes)
+        in_test = labels.between(*spec.test_classes)
+        outside = ~(in_train | in_test)
+        if outside.any():
+            raise ChecksumError(
+                f"{spec.name}: {int(outside.sum())} image(s) have labels outside the class ranges "
+                f"{list(spec.train_classes)} / {list(spec.test_classes)}, e.g. {int(labels[outside].iloc[0])}",
+                hint="the files are not the dataset the catalog describes",
+            )
+        frame = frame.assign(split=np.where(in_train, "train", "test"))
+    elif "split" not in frame.columns:
+        raise ChecksumError(f"{spec.name}: the source gave no split column", hint="this is a bug in the source")
+    columns = ["path", "label", "split"] + [c for c in ("x1", "y1", "x2", "y2") if c in frame.columns]
+    return frame[columns].reset_index(drop=True)
+
+
+def _check_splits(spec: DatasetSpec, frame: pd.DataFrame) -> bool:
+    """Check expected counts; return whether training classes are disjoint from evaluation classes."""
+    unknown = sorted(set(frame["split"]) - set(spec.splits))
+    if unknown:
+        raise ChecksumError(f"{spec.name}: unexpected split {unknown[0]!r}", hint=f"expected {', '.join(spec.splits)}")
+    for split in spec.splits:
+        rows = frame[frame["split"] == split]
+        for what, got, want in (
+            ("images", len(rows), spec.expect_images.get(split)),
+            ("classes", rows["label"].nunique(), spec.expect_classes.get(split)),
+        ):
+            if want is not None and got != want:
+                raise ChecksumError(
+                    f"{spec.name}: the {split} split has {got:,} {what}, the catalog expects {want:,}",
+                    hint="the files are incomplete or not the version the catalog describes",
+                )
+    train = set(frame.loc[frame["split"] == "train", "label"])
+    held_out = set(frame.loc[frame["split"] != "train", "label"])
+    disjoint = not (train & held_out)
+    if not disjoint:
+        log.warning("%s: %d classes appear in train and in evaluation splits", spec.name, len(train & held_out))
+    return disjoint
+
+
+def _array_image_size(staging: Path) -> list[int] | None:
+    if not (staging / ARRAY_FILE).is_file():
+        return None
+    shape = np.load(staging / ARRAY_FILE, mmap_mode="r").shape
+    return [int(shape[1]), int(shape[2])]
+
+
+def _swap_into_place(staging: Path, root: Path) -> None:
+    """Drop `prepared.json` first (the dataset is 'not prepared' from here on), then move the new payload in."""
+    (root / INFO_FILE).unlink(missing_ok=True)
+    for item in _PAYLOAD:
+        old = root / item
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+        if (staging / item).exists():
+            (staging / item).replace(old)

@@ -1,0 +1,166 @@
+"""The canonical prepared layout: `<data_root>/<name>/{images/ | images.npy, index.csv, prepared.json}`.
+
+`prepared.json` is written last and atomically; its presence means "prepared".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dmlbench
+from dmlbench.datasets.spec import DatasetSpec
+from dmlbench.errors import MissingInputError
+from dmlbench.paths import default_data_root
+from dmlbench.utils.io import SCHEMA_VERSION, read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+INDEX_FILE = "index.csv"
+INFO_FILE = "prepared.json"
+ARRAY_FILE = "images.npy"
+BOX_COLUMNS = ("x1", "y1", "x2", "y2")
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset on disk: `root`, its `info` (prepared.json) and its `index` (index.csv)."""
+
+    name: str
+    root: Path
+    info: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of index.csv: identifies exactly which images and labels a run used."""
+        return str(self.info["index_sha256"])
+
+    @property
+    def is_array(self) -> bool:
+        """True for datasets stored as one images.npy (digits, fashion-mnist, synthetic)."""
+        return (self.root / ARRAY_FILE).is_file()
+
+    @cached_property
+    def index(self) -> pd.DataFrame:
+        """index.csv: path, label, split (+ x1, y1, x2, y2)."""
+        import pandas as pd
+
+        frame = pd.read_csv(self.root / INDEX_FILE, dtype={"path": str, "split": str})
+        frame["label"] = frame["label"].astype("int64")
+        return frame
+
+    def split(self, name: str) -> pd.DataFrame:
+        """The rows of one split (train/test or train/query/gallery)."""
+        return self.index[self.index["split"] == name].reset_index(drop=True)
+
+
+def dataset_dir(name: str, data_root: Path) -> Path:
+    """Where dataset `name` lives under `data_root`."""
+    return data_root / name
+
+
+def open_prepared(name: str, data_root: Path | None = None) -> PreparedDataset:
+    """Open a prepared dataset; MissingInputError (exit 3) naming `dmlbench prepare NAME` when it is not."""
+    root = dataset_dir(name, data_root if data_root is not None else default_data_root())
+    info_path = root / INFO_FILE
+    if not info_path.is_file():
+        raise MissingInputError(
+            f"dataset {name!r} is not prepared in {root.parent}",
+            hint=f"run `dmlbench prepare {name}` (with the same --data-root) first",
+        )
+    try:
+        info = read_json(info_path)
+    except ValueError as err:
+        raise MissingInputError(str(err), hint=f"rerun `dmlbench prepare {name} --force`") from None
+    version = info.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise MissingInputError(
+            f"{info_path} has schema_version {version!r}; this dmlbench reads up to {SCHEMA_VERSION}",
+            hint=f"upgrade dmlbench or rerun `dmlbench prepare {name} --force`",
+        )
+    if not (root / INDEX_FILE).is_file():
+        raise MissingInputError(f"{root / INDEX_FILE} is missing", hint=f"rerun `dmlbench prepare {name} --force`")
+    return PreparedDataset(name=name, root=root, info=info)
+
+
+def load_index(name: str, data_root: Path | None = None) -> pd.DataFrame:
+    """index.csv of a prepared dataset as a DataFrame (path relative to the dataset folder, label, split)."""
+    return open_prepared(name, data_root).index
+
+
+def split_summary(frame: pd.DataFrame, splits: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Images, classes and label range per split."""
+    summary: dict[str, dict[str, int]] = {}
+    for split in splits:
+        labels = frame.loc[frame["split"] == split, "label"]
+        summary[split] = {
+            "images": len(labels),
+            "classes": int(labels.nunique()),
+            "label_min": int(labels.min()) if len(labels) else 0,
+            "label_max": int(labels.max()) if len(labels) else 0,
+        }
+    return summary
+
+
+def write_info(
+    root: Path,
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    index_bytes: bytes,
+    *,
+    disjoint: bool,
+    image_size: list[int] | None,
+) -> dict[str, Any]:
+    """Write prepared.json (atomically, last) and return its payload."""
+    payload: dict[str, Any] = {
+        "name": spec.name,
+        "title": spec.title,
+        "protocol": spec.protocol,
+        "spec_sha256": spec.fingerprint(),
+        "index_sha256": hashlib.sha256(index_bytes).hexdigest(),
+        "dmlbench_version": dmlbench.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "image_size": image_size,
+        "channels": spec.channels,
+        "recall_k": list(spec.recall_k),
+        "splits": split_summary(frame, spec.splits),
+        "train_test_disjoint": disjoint,
+        "has_boxes": all(c in frame.columns for c in BOX_COLUMNS),
+        "spec": spec.model_dump(mode="json"),
+    }
+    write_json_atomic(root / INFO_FILE, payload)
+    return {"schema_version": SCHEMA_VERSION, **payload}
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """One row of `dmlbench prepare --list`."""
+
+    name: str
+    title: str
+    prepared: bool
+    splits: dict[str, dict[str, int]]
+    path: Path
+
+
+def list_status(data_root: Path, catalog: tuple[Path, ...] = ()) -> list[DatasetStatus]:
+    """Every catalog dataset and whether it is prepared under `data_root`."""
+    from dmlbench.datasets.catalog import load_catalog
+
+    rows = []
+    for name, spec in load_catalog(catalog).items():
+        root = dataset_dir(name, data_root)
+        splits: dict[str, dict[str, int]] = {}
+        prepared = (root / INFO_FILE).is_file()
+        if prepared:
+            try:
+                splits = dict(read_json(root / INFO_FILE).get("splits", {}))
+            except ValueError:
+                prepared = False
+        rows.append(DatasetStatus(name=name, title=spec.title, prepared=prepared, splits=splits, path=root))
+    return rows

@@ -1,0 +1,17 @@
+"""Raw-format readers: one file per format, one line each here. `source = "..."` in datasets.toml picks one."""
+
+from __future__ import annotations
+
+from dmlbench.datasets.sources.base import Source
+from dmlbench.registry import Registry
+
+SOURCES: Registry[Source] = Registry("source", base=Source)
+SOURCES.add("digits", "dmlbench.datasets.sources.digits:DigitsSource")
+SOURCES.add("synthetic", "dmlbench.datasets.sources.synthetic:SyntheticSource")
+SOURCES.add("idx", "dmlbench.datasets.sources.idx:IdxSource")
+SOURCES.add("cub200", "dmlbench.datasets.sources.cub200:Cub200Source")
+SOURCES.add("cars196", "dmlbench.datasets.sources.cars196:Cars196Source")
+SOURCES.add("sop", "dmlbench.datasets.sources.sop:SopSource")
+SOURCES.add("inshop", "dmlbench.datasets.sources.inshop:InShopSource")
+
+__all__ = ["SOURCES", "Source"]

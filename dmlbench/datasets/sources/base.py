@@ -1,0 +1,108 @@
+"""The `Source` interface: turn one raw dataset format into images plus an index frame."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dmlbench.datasets.download import check_magic, verify_file
+from dmlbench.datasets.extract import ExtractResult
+from dmlbench.datasets.spec import DatasetSpec
+from dmlbench.errors import ChecksumError, MissingInputError, UsageError
+from dmlbench.events import EventHandler
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class SourceInputs:
+    """The raw material of one prepare: verified catalog files and/or a folder given with --from."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    folder: Path | None = None
+    archive: Path | None = None  # an archive given with --from that is not one of the catalog's files
+    origin: str = "download"
+
+    def describe(self) -> str:
+        """Where the inputs came from, for messages."""
+        return self.origin
+
+
+class Source(ABC):
+    """One raw format. `build` writes images (or images.npy) into `staging` and returns the index frame.
+
+    The frame has `path` (relative to the prepared folder), `label` (the dataset's own ids) and, for
+    protocols other than class-split, `split`; optionally `x1, y1, x2, y2` boxes.
+    """
+
+    #: False for generated/bundled datasets: prepare never downloads and rejects --from.
+    needs_files: bool = True
+
+    def gather(self, spec: DatasetSpec, path: Path) -> SourceInputs:
+        """Interpret `--from PATH`: a file of the catalog, or a folder holding files or extracted data."""
+        if not path.exists():
+            raise MissingInputError(f"--from {path} does not exist", hint="pass the downloaded file or its folder")
+        inputs = SourceInputs(origin=f"--from {path}")
+        if path.is_file():
+            by_name = [f for f in spec.files if f.name == path.name]
+            matched = by_name or (list(spec.files) if len(spec.files) == 1 else [])
+            if not matched:
+                names = ", ".join(f.name for f in spec.files)
+                raise UsageError(
+                    f"--from {path} is not one of {spec.name}'s files ({names})",
+                    hint=f"pass one of those files or the folder that holds them (see docs/datasets.md#{spec.name})",
+                )
+            inputs.files[matched[0].name] = path
+            for other in spec.files:
+                beside = path.parent / other.name
+                if other.name not in inputs.files and beside.is_file():
+                    inputs.files[other.name] = beside
+        else:
+            inputs.folder = path
+            for spec_file in spec.files:
+                for candidate in (path / spec_file.name, *path.glob(f"*/{spec_file.name}")):
+                    if candidate.is_file():
+                        inputs.files[spec_file.name] = candidate
+                        break
+        for spec_file in spec.files:
+            found = inputs.files.get(spec_file.name)
+            if found is None:
+                continue
+            if spec_file.content_sha256 is not None:
+                check_magic(spec_file, found, str(found))  # content is verified when it is decoded
+            else:
+                verify_file(spec_file, found, f"--from {found}")
+        return inputs
+
+    @abstractmethod
+    def build(
+        self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, on_event: EventHandler | None
+    ) -> pd.DataFrame:
+        """Write the dataset's images into `staging` and return its index frame."""
+
+
+def wrong_input(spec: DatasetSpec, inputs: SourceInputs, expected: str) -> UsageError:
+    """The error for `--from` material that does not belong to this dataset."""
+    return UsageError(
+        f"{inputs.describe()} does not hold {spec.title.split(' (')[0]} files: expected {expected}",
+        hint=f"check the path; docs/datasets.md lists the layouts `dmlbench prepare {spec.name} --from` accepts",
+    )
+
+
+def check_listed(paths: list[str], result: ExtractResult, spec: DatasetSpec, origin: str) -> None:
+    """Every image the metadata lists must have been written and must look like an image."""
+    missing = [p for p in paths if p not in result.written]
+    if missing:
+        raise ChecksumError(
+            f"{spec.name}: the metadata lists {len(missing):,} image(s) missing from {origin}, e.g. {missing[0]}",
+            hint="the archive or folder is incomplete; get a complete copy and rerun",
+        )
+    bad = sorted(set(paths) & result.bad_images)
+    if bad:
+        raise ChecksumError(
+            f"{spec.name}: {len(bad):,} corrupt image(s) in {origin} (not JPEG/PNG data), e.g. {bad[0]}",
+            hint="the archive or folder is damaged; get a fresh copy and rerun",
+        )

@@ -1,0 +1,128 @@
+"""`DatasetSpec`: the schema of one `[table]` of datasets.toml, validated strictly when it loads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Protocol = Literal["class-split", "given-split", "query-gallery"]
+FileFormat = Literal["tgz", "tar", "zip", "gz", "mat", "file"]
+
+_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+class FileSpec(BaseModel):
+    """One file a dataset is made from: where to get it and how to recognise it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="file name on disk (also what `--from DIR` looks for)")
+    format: FileFormat
+    urls: tuple[str, ...] = Field(default=(), description="mirrors, tried in order; empty = manual download only")
+    size: int | None = Field(default=None, gt=0)
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # Decompressed content of a .gz: repackaged copies (e.g. Debian's) differ in their .gz bytes only.
+    content_size: int | None = Field(default=None, gt=0)
+    content_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if "/" in value or "\\" in value or value in {".", ".."}:
+            raise ValueError("must be a plain file name, not a path")
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+
+class DatasetSpec(BaseModel):
+    """One dataset of the catalog. `name` comes from the table name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    title: str = Field(min_length=1)
+    source: str = Field(description="raw-format reader, a key of dmlbench.datasets.sources.SOURCES")
+    protocol: Protocol
+    backbone: Literal["small_cnn", "googlenet"]
+    image_size: int = Field(gt=0, description="side of the square network input")
+    channels: Literal[1, 3]
+    recall_k: tuple[int, ...] = Field(min_length=1)
+    default_batch_classes: int = Field(gt=0)
+    default_batch_per_class: int = Field(gt=1)
+    train_classes: tuple[int, int] | None = None
+    test_classes: tuple[int, int] | None = None
+    expect_images: dict[str, int] = Field(default_factory=dict, description="exact images per split, checked")
+    expect_classes: dict[str, int] = Field(default_factory=dict, description="exact classes per split, checked")
+    files: tuple[FileSpec, ...] = ()
+    homepage: str = ""
+    citation: str = ""
+    notes: str = ""
+    params: dict[str, int | float | str] = Field(default_factory=dict, description="source-specific settings")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        from dmlbench.datasets.sources import SOURCES
+        from dmlbench.registry import did_you_mean
+
+        if value not in SOURCES:
+            raise ValueError(
+                f"unknown source {value!r}; {did_you_mean(value, SOURCES.names())}known: {SOURCES.names()}"
+            )
+        return value
+
+    @field_validator("recall_k")
+    @classmethod
+    def _increasing(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(k <= 0 for k in value) or list(value) != sorted(set(value)):
+            raise ValueError("must be positive and strictly increasing")
+        return value
+
+    @field_validator("train_classes", "test_classes")
+    @classmethod
+    def _ordered_range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError("must be [first, last] with first <= last")
+        return value
+
+    @field_validator("expect_images", "expect_classes")
+    @classmethod
+    def _known_splits(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - {"train", "test", "query", "gallery"}
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; use train, test, query, gallery")
+        return value
+
+    @model_validator(mode="after")
+    def _protocol_needs(self) -> DatasetSpec:
+        if self.protocol == "class-split":
+            if self.train_classes is None or self.test_classes is None:
+                raise ValueError("protocol 'class-split' needs train_classes and test_classes")
+            (a, b), (c, d) = self.train_classes, self.test_classes
+            if not (b < c or d < a):
+                raise ValueError("train_classes and test_classes overlap; a DML split must be class-disjoint")
+        names = [f.name for f in self.files]
+        if len(names) != len(set(names)):
+            raise ValueError("two files share one name")
+        return self
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Split names this protocol produces."""
+        return ("train", "query", "gallery") if self.protocol == "query-gallery" else ("train", "test")
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of this spec (recorded in prepared.json)."""
+        payload: dict[str, Any] = self.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

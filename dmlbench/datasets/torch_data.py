@@ -1,0 +1,174 @@
+"""torch Datasets over a prepared dataset: in-memory arrays (fast, vectorised) or image files (PIL).
+
+Array datasets (digits, fashion-mnist, synthetic) keep the uint8 array in memory and offer
+`get_batch(indices)`, which builds a whole batch with a few tensor operations; the training loop
+uses it so that the data pipeline never limits throughput. Image-file datasets use the standard
+ImageNet-style transforms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from dmlbench.datasets.prepared import ARRAY_FILE, BOX_COLUMNS, PreparedDataset
+from dmlbench.errors import ChecksumError, UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_side(image_size: int) -> int:
+    """The side images are resized to before cropping: 256 for 224 (the standard ratio), scaled otherwise."""
+    return max(image_size, round(image_size * 256 / 224))
+
+
+def _array_rows(frame: pd.DataFrame) -> np.ndarray:
+    paths = frame["path"].astype(str)
+    prefix = f"{ARRAY_FILE}#"
+    if not paths.str.startswith(prefix).all():
+        raise UsageError("the frame mixes array rows and file rows", hint="pass rows of one prepared dataset")
+    return paths.str.slice(len(prefix)).astype(np.int64).to_numpy()
+
+
+class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Rows of images.npy held in memory as uint8 [N, C, H, W]; items are float [C, H, W] in [-1, 1].
+
+    No augmentation: flips or crops would change the meaning of digits, and these sets are small.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, image_size: int | None, channels: int | None) -> None:
+        array = images if images.ndim == 4 else images[..., None]
+        self.images = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        native = int(self.images.shape[1])
+        self.channels = channels or native
+        if self.channels not in (1, 3) or (native == 3 and self.channels == 1):
+            raise UsageError(
+                f"cannot turn {native}-channel images into {self.channels} channels",
+                hint="use channels=None (native) or 3",
+            )
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get_batch(self, indices: Sequence[int] | torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images float [B, C, H, W] and labels int64 [B] for positions `indices`, built in one go."""
+        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        batch = self.images.index_select(0, index).float().div_(127.5).sub_(1.0)
+        if self.image_size is not None and batch.shape[-1] != self.image_size:
+            batch = F.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        if batch.shape[1] != self.channels:
+            batch = batch.expand(-1, self.channels, -1, -1).contiguous()
+        return batch, self.labels.index_select(0, index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        images, labels = self.get_batch([i])
+        return images[0], int(labels[0])
+
+
+class ImageFileDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Images read with PIL from the prepared folder, transformed for training or evaluation."""
+
+    def __init__(
+        self,
+        prepared: PreparedDataset,
+        frame: pd.DataFrame,
+        *,
+        train: bool,
+        image_size: int,
+        bbox_crop: bool,
+        channels: int,
+    ) -> None:
+        from torchvision import transforms
+
+        self.root = prepared.root
+        self.paths = frame["path"].astype(str).tolist()
+        self.labels = frame["label"].astype(np.int64).tolist()
+        self.boxes: np.ndarray | None = None
+        if bbox_crop:
+            if not all(c in frame.columns for c in BOX_COLUMNS):
+                raise UsageError(
+                    f"{prepared.name} has no bounding boxes", hint="bbox_crop works for cub200 and cars196 only"
+                )
+            self.boxes = frame[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
+        self.channels = channels
+        side = resize_side(image_size)
+        steps: list[Any] = [transforms.Resize(side)]
+        if train:
+            steps += [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip()]
+        else:
+            steps += [transforms.CenterCrop(image_size)]
+        mean = IMAGENET_MEAN if channels == 3 else (sum(IMAGENET_MEAN) / 3,)
+        std = IMAGENET_STD if channels == 3 else (sum(IMAGENET_STD) / 3,)
+        steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]
+        self.transform = transforms.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> Image.Image:
+        """The i-th image as a PIL image in the requested mode, cropped to its box when asked."""
+        path = self.root / self.paths[i]
+        try:
+            with Image.open(path) as raw:
+                image = raw.convert("RGB" if self.channels == 3 else "L")
+        except (OSError, UnidentifiedImageError) as err:
+            raise ChecksumError(
+                f"cannot read image {path}: {err}", hint="the prepared dataset is damaged; rerun prepare with --force"
+            ) from None
+        if self.boxes is not None:
+            x1, y1, x2, y2 = self.boxes[i]
+            box = (
+                max(0, int(x1)),
+                max(0, int(y1)),
+                min(image.width, int(np.ceil(x2))),
+                min(image.height, int(np.ceil(y2))),
+            )
+            if box[2] > box[0] and box[3] > box[1]:
+                image = image.crop(box)
+        return image
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        tensor: torch.Tensor = self.transform(self.load(i))
+        return tensor, self.labels[i]
+
+
+def build_dataset(
+    prepared: PreparedDataset,
+    frame: pd.DataFrame,
+    *,
+    train: bool,
+    image_size: int | None,
+    bbox_crop: bool = False,
+    channels: int | None = None,
+) -> ArrayImageDataset | ImageFileDataset:
+    """A torch Dataset of (float [C, H, W], label) over the rows of `frame` (a subset of `prepared.index`).
+
+    `image_size=None` keeps array images at their native size (image files need a size; the spec's
+    `image_size` is the usual choice). `channels=None` keeps the native channels of arrays and uses RGB
+    for image files; 3 turns grayscale into 3 identical channels.
+    """
+    if prepared.is_array:
+        if bbox_crop:
+            raise UsageError(f"{prepared.name} has no bounding boxes", hint="bbox_crop is for cub200 and cars196")
+        images = np.load(prepared.root / ARRAY_FILE, mmap_mode="r")
+        rows = _array_rows(frame)
+        return ArrayImageDataset(
+            np.asarray(images[rows]), frame["label"].to_numpy(), image_size=image_size, channels=channels
+        )
+    if image_size is None:
+        raise UsageError(f"{prepared.name} is made of image files; give an image_size", hint="e.g. 224")
+    return ImageFileDataset(
+        prepared, frame, train=train, image_size=image_size, bbox_crop=bbox_crop, channels=channels or 3
+    )
