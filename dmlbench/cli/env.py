@@ -23,7 +23,9 @@ def _version(dist: str) -> str:
 
 @friendly_errors
 def command(
-    data_root: Annotated[Path | None, typer.Option(help="Prepared-data folder (default: $DMLBENCH_DATA_ROOT or ~/.cache/dmlbench/data).")] = None,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Prepared-data folder (default: $DMLBENCH_DATA_ROOT or ~/.cache/dmlbench/data).")
+    ] = None,
 ) -> None:
     """Print versions, devices, faiss build and data root (paste this into bug reports)."""
     import dmlbench
