@@ -1,0 +1,99 @@
+"""The base class of every metric-learning loss: input validation and the empty-batch rule."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from dmlbench.errors import ConfigError, UsageError
+
+
+class LossInputError(UsageError, ValueError):
+    """Embeddings or labels a loss cannot use (wrong shape or dtype, NaN/inf). Also a `ValueError`."""
+
+
+class LossConfigError(ConfigError, ValueError):
+    """An invalid loss hyperparameter. Also a `ValueError`, so `Registry.build` reports it as a ConfigError."""
+
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def validate_inputs(embeddings: object, labels: object) -> tuple[Tensor, Tensor]:
+    """Check `(embeddings [N, D] float, labels [N] int)` and return them ready for a loss.
+
+    Returns the embeddings (float16/bfloat16 upcast to float32, still attached to the graph) and the
+    labels re-indexed to 0..K-1 in increasing label-value order, as int64 on the embeddings' device.
+    Raises LossInputError (a ValueError) with a one-line message otherwise.
+    """
+    if not isinstance(embeddings, Tensor) or not isinstance(labels, Tensor):
+        raise LossInputError(
+            "embeddings and labels must be torch tensors",
+            hint="call loss(embeddings[N, D], labels[N]) with tensors",
+        )
+    if embeddings.ndim != 2:
+        raise LossInputError(
+            f"embeddings must have shape [N, D], got {tuple(embeddings.shape)}",
+            hint="flatten each sample's embedding to one row",
+        )
+    if labels.ndim != 1:
+        raise LossInputError(
+            f"labels must have shape [N], got {tuple(labels.shape)}",
+            hint="pass one integer class id per embedding, e.g. labels.view(-1)",
+        )
+    if labels.shape[0] != embeddings.shape[0]:
+        raise LossInputError(
+            f"{embeddings.shape[0]} embeddings but {labels.shape[0]} labels",
+            hint="embeddings and labels must have the same length",
+        )
+    if not embeddings.is_floating_point():
+        raise LossInputError(
+            f"embeddings must be a floating-point tensor, got {embeddings.dtype}",
+            hint="convert with embeddings.float()",
+        )
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise LossInputError(
+            f"labels must be an integer tensor, got {labels.dtype}",
+            hint="convert class ids with labels.long()",
+        )
+    if embeddings.shape[0] > 0 and embeddings.shape[1] == 0:
+        raise LossInputError("embeddings have dimension 0", hint="the embedding size must be at least 1")
+    if not bool(torch.isfinite(embeddings).all()):
+        raise LossInputError(
+            "embeddings contain NaN or inf",
+            hint="training diverged or the input is corrupt; lower the learning rate or check the data",
+        )
+    if embeddings.dtype in _HALF_DTYPES:
+        embeddings = embeddings.float()
+    labels = labels.to(embeddings.device)
+    _, contiguous = torch.unique(labels, sorted=True, return_inverse=True)
+    return embeddings, contiguous.to(torch.int64)
+
+
+class MetricLoss(nn.Module):
+    """A loss over a batch: `loss(embeddings[N, D], labels[N]) -> scalar tensor`.
+
+    Subclasses implement `compute` on validated inputs (labels already 0..K-1, N >= 1). An empty batch
+    gives a zero that stays attached to the graph, so `backward()` works on it.
+    """
+
+    expects_normalized: ClassVar[bool] = True
+    """Whether the reference convention feeds this loss L2-normalised embeddings (the trainer reads it)."""
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Validate the batch and return the scalar loss."""
+        embeddings, labels = validate_inputs(embeddings, labels)
+        if embeddings.shape[0] == 0:
+            return embeddings.sum() * 0.0
+        return self.compute(embeddings, labels)
+
+    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """The loss of a validated, non-empty batch (labels are int64 class indices 0..K-1)."""
+        raise NotImplementedError
+
+
+def attached_zero(embeddings: Tensor) -> Tensor:
+    """A scalar 0 that depends on `embeddings`, so backward() yields an all-zero gradient."""
+    return embeddings.sum() * 0.0
