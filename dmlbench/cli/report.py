@@ -1,0 +1,60 @@
+"""`dmlbench report`: comparison tables (and plots) from run folders, on stdout or into a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, resolve_runs_root, setup_logging
+
+
+def split_list(values: list[str] | None) -> list[str] | None:
+    """Accept both `--metrics nmi,recall@1` and repeated `--metrics nmi --metrics recall@1`."""
+    if not values:
+        return None
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+@friendly_errors
+def command(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Runs roots or run directories \\[default: the runs root].")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, csv, latex, html or json.")] = "markdown",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    group_by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group-by", help="Row grouping within each dataset \\[default: loss,backbone,embedding_dim,batch]."
+        ),
+    ] = None,
+    metrics: Annotated[
+        list[str] | None, typer.Option("--metrics", help="Metric columns, e.g. nmi,recall@1 \\[default: all].")
+    ] = None,
+    plots: Annotated[Path | None, typer.Option("--plots", help="Also write PNG and SVG plots to this folder.")] = None,
+    runs_root: Annotated[
+        Path | None, typer.Option(help="Runs folder \\[env: DMLBENCH_RUNS_ROOT; default ./runs].")
+    ] = None,
+) -> None:
+    """Turn run folders into a comparison table: every loss per dataset, mean ± std over seeds, paper rows."""
+    from dmlbench.reporting import report
+    from dmlbench.utils.io import write_text_atomic
+
+    setup_logging()
+    inputs = list(paths) if paths else [resolve_runs_root(runs_root)]
+    with ProgressRenderer() as progress:
+        text = report(
+            inputs,
+            fmt=fmt,
+            group_by=split_list(group_by),
+            metrics=split_list(metrics),
+            plots_dir=plots,
+            on_event=progress,
+        )
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        write_text_atomic(output, text)
+        err.print(f"wrote {output}", highlight=False)

@@ -1,0 +1,128 @@
+"""`dmlbench bench` end to end: prepare -> train -> evaluate -> report, skipping finished runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dmlbench.events import Event
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    from dmlbench.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    rows = [line for line in markdown.splitlines() if line.startswith("|")][2:]
+    return {cells[0]: cells for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+
+
+def test_bench_digits_end_to_end(tmp_path: Path) -> None:
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    args = ["bench", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "1"]
+    args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu", "--quiet"]
+    code, stdout, stderr = invoke(*args)
+    assert code == 0, stderr
+    assert stdout.startswith("## digits")
+    rows = table_rows(stdout)
+    assert set(rows) == {"clustering", "triplet"}
+    for cells in rows.values():
+        assert cells[1:5] == ["small_cnn", "64", "5x8", "1"]
+        recall_at_1 = float(cells[6].strip("*"))
+        assert 20.0 < recall_at_1 <= 100.0  # 5 test classes: chance is about 20%
+    for loss in ("clustering", "triplet"):
+        run = runs / f"digits-{loss}-small_cnn-seed0"
+        assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
+        assert (run / "eval" / "test" / "metrics.json").is_file()
+        assert (run / "eval" / "test" / "embeddings.npy").is_file()  # for the report's t-SNE
+
+    # Second time: nothing to do, same table.
+    from dmlbench.benchmark import run_bench
+
+    events: list[Event] = []
+    again = run_bench(
+        datasets=["digits"],
+        losses=["clustering", "triplet"],
+        seeds=1,
+        epochs=1,
+        runs_root=runs,
+        data_root=data,
+        device="cpu",
+        on_event=events.append,
+    )
+    assert [r.action for r in again.runs] == ["skipped", "skipped"]
+    assert again.report == stdout
+
+    # A trained but unevaluated run is only evaluated; an interrupted one resumes from last.pt
+    # (here asked for a second epoch, as after raising --epochs).
+    clustering, triplet = (runs / f"digits-{loss}-small_cnn-seed0" for loss in ("clustering", "triplet"))
+    shutil.rmtree(clustering / "eval")
+    evaluated = run_bench(datasets=["digits"], losses=["clustering"], seeds=1, epochs=1, runs_root=runs, data_root=data)
+    assert [r.action for r in evaluated.runs] == ["evaluated"]
+    assert (clustering / "eval" / "test" / "metrics.json").is_file()
+    shutil.rmtree(triplet / "eval")
+    manifest = json.loads((triplet / "manifest.json").read_text())
+    (triplet / "manifest.json").write_text(json.dumps(manifest | {"status": "interrupted"}))
+    resumed = run_bench(datasets=["digits"], losses=["triplet"], seeds=1, epochs=2, runs_root=runs, data_root=data)
+    assert [r.action for r in resumed.runs] == ["resumed"]
+    steps = [json.loads(line).get("step") for line in (triplet / "train" / "history.jsonl").read_text().splitlines()]
+    assert max(s for s in steps if s is not None) == 2 * manifest["last_step"]
+    assert json.loads((triplet / "manifest.json").read_text())["status"] == "complete"
+    assert set(table_rows(resumed.report)) == {"triplet"}
+
+    # A different config for the same run folders is refused, not silently mixed.
+    code, _, stderr = invoke(*[a if a != "1" else "2" for a in args])
+    assert code == 2 and "different config" in stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--losses", "clustring", "did you mean 'clustering'"), ("--datasets", "digit", "did you mean 'digits'")],
+)
+def test_bench_bad_names(flag: str, value: str, message: str, tmp_path: Path) -> None:
+    code, stdout, stderr = invoke("bench", flag, value, "--runs-root", str(tmp_path), "--quiet")
+    assert code == 2 and stdout == ""
+    assert "error:" in stderr and message in stderr
+    assert not any(tmp_path.iterdir())  # validated before any work
+
+
+def test_bench_unknown_format_fails_before_training(tmp_path: Path) -> None:
+    code, _, stderr = invoke("bench", "--format", "markdwn", "--runs-root", str(tmp_path / "r"), "--quiet")
+    assert code == 2 and "did you mean 'markdown'" in stderr
+    assert not (tmp_path / "r").exists()
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's fashion-mnist package is not installed")
+def test_bench_fashion_mnist_small_cnn(tmp_path: Path) -> None:
+    from dmlbench.benchmark import run_bench
+    from dmlbench.datasets import prepare
+
+    data = tmp_path / "data"
+    prepare("fashion-mnist", data_root=data, source=FASHION)
+    result = run_bench(
+        datasets=["fashion-mnist"],
+        losses=["clustering", "triplet"],
+        seeds=1,
+        epochs=1,
+        overrides=["schedule.steps=150"],
+        eval_metrics=["recall", "nmi"],  # R-precision over 7,000-image classes is the slow part
+        runs_root=tmp_path / "runs",
+        data_root=data,
+        device="cpu",
+    )
+    assert [r.action for r in result.runs] == ["trained", "trained"]
+    rows = table_rows(result.report)
+    assert set(rows) == {"clustering", "triplet"}
+    for cells in rows.values():
+        assert float(cells[6].strip("*")) > 40.0  # R@1 well above the 20% of chance on 5 test classes

@@ -1,0 +1,56 @@
+"""The HTML report opened in headless Chromium: the table and the plots are there and actually drawn."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dmlbench.reporting import report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)"
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+MATPLOTLIB_BLUE = np.array([0x1F, 0x77, 0xB4])  # first line colour of every plot; the page's CSS never uses it
+
+
+def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    command = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+
+def test_html_report_renders_table_and_images(fixture_runs: Path, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(report([fixture_runs], fmt="html"), encoding="utf-8")
+
+    dom = chromium(["--dump-dom", page.resolve().as_uri()], tmp_path / "profile-dom").stdout
+    assert dom.count('<table class="results">') == 3
+    assert "<th>R@1</th>" in dom and "<th>NMI</th>" in dom
+    assert dom.count("<img ") == 7 and 'src="data:image/png;base64,' in dom
+    assert "digits-triplet-small_cnn-seed2" in dom  # the failed run, in the notes
+
+    shot = tmp_path / "shot.png"
+    chromium([f"--screenshot={shot}", "--window-size=1200,2000", page.resolve().as_uri()], tmp_path / "profile-shot")
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    assert pixels.shape[:2] == (2000, 1200)
+    assert pixels.std() > 20, "the screenshot is blank"
+    dark = (pixels.sum(axis=2) < 200).mean()
+    assert dark > 0.002, "no text was drawn"
+    blue = (np.abs(pixels - MATPLOTLIB_BLUE).sum(axis=2) < 30).sum()
+    assert blue > 200, "no plot lines visible: the embedded images did not render"

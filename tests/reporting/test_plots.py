@@ -1,0 +1,38 @@
+"""Plots: every figure in PNG and SVG, deterministic bytes, nothing drawn for data that is not there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dmlbench.reporting import report
+
+
+def digits_runs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.name.startswith("digits-") and "overlap" not in p.name)
+
+
+def test_plots_written_as_png_and_svg_and_stable(fixture_runs: Path, tmp_path: Path) -> None:
+    runs = digits_runs(fixture_runs)
+    first, second = tmp_path / "a", tmp_path / "b"
+    report(runs, fmt="markdown", plots_dir=first)
+    report(runs, fmt="markdown", plots_dir=second)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == [f"digits-{kind}.{ext}" for kind in ("recall", "training", "tsne") for ext in ("png", "svg")]
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), f"{name} is not deterministic"
+    for kind in ("recall", "training", "tsne"):
+        with Image.open(first / f"digits-{kind}.png") as image:
+            assert image.width >= 400 and image.height >= 300
+            colours = np.asarray(image.convert("RGB")).reshape(-1, 3)
+            assert len(np.unique(colours, axis=0)) > 20  # more than a blank canvas
+        svg = (first / f"digits-{kind}.svg").read_text(encoding="utf-8")
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "dc:date" not in svg
+
+
+def test_no_tsne_without_saved_embeddings(fixture_runs: Path, tmp_path: Path) -> None:
+    runs = [p for p in digits_runs(fixture_runs) if p.name.endswith("seed1")]
+    report(runs, fmt="markdown", plots_dir=tmp_path)
+    assert sorted(p.stem for p in tmp_path.glob("*.png")) == ["digits-recall", "digits-training"]
