@@ -14,6 +14,13 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 
+def _current_umask() -> int:
+    # os.umask can only be read by setting it; restore it at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it is fsynced and renamed onto `path`.
@@ -24,6 +31,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600 files; results are meant to be shared like any file the user writes.
+    tmp.chmod(0o666 & ~_current_umask())
     try:
         yield tmp
         with tmp.open("rb+") as handle:

@@ -39,3 +39,13 @@ def test_sha256_matches_hashlib(tmp_path: Path) -> None:
     blob = tmp_path / "b"
     blob.write_bytes(b"x" * 3_000_000)
     assert sha256_file(blob) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    target = tmp_path / "shared.json"
+    write_json_atomic(target, {"a": 1})
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
