@@ -1,0 +1,130 @@
+"""`dmlbench train`: options -> TrainConfig -> dmlbench.training.train(), with progress on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, resolve_runs_root
+from dmlbench.errors import UsageError
+
+M, D, R = "Model and loss", "Data", "Run"
+
+
+@friendly_errors
+def command(
+    loss: Annotated[str | None, typer.Option(help="clustering, triplet, lifted or npairs.", rich_help_panel=M)] = None,
+    dataset: Annotated[str | None, typer.Option(help="Prepared dataset (default: digits).", rich_help_panel=D)] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML experiment config.", rich_help_panel=R)] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: key=value (TOML literal).", rich_help_panel=R),
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder (default: RUNS_ROOT/<run_id>).", rich_help_panel=R)
+    ] = None,
+    runs_root: Annotated[
+        Path | None, typer.Option(envvar="DMLBENCH_RUNS_ROOT", help="Parent of run folders.", rich_help_panel=R)
+    ] = None,
+    data_root: Annotated[
+        Path | None, typer.Option(envvar="DMLBENCH_DATA_ROOT", help="Prepared-data folder.", rich_help_panel=D)
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=R)] = "auto",
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.", rich_help_panel=R)] = None,
+    steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.", rich_help_panel=R)] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.", rich_help_panel=R)] = None,
+    val_classes: Annotated[
+        float | None, typer.Option(help="Fraction of train classes held out for validation.", rich_help_panel=D)
+    ] = None,
+    pretrained: Annotated[
+        bool | None,
+        typer.Option("--pretrained/--no-pretrained", help="ImageNet weights for image backbones.", rich_help_panel=M),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Local torchvision .pth for the backbone (offline).", rich_help_panel=M)
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from train/last.pt.", rich_help_panel=R)] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a run folder holding another run.", rich_help_panel=R)
+    ] = False,
+    no_eval: Annotated[
+        bool, typer.Option("--no-eval", help="Skip the test-split evaluation at the end.", rich_help_panel=R)
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=R)] = False,
+    nproc_per_node: Annotated[
+        int | None, typer.Option(help="Launch N DDP processes via torchrun.", rich_help_panel=R)
+    ] = None,
+) -> None:
+    """Train an embedding with a metric-learning loss; writes runs/<run_id>/ and evaluates it on test."""
+    if nproc_per_node is not None:
+        _relaunch(nproc_per_node)
+        return
+    from dmlbench.config import load_config
+    from dmlbench.training import DistContext, train
+
+    if config is None and resume and run_dir is not None and (run_dir / "config.toml").is_file():
+        config = run_dir / "config.toml"  # `--resume --run-dir X` alone continues the stored run
+    flags = {
+        "loss.name": loss,
+        "dataset": dataset,
+        "schedule.epochs": epochs,
+        "schedule.steps": steps,
+        "seed": seed,
+        "validation.val_classes": val_classes,
+        "model.pretrained": pretrained,
+        "model.weights": str(weights) if weights is not None else None,
+    }
+    cfg = load_config(config, set_ or [], flags)
+    dist = DistContext(
+        int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    )
+    with ProgressRenderer(quiet=quiet or not dist.is_main) as renderer:
+        summary = train(
+            cfg,
+            run_dir,
+            data_root=resolve_data_root(data_root),
+            runs_root=resolve_runs_root(runs_root),
+            resume=resume,
+            force=force,
+            device=device,
+            on_event=renderer,
+            evaluate_at_end=not no_eval,
+            dist=dist,
+        )
+    if dist.is_main:
+        metrics = "  ".join(
+            f"{k} {v:.4f}" for k, v in (summary.test_metrics or {}).items() if k.startswith(("recall@1", "nmi"))
+        )
+        loss_text = f"{summary.final_loss:.4f}" if summary.final_loss is not None else "n/a"
+        out.print(
+            f"{summary.run_id}: {summary.steps} steps, {summary.epochs} epochs, loss {loss_text}, "
+            f"{summary.images_per_s or 0:.0f} img/s  {metrics}  -> {summary.run_dir}",
+            highlight=False,
+        )
+
+
+def _relaunch(nproc: int) -> None:
+    """Re-run this command under torch.distributed.run with N processes (without --nproc-per-node)."""
+    if nproc < 1:
+        raise UsageError("--nproc-per-node must be at least 1", hint="e.g. --nproc-per-node 2")
+    from torch.distributed.run import main as torchrun
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            argv.append(arg)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "dmlbench", *argv])
+    except ChildFailedError as failed:  # the ranks already printed their error: keep their exit code
+        codes = [f.exitcode for f in failed.failures.values()]
+        raise typer.Exit(code=next((c for c in codes if c > 0), 1)) from None

@@ -1,0 +1,9 @@
+"""Core of `dmlbench train`: `train(cfg, run_dir, ...) -> TrainSummary`."""
+
+from __future__ import annotations
+
+from dmlbench.training.distributed import DistContext
+from dmlbench.training.loop import TrainingDivergedError
+from dmlbench.training.run import TrainSummary, train
+
+__all__ = ["DistContext", "TrainSummary", "TrainingDivergedError", "train"]

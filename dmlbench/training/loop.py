@@ -1,0 +1,177 @@
+"""The training loop, top to bottom (nanoGPT's shape): batch -> forward -> global loss -> backward -> step.
+
+`run.py` builds every part (data, model, optimizer, run directory) and hands them over in a `Parts`;
+this module owns only the order of operations, checkpoints and progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dmlbench.errors import InterruptedRunError, UsageError
+from dmlbench.events import Event, EventHandler, emit
+from dmlbench.training.checkpoint import Position
+from dmlbench.training.distributed import DistContext, gather_batch
+
+LoaderFn = Callable[[list[list[int]]], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+class TrainingDivergedError(UsageError):
+    """The loss became NaN/inf; the last good checkpoint is kept (exit 2: a setting to change)."""
+
+
+@dataclass
+class Parts:
+    """Everything one training run needs, already built and (on resume) restored."""
+
+    model: torch.nn.Module  # the DDP wrapper when distributed
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    batches: Callable[[int], list[list[int]]]  # epoch -> this rank's index lists
+    loader: LoaderFn  # index lists -> (images, labels) batches, in order
+    device: torch.device
+    dist: DistContext
+    total_steps: int
+    global_batch_size: int
+    checkpoint_every: int
+    grad_clip: float | None = None
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    save_checkpoint: Callable[[Position], None] = lambda position: None
+    write_history: Callable[[list[dict[str, Any]]], None] = lambda rows: None
+    validate: Callable[[int], dict[str, Any] | None] = lambda epoch: None
+    log: Callable[[str], None] = lambda message: None
+    on_event: EventHandler | None = None
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on this rank's part of one P x K batch; returns the (detached) global loss."""
+    images = images.to(parts.device, non_blocking=True)
+    labels = labels.to(parts.device, non_blocking=True)
+    if parts.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    autocast = (
+        torch.autocast(parts.device.type, dtype=parts.amp_dtype)
+        if parts.amp_dtype is not None
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        embeddings = parts.model(images)
+    # Losses run in float32: their masks, exp/log-sum-exp and PAM inference are not fp16-safe.
+    all_embeddings, all_labels = gather_batch(embeddings.float(), labels, parts.dist)
+    loss: torch.Tensor = parts.loss_fn(all_embeddings, all_labels)
+    if not torch.isfinite(loss.detach()):
+        return loss.detach()
+    parts.optimizer.zero_grad(set_to_none=True)
+    if parts.scaler is not None:
+        parts.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        parts.scaler.unscale_(parts.optimizer)
+    else:
+        loss.backward()  # type: ignore[no-untyped-call]
+    if parts.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip)
+    if parts.scaler is not None:
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    else:
+        parts.optimizer.step()
+    parts.scheduler.step()
+    return loss.detach()
+
+
+def flush(parts: Parts) -> None:
+    """Append the buffered history rows (buffered so the loop does not fsync every step)."""
+    rows, parts.pending = parts.pending, []
+    if not rows:
+        return
+    try:
+        parts.write_history(rows)
+    except BaseException:
+        # Ctrl-C mid-write: keep the rows for the interrupt handler's checkpoint; the run directory
+        # drops any duplicate or torn line when it repairs the history.
+        parts.pending = rows + parts.pending
+        raise
+
+
+def checkpoint(parts: Parts, position: Position) -> None:
+    """History first, then last.pt: on disk, history never runs ahead of a checkpoint by more than a flush."""
+    flush(parts)
+    parts.save_checkpoint(position)
+
+
+def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -> Position:
+    """Train from `position` until `total_steps`; checkpoint every N steps and every epoch."""
+    started = time.perf_counter() - seconds_before
+    last_loss = math.nan
+    try:
+        while position.step < parts.total_steps:
+            epoch_batches = parts.batches(position.epoch)
+            task = f"epoch {position.epoch + 1}"
+            remaining = min(len(epoch_batches), position.batch + parts.total_steps - position.step)
+            emit(parts.on_event, Event("start", task, total=remaining - position.batch, unit="step"))
+            tick = time.perf_counter()
+            todo = epoch_batches[position.batch : remaining]
+            for batch_index, (images, labels) in enumerate(parts.loader(todo), start=position.batch):
+                loss = train_step(parts, images, labels)
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"loss became {loss.item()} at step {position.step + 1} (epoch {position.epoch + 1})",
+                        hint="lower optim.lr or set optim.grad_clip; last.pt holds the last good checkpoint",
+                    )
+                last_loss = float(loss)
+                position.batch, position.step = batch_index + 1, position.step + 1
+                elapsed = time.perf_counter() - tick
+                lr = parts.scheduler.get_last_lr()[0]
+                images_per_s = parts.global_batch_size / max(elapsed, 1e-9)
+                parts.pending.append(
+                    {
+                        "step": position.step,
+                        "epoch": position.epoch + 1,
+                        "loss": last_loss,
+                        "lr": lr,
+                        "images_per_s": round(images_per_s, 1),
+                        "seconds": round(time.perf_counter() - started, 3),
+                    }
+                )
+                emit(
+                    parts.on_event,
+                    Event(
+                        "advance", task, amount=1, fields={"loss": last_loss, "lr": lr, "img/s": round(images_per_s)}
+                    ),
+                )
+                if position.step % parts.checkpoint_every == 0:
+                    checkpoint(parts, position)
+                tick = time.perf_counter()  # the next step's time includes loading its batch
+            emit(parts.on_event, Event("finish", task))
+            if position.batch < len(epoch_batches):  # stopped by schedule.steps inside an epoch
+                break
+            position.epoch, position.batch = position.epoch + 1, 0
+            flush(parts)
+            val = parts.validate(position.epoch)
+            if val is not None:
+                parts.pending.append({"epoch": position.epoch, "val": val})
+            parts.log(
+                f"epoch {position.epoch} done: step {position.step}, loss {last_loss:.5g}"
+                + (f", val {json.dumps(val)}" if val else "")
+            )
+            checkpoint(parts, position)
+    except KeyboardInterrupt:
+        # The step in flight is abandoned; `position` still names the last completed step.
+        checkpoint(parts, position)
+        raise InterruptedRunError(
+            f"training interrupted at step {position.step}; checkpoint saved",
+            hint="continue with `dmlbench train --resume` (same --run-dir)",
+        ) from None
+    checkpoint(parts, position)
+    return position
