@@ -1,0 +1,75 @@
+"""Embed a dataset split with a trained model: batched, no grad, AMP on CUDA, progress events."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dmlbench.errors import UsageError
+from dmlbench.events import Event, EventHandler, emit
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _batches(dataset: Any, batch_size: int) -> Any:
+    """(images, labels) batches in dataset order: vectorised `get_batch` when offered, else a DataLoader."""
+    import torch
+
+    n = len(dataset)
+    if hasattr(dataset, "get_batch"):
+        for start in range(0, n, batch_size):
+            yield dataset.get_batch(list(range(start, min(start + batch_size, n))))
+        return
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    yield from loader
+
+
+def embed_dataset(
+    model: torch.nn.Module,
+    dataset: Any,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    task: str = "embed",
+    on_event: EventHandler | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Embeddings float32 [N, D] and labels int64 [N] of every item of `dataset`, in order."""
+    import torch
+
+    if batch_size < 1:
+        raise UsageError(f"batch size must be >= 1, got {batch_size}", hint="e.g. --batch-size 256")
+    n = len(dataset)
+    if n == 0:
+        raise UsageError("the split to embed is empty", hint="check the dataset's index.csv splits")
+    model.eval()
+    use_amp = device.type == "cuda"
+    outputs: list[NDArray[np.float32]] = []
+    labels: list[NDArray[np.int64]] = []
+    emit(on_event, Event("start", task, total=float(n), unit="img"))
+    with torch.inference_mode():
+        for images, batch_labels in _batches(dataset, batch_size):
+            images = torch.as_tensor(images).to(device, non_blocking=True)
+            try:
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                    out = model(images)
+            except RuntimeError as err:
+                if "shape" in str(err) or "size" in str(err) or "channels" in str(err):
+                    raise UsageError(
+                        f"the model cannot embed these images of shape {tuple(images.shape[1:])}: "
+                        f"{str(err).splitlines()[0]}",
+                        hint="the run was trained on differently shaped inputs; check the run's dataset and image_size",
+                    ) from err
+                raise
+            if out.ndim != 2:
+                raise UsageError(
+                    f"the model returned embeddings of shape {tuple(out.shape)}, not [batch, dim]",
+                    hint="the embedder must output one vector per image",
+                )
+            outputs.append(out.float().cpu().numpy())
+            labels.append(torch.as_tensor(batch_labels).cpu().numpy().astype(np.int64).reshape(-1))
+            emit(on_event, Event("advance", task, amount=float(images.shape[0])))
+    emit(on_event, Event("finish", task))
+    return np.concatenate(outputs).astype(np.float32, copy=False), np.concatenate(labels)
