@@ -156,3 +156,149 @@ def pairwise_f1(labels: NDArray[np.generic], clusters: NDArray[np.generic]) -> f
         return 0.0
     precision, recall = true_pos / predicted, true_pos / relevant
     return 2.0 * precision * recall / (precision + recall)
+
+
+
+def harmonic_table(n: int) -> FloatArray:
+    """H[i] = 1 + 1/2 + ... + 1/i for i = 0..n (H[0] = 0), as `r_metrics_from_scores` uses it."""
+    table = np.zeros(n + 1, dtype=np.float64)
+    table[1:] = np.cumsum(1.0 / np.arange(1, n + 1, dtype=np.float64))
+    return table
+
+
+_SAMPLE_COLUMNS = 4096  # columns per row used to guess where the top R ends
+_COARSE_BINS = 1024
+_MAX_BUCKETS = 1 << 16
+
+
+def _top_threshold(scores: NDArray[np.float32], r: IntArray) -> NDArray[np.float32]:
+    """Per row, a score that most likely lies below the R-th best (from a strided column sample).
+
+    Only a guess: the caller counts the items at or above it and widens rows where it was too high.
+    """
+    rows, width = scores.shape
+    stride = max(1, width // _SAMPLE_COLUMNS)
+    sample = scores[:, ::stride]
+    lo = sample.min(axis=1).astype(np.float64)
+    span = sample.max(axis=1).astype(np.float64) - lo
+    scale = np.where(span > 0, (_COARSE_BINS - 1) / np.where(span > 0, span, 1.0), 0.0)
+    coarse = np.clip((sample - lo[:, None]) * scale[:, None], 0, _COARSE_BINS - 1).astype(np.int64)
+    coarse += (np.arange(rows, dtype=np.int64) * _COARSE_BINS)[:, None]
+    hist = np.bincount(coarse.ravel(), minlength=rows * _COARSE_BINS).reshape(rows, _COARSE_BINS)
+    from_top = np.cumsum(hist[:, ::-1], axis=1)
+    expected = (r + 1) / stride  # sampled items at or above the R-th best, on average
+    wanted = np.minimum(np.ceil(expected + 4.0 * np.sqrt(expected) + 2.0), sample.shape[1])
+    top_bin = _COARSE_BINS - 1 - np.argmax(from_top >= wanted[:, None], axis=1)
+    edge = np.where(scale > 0, lo + (top_bin - 1) / np.where(scale > 0, scale, 1.0), -np.inf)
+    return edge.astype(np.float32)
+
+
+def _descending_key(values: NDArray[np.float32]) -> IntArray:
+    """Integers in [0, 2**32) whose ascending order is the descending order of the float32 values."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.int64)
+    ascending = np.where(bits >= 1 << 31, (1 << 32) - 1 - bits, bits + (1 << 31))
+    return (1 << 32) - 1 - ascending
+
+
+def r_metrics_from_scores(
+    scores: NDArray[np.float32],
+    query_labels: IntArray,
+    gallery_labels: IntArray,
+    n_relevant: IntArray,
+    self_cols: IntArray | None = None,
+    harmonic: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """Per query (R-Precision, MAP@R) straight from whole score rows, without a neighbour list.
+
+    `scores[q, j]` is higher when gallery item j is closer to query q; `self_cols[q]` is a column to
+    leave out (the query itself); `n_relevant[q]` is R, the number of other columns of q's class.
+    The neighbour order is the one `search.iter_neighbours` yields (score descending, index
+    ascending), so the values equal `r_precision`/`map_at_r` over that list, up to float rounding
+    of the sums (`harmonic` may pass a precomputed `harmonic_table(scores.shape[1])`).
+
+    Sorting rows of tens of thousands of items costs far more than the scores, so: items below a
+    sampled guess of the R-th best score are dropped (they rank after R and do not move the ranks
+    above them; rows where the guess was too high keep every item), and the rest are counted into
+    fine score buckets. The bucket map is monotone, so exact ties share a bucket and everything in a
+    better bucket ranks first. A same-class item after m same-class and o other items has rank
+    m + o and MAP@R term (m + 1)/(m + o + 1); in a bucket of only same-class items the order inside
+    does not change the sums, so a run of h of them starting at rank k adds h - o * (H[k + h] - H[k])
+    (harmonic numbers H). Only buckets mixing both kinds within the top R are sorted exactly.
+    """
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    rows, width = scores.shape
+    r = n_relevant.astype(np.int64)
+    harmonic = harmonic_table(width) if harmonic is None else harmonic
+    row_ids = np.arange(rows, dtype=np.int64)
+    lo = _top_threshold(scores, r)
+    flat = ~np.isfinite(lo)  # a constant sample: no guess
+    if flat.any():
+        lo[flat] = scores[flat].min(axis=1)
+    keep = scores >= lo[:, None]
+    if self_cols is not None:
+        keep[row_ids, self_cols] = False
+    short = keep.sum(axis=1) < r
+    if short.any():
+        keep[short] = True
+        lo[short] = scores[short].min(axis=1)
+        if self_cols is not None:
+            keep[row_ids[short], self_cols[short]] = False
+    keep[r == 0] = False
+    flat_index = np.flatnonzero(keep)  # far faster than a 2-D nonzero
+    del keep
+    qi = flat_index // width
+    gj = flat_index - qi * width
+    s = scores.reshape(-1)[flat_index] + np.float32(0.0)  # -0.0 -> 0.0: they tie, as floats do
+    del flat_index
+    own_item = (gallery_labels[gj] == query_labels[qi]).astype(np.int64)
+    count = np.bincount(qi, minlength=rows)
+
+    buckets = int(min(max(2 * int(count.max(initial=0)), 2), _MAX_BUCKETS))
+    lo64 = lo.astype(np.float64)
+    span = scores.max(axis=1).astype(np.float64) - lo64
+    scale = np.where(span > 0, (buckets - 1) / np.where(span > 0, span, 1.0), 0.0)
+    # monotone in s (rounding is monotone), so a better bucket never holds a worse score
+    fine = np.clip((s - lo64[qi]) * scale[qi], 0, buckets - 1).astype(np.int64)
+    bucket = qi * buckets + fine
+    del fine
+    size = rows * buckets
+    everything = np.bincount(bucket, minlength=size).reshape(rows, buckets)
+    own = np.bincount(bucket[own_item == 1], minlength=size).reshape(rows, buckets)
+    # items in strictly better (higher) buckets of the same row
+    all_before = (count[:, None] - np.cumsum(everything, axis=1)).ravel()
+    own_before = (own.sum(axis=1, keepdims=True) - np.cumsum(own, axis=1)).ravel()
+    everything, own = everything.ravel(), own.ravel()
+    live = (own > 0) & (all_before < np.repeat(r, buckets))
+    hits = np.zeros(rows, dtype=np.float64)
+    total = np.zeros(rows, dtype=np.float64)
+
+    pure = np.flatnonzero(live & (everything == own))
+    if pure.size:
+        row = pure // buckets
+        first = all_before[pure]
+        h = np.minimum(own[pure], r[row] - first)
+        gain = h - (first - own_before[pure]) * (harmonic[first + h] - harmonic[first])
+        hits += np.bincount(row, weights=h, minlength=rows)
+        total += np.bincount(row, weights=gain, minlength=rows)
+
+    mixed = live & (everything > own)
+    pick = np.flatnonzero(mixed[bucket]) if mixed.any() else np.zeros(0, dtype=np.int64)
+    if pick.size:
+        # a stable sort on (bucket, score descending) keeps the index order of exact ties
+        order = pick[np.argsort(bucket[pick] * (1 << 32) + _descending_key(s[pick]), kind="stable")]
+        q_m, b_m, own_m = qi[order], bucket[order], own_item[order]
+        new_group = np.ones(b_m.size, dtype=bool)
+        new_group[1:] = b_m[1:] != b_m[:-1]
+        group_first = np.flatnonzero(new_group)[np.cumsum(new_group) - 1]
+        own_cum = np.cumsum(own_m) - own_m
+        all_cum = np.arange(b_m.size, dtype=np.int64)
+        m = own_before[b_m] + own_cum - own_cum[group_first]
+        rank = all_before[b_m] + all_cum - all_cum[group_first]
+        take = (own_m == 1) & (rank < r[q_m])
+        hits += np.bincount(q_m[take], minlength=rows)
+        total += np.bincount(q_m[take], weights=(m[take] + 1.0) / (rank[take] + 1.0), minlength=rows)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rprec = np.where(r > 0, hits / np.maximum(r, 1), np.nan)
+        mapr = np.where(r > 0, total / np.maximum(r, 1), np.nan)
+    return rprec, mapr

@@ -47,19 +47,6 @@ def test_synthetic_rgb(tmp_path: Path) -> None:
         build_dataset(prepared, prepared.split("train"), train=True, image_size=32, channels=1)
 
 
-def test_get_batch_is_fast(tmp_path: Path) -> None:
-    import time
-
-    prepared = prepare("synthetic", data_root=tmp_path)
-    ds = build_dataset(prepared, prepared.index, train=True, image_size=None)
-    idx = np.random.default_rng(0).integers(0, len(ds), size=256)
-    start = time.perf_counter()
-    for _ in range(20):
-        ds.get_batch(idx)  # type: ignore[union-attr]
-    per_batch = (time.perf_counter() - start) / 20
-    assert per_batch < 0.05, f"{per_batch * 1000:.1f} ms per 256-image batch"
-
-
 @pytest.fixture
 def cub_tiny(tmp_path: Path) -> Path:
     """A prepared mini CUB whose first image is a real 40x30 picture with a known box."""
