@@ -54,7 +54,10 @@ class EvalOutcome:
 def as_matrix(values: Any, what: str) -> NDArray[np.float32]:
     """A finite float32 [N, D] array from numpy/torch/list input, or a UsageError."""
     if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
+        values = values.detach().cpu()
+        if values.is_floating_point():  # numpy has no bfloat16; float32 is the target dtype anyway
+            values = values.float()
+        values = values.numpy()
     array = np.asarray(values)
     if array.ndim != 2:
         raise UsageError(
@@ -92,22 +95,21 @@ def as_labels(values: Any, n: int, what: str) -> NDArray[np.int64]:
             f"{what} has {array.shape[0]} entries but there are {n} embedding rows",
             hint="embeddings and labels must come from the same items, in the same order",
         )
-    if array.dtype.kind not in "iub":
-        if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-            array = array.astype(np.int64)
-        else:
-            raise UsageError(f"{what} has dtype {array.dtype}, not integers", hint="pass integer class ids")
-    return array.astype(np.int64)
+    integral_floats = array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array))
+    if array.dtype.kind not in "iub" and not integral_floats:
+        raise UsageError(f"{what} has dtype {array.dtype}, not integers", hint="pass integer class ids")
+    return array.astype(np.int64, copy=False)
 
 
 def _normalise(x: NDArray[np.float32], what: str) -> NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
+    zero_rows = int(np.count_nonzero(norms == 0))
+    if zero_rows:
         raise UsageError(
-            f"{what} has {int((norms == 0).sum())} all-zero row(s): cosine similarity is undefined",
+            f"{what} has {zero_rows} all-zero row(s): cosine similarity is undefined",
             hint="use --distance euclidean, or fix the model output",
         )
-    normalised: NDArray[np.float32] = (x / norms).astype(np.float32)
+    normalised: NDArray[np.float32] = (x / norms).astype(np.float32, copy=False)
     return normalised
 
 
@@ -134,7 +136,7 @@ def _select(metrics: Iterable[str] | None, recall_k: Sequence[int]) -> tuple[lis
         else:
             others.add(key)
     if any(k < 1 for k in wanted_k):
-        raise UsageError("recall@K needs K >= 1", hint="e.g. recall@1")
+        raise UsageError(f"recall@K needs K >= 1, got {sorted(wanted_k)}", hint="e.g. recall@1")
     if not wanted_k and not others:
         raise UsageError("no metric was selected", hint=f"choose among: {', '.join(M.METRICS)}")
     order = [*RETRIEVAL_ORDER, *CLUSTERING_ORDER]
@@ -221,7 +223,8 @@ def evaluate_embeddings_detailed(
             )
     else:
         gallery, gallery_ids = queries, query_labels
-    if np.unique(query_labels).size < 2:
+    n_classes = int(np.unique(query_labels).size)
+    if n_classes < 2:
         raise UsageError(
             "the labels hold a single class: retrieval and clustering metrics are meaningless",
             hint="evaluate a split with at least two classes",
@@ -263,21 +266,23 @@ def evaluate_embeddings_detailed(
         p1 = np.zeros(queries.shape[0], dtype=bool)
         rprec = np.full(queries.shape[0], np.nan)
         mapr = np.full(queries.shape[0], np.nan)
-        task = f"search k={need}"
-        emit(on_event, Event("start", task, total=float(queries.shape[0]), unit="queries"))
-        for start, stop, _scores, idx in iter_neighbours(
-            engine, queries, need, exclude_self=not separate, tile_size=tile_size
-        ):
-            relevant = gallery_ids[idx] == query_labels[start:stop, None]
-            first_hit[start:stop] = M.first_hit_rank(relevant)
-            p1[start:stop] = M.precision_at_1(relevant)
-            if r_metrics and not by_rank:
-                # only the first R columns matter to R-precision and MAP@R; R is small next to K in SOP
-                head = relevant[:, : max(1, int(n_relevant[start:stop].max()))]
-                rprec[start:stop] = M.r_precision(head, n_relevant[start:stop])
-                mapr[start:stop] = M.map_at_r(head, n_relevant[start:stop])
-            emit(on_event, Event("advance", task, amount=float(stop - start)))
-        emit(on_event, Event("finish", task))
+        # with only R-Precision/MAP@R on the rank path, a neighbour list would go unused
+        if ks or "precision@1" in retrieval or not by_rank:
+            task = f"search k={need}"
+            emit(on_event, Event("start", task, total=float(queries.shape[0]), unit="queries"))
+            for start, stop, _scores, idx in iter_neighbours(
+                engine, queries, need, exclude_self=not separate, tile_size=tile_size
+            ):
+                relevant = gallery_ids[idx] == query_labels[start:stop, None]
+                first_hit[start:stop] = M.first_hit_rank(relevant)
+                p1[start:stop] = M.precision_at_1(relevant)
+                if r_metrics and not by_rank:
+                    # only the first R columns matter to R-precision and MAP@R; R is small next to K in SOP
+                    head = relevant[:, : max(1, int(n_relevant[start:stop].max()))]
+                    rprec[start:stop] = M.r_precision(head, n_relevant[start:stop])
+                    mapr[start:stop] = M.map_at_r(head, n_relevant[start:stop])
+                emit(on_event, Event("advance", task, amount=float(stop - start)))
+            emit(on_event, Event("finish", task))
         if by_rank:
             rprec, mapr = _r_metrics_by_rank(
                 engine, queries, query_labels, gallery_ids, n_relevant, exclude_self=not separate, on_event=on_event
@@ -293,7 +298,6 @@ def evaluate_embeddings_detailed(
     if clustering:
         if choice is None:
             choice = choose_backend(device, backend)
-        n_classes = int(np.unique(query_labels).size)
         task = f"k-means k={n_classes}"
         emit(on_event, Event("start", task, total=float(kmeans_nredo), unit="runs"))
         if choice.library == "faiss":

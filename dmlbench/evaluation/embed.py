@@ -55,6 +55,8 @@ def embed_dataset(
             try:
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                     out = model(images)
+            except torch.cuda.OutOfMemoryError:
+                raise  # its message may mention sizes, but it is not a shape mismatch
             except RuntimeError as err:
                 if "shape" in str(err) or "size" in str(err) or "channels" in str(err):
                     raise UsageError(

@@ -53,11 +53,21 @@ def _read(path: Path) -> dict[str, np.ndarray] | np.ndarray:
     return _from_torch(obj, path)
 
 
+def _tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A tensor as a numpy array; bfloat16, which numpy lacks, goes through float32."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    return np.asarray(tensor.numpy())
+
+
 def _from_torch(obj: Any, path: Path) -> dict[str, np.ndarray] | np.ndarray:
     if hasattr(obj, "detach"):
-        return np.asarray(obj.detach().cpu().numpy())
+        return _tensor_to_numpy(obj)
     if isinstance(obj, dict):
-        arrays = {str(k): np.asarray(v.detach().cpu().numpy()) for k, v in obj.items() if hasattr(v, "detach")}
+        arrays = {str(k): _tensor_to_numpy(v) for k, v in obj.items() if hasattr(v, "detach")}
         if arrays:
             return arrays
     raise UsageError(f"{path} holds a {type(obj).__name__}, not a tensor", hint="torch.save a tensor or a dict of them")
@@ -84,15 +94,10 @@ def load_embeddings(embeddings_path: Path, labels_path: Path | None = None) -> E
     .npz/.pt containers may also hold `gallery_embeddings` + `gallery_labels` (query-vs-gallery protocol).
     """
     content = _read(Path(embeddings_path))
-    if labels_path is None and isinstance(content, np.ndarray):
-        raise UsageError(
-            f"{embeddings_path} holds one array and no labels were given",
-            hint="pass --labels FILE, or save both in one .npz with keys 'embeddings' and 'labels'",
-        )
-    if isinstance(content, dict) and labels_path is None and len(content) == 1:
+    if labels_path is None and (isinstance(content, np.ndarray) or len(content) == 1):
         raise UsageError(
             f"{embeddings_path} holds a single array and no labels were given",
-            hint="pass --labels FILE, or add a 'labels' array to the file",
+            hint="pass --labels FILE, or save both in one .npz/.pt with keys 'embeddings' and 'labels'",
         )
     embeddings = _pick(content, EMBEDDINGS_KEY, Path(embeddings_path), required=True)
     label_source = content if labels_path is None else _read(Path(labels_path))

@@ -17,7 +17,7 @@ from dmlbench.evaluation.core import EvalOutcome, evaluate_embeddings_detailed
 from dmlbench.evaluation.search import BackendName, Distance
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.rundir import RunDir
-from dmlbench.utils.io import write_json_atomic
+from dmlbench.utils.io import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,7 +177,5 @@ def evaluate(
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
-    from dmlbench.utils.io import atomic_path
-
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.save(handle, array)

@@ -13,7 +13,6 @@ step below is shared, so results agree across backends up to floating-point near
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from dmlbench.errors import DeviceError, EnvironmentFailure, UsageError
 
 if TYPE_CHECKING:
     import torch
-
-log = logging.getLogger(__name__)
 
 Distance = Literal["cosine", "euclidean"]
 BackendName = Literal["auto", "faiss", "torch"]
@@ -50,6 +47,7 @@ class SearchBackend:
         self.distance = distance
         self.size = int(gallery.shape[0])
         self._row_sq: FloatMatrix | None = None
+        self._gallery64: NDArray[np.float64] | None = None
 
     def search(self, queries: FloatMatrix, k: int) -> tuple[FloatMatrix, IndexMatrix]:
         """Top-k (scores, gallery indices) per query, best first (tie order unspecified)."""
@@ -57,10 +55,13 @@ class SearchBackend:
 
     def full_scores(self, queries: FloatMatrix) -> FloatMatrix:
         """Scores of `queries` against the whole gallery, [m, N] (used only for tie-straddling rows)."""
-        scores = queries.astype(np.float64) @ self.gallery.astype(np.float64).T
+        if self._gallery64 is None:  # converted once: tie rows come in many small chunks
+            self._gallery64 = self.gallery.astype(np.float64)
+        q64 = queries.astype(np.float64)
+        scores = q64 @ self._gallery64.T
         if self.distance == "euclidean":
-            q_sq = (queries.astype(np.float64) ** 2).sum(axis=1)[:, None]
-            g_sq = (self.gallery.astype(np.float64) ** 2).sum(axis=1)[None, :]
+            q_sq = (q64**2).sum(axis=1)[:, None]
+            g_sq = (self._gallery64**2).sum(axis=1)[None, :]
             scores = np.minimum(2.0 * scores - q_sq - g_sq, 0.0)
         return scores.astype(np.float32)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -86,7 +87,7 @@ class MetricLoss(nn.Module):
         """Validate the batch and return the scalar loss."""
         embeddings, labels = validate_inputs(embeddings, labels)
         if embeddings.shape[0] == 0:
-            return embeddings.sum() * 0.0
+            return attached_zero(embeddings)
         return self.compute(embeddings, labels)
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -97,3 +98,17 @@ class MetricLoss(nn.Module):
 def attached_zero(embeddings: Tensor) -> Tensor:
     """A scalar 0 that depends on `embeddings`, so backward() yields an all-zero gradient."""
     return embeddings.sum() * 0.0
+
+
+def finite_margin(margin: object) -> float:
+    """`margin` as a float, or LossConfigError unless it is a finite int/float (bool excluded)."""
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+        raise LossConfigError(f"margin must be a finite number, got {margin!r}", hint="e.g. margin = 1.0")
+    return float(margin)
+
+
+def class_masks(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(same, positive) [N, N] bool masks: same class, and same class off the diagonal (i != j)."""
+    same = labels.unsqueeze(0) == labels.unsqueeze(1)
+    n = labels.shape[0]
+    return same, same & ~torch.eye(n, dtype=torch.bool, device=labels.device)

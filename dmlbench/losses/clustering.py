@@ -268,11 +268,15 @@ def _pam(dist: Tensor, medoids: Tensor, gamma: float, tables: ScoreTables, tol: 
     return medoids
 
 
+def _within_class_sums(dist: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """[k, N]: Σ of distances from each point to class c's members, +inf for points outside class c."""
+    onehot = torch.nn.functional.one_hot(labels, n_classes).to(dist.dtype)
+    return (onehot.T @ dist).masked_fill(onehot.T == 0, math.inf)
+
+
 def _gt_medoids(dist: Tensor, labels: Tensor, n_classes: int) -> Tensor:
     """Per class, the first member minimising the sum of distances to the class's members."""
-    onehot = torch.nn.functional.one_hot(labels, n_classes).to(dist.dtype)
-    within = (onehot.T @ dist).masked_fill(onehot.T == 0, math.inf)
-    return within.argmin(dim=1)
+    return _within_class_sums(dist, labels, n_classes).argmin(dim=1)
 
 
 def facility_inference(
@@ -379,8 +383,6 @@ class ClusteringLoss(MetricLoss):
         n_classes = int(found.gt_medoids.numel())
         # amin splits the gradient between exact ties, like the reference's reduce_min
         f_pred = -dist[found.medoids].amin(dim=0).sum()
-        onehot = torch.nn.functional.one_hot(labels, n_classes).to(dist.dtype)
-        within = (onehot.T @ dist).masked_fill(onehot.T == 0, math.inf)
-        f_gt = -within.amin(dim=1).sum()
+        f_gt = -_within_class_sums(dist, labels, n_classes).amin(dim=1).sum()
         margin = self.margin_multiplier * (1.0 - found.score)
         return torch.relu(f_pred + margin - f_gt)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from dmlbench.losses._distances import pairwise_distance
-from dmlbench.losses.base import LossConfigError, MetricLoss, attached_zero
+from dmlbench.losses.base import MetricLoss, attached_zero, class_masks, finite_margin
 
 
 class LiftedStructLoss(MetricLoss):
@@ -23,18 +23,14 @@ class LiftedStructLoss(MetricLoss):
 
     def __init__(self, margin: float = 1.0) -> None:
         super().__init__()
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
-            raise LossConfigError(f"margin must be a finite number, got {margin!r}", hint="e.g. margin = 1.0")
-        self.margin = float(margin)
+        self.margin = finite_margin(margin)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}"
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Lifted structured loss of a validated batch."""
-        n = embeddings.shape[0]
-        same = labels.unsqueeze(0) == labels.unsqueeze(1)
-        positive = same & ~torch.eye(n, dtype=torch.bool, device=embeddings.device)
+        same, positive = class_masks(labels)
         if not bool(positive.any()) or bool(same.all()):
             return attached_zero(embeddings)
         dist = pairwise_distance(embeddings)

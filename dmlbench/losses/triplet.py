@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from dmlbench.losses._distances import pairwise_distance
-from dmlbench.losses.base import LossConfigError, MetricLoss, attached_zero
+from dmlbench.losses.base import LossConfigError, MetricLoss, attached_zero, class_masks, finite_margin
 
 
 class TripletLoss(MetricLoss):
@@ -24,11 +24,9 @@ class TripletLoss(MetricLoss):
 
     def __init__(self, margin: float = 1.0, squared: bool = True) -> None:
         super().__init__()
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
-            raise LossConfigError(f"margin must be a finite number, got {margin!r}", hint="e.g. margin = 1.0")
         if not isinstance(squared, bool):
             raise LossConfigError("squared must be true or false", hint="true: squared Euclidean, as the reference")
-        self.margin = float(margin)
+        self.margin = finite_margin(margin)
         self.squared = squared
 
     def extra_repr(self) -> str:
@@ -37,8 +35,7 @@ class TripletLoss(MetricLoss):
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Mean semihard triplet loss over the ordered positive pairs of a validated batch."""
         n = embeddings.shape[0]
-        same = labels.unsqueeze(0) == labels.unsqueeze(1)
-        positive = same & ~torch.eye(n, dtype=torch.bool, device=embeddings.device)
+        same, positive = class_masks(labels)
         if not bool(positive.any()):
             return attached_zero(embeddings)
         dist = pairwise_distance(embeddings, squared=self.squared)

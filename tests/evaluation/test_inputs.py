@@ -50,6 +50,17 @@ def test_torch_tensors_and_float_labels_are_accepted() -> None:
     )
 
 
+def test_bfloat16_tensors_are_accepted(tmp_path: Path) -> None:
+    # numpy has no bfloat16: a plain .numpy() raises TypeError
+    half = torch.from_numpy(X).to(torch.bfloat16)
+    as_float = half.float().numpy()
+    assert evaluate_embeddings(half, Y, device="cpu", metrics=["recall"]) == evaluate_embeddings(
+        as_float, Y, device="cpu", metrics=["recall"]
+    )
+    torch.save({"embeddings": half, "labels": torch.from_numpy(Y)}, tmp_path / "half.pt")
+    assert np.array_equal(load_embeddings(tmp_path / "half.pt").embeddings, as_float)
+
+
 def test_load_npy_npz_and_pt(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", X)
     np.save(tmp_path / "y.npy", Y)

@@ -180,3 +180,15 @@ def test_rank_path_on_faiss_cpu_does_not_load_torch() -> None:
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_rank_path_alone_skips_the_neighbour_search() -> None:
+    rng = np.random.default_rng(15)
+    x, y = _clustered(rng, 2 * core.LARGE_R_MIN + 400, 2, 8, 3.0)
+    events: list[Event] = []
+    only_r = evaluate_embeddings_detailed(
+        x, y, metrics=["r_precision", "map@r"], device="cpu", backend="faiss", on_event=events.append
+    )
+    assert [e.task for e in events if e.kind == "start"] == ["rank R-precision/MAP@R"]
+    both = evaluate_embeddings_detailed(x, y, recall_k=(1, 4), metrics=R_METRICS, device="cpu", backend="faiss")
+    assert only_r.metrics == {key: both.metrics[key] for key in ("r_precision", "map@r")}
