@@ -6,13 +6,12 @@ and one tiny JPEG per image, deflated. prepare does more than unzip (md5 + sha25
 magic-byte check per image, reading the lists, writing index.csv), so the ratio is an upper bound on
 the cost of its extraction. Target: ratio <= 1.5.
 
-    .venv/bin/python benchmarks/bench_prepare.py [--images 120053] [--repeat 2] [--workdir DIR]
+    .venv/bin/python benchmarks/bench_prepare.py [--scale 1.0] [--repeat 2] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import resource
@@ -25,20 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-CATEGORIES = (
-    "bicycle",
-    "cabinet",
-    "chair",
-    "coffee_maker",
-    "fan",
-    "kettle",
-    "lamp",
-    "mug",
-    "sofa",
-    "stapler",
-    "table",
-    "toaster",
-)
+from dmlbench.datasets.sources.sop import CATEGORIES
+
 TRAIN_IMAGES, TEST_IMAGES, TRAIN_CLASSES, TEST_CLASSES = 59_551, 60_502, 11_318, 11_316
 
 
@@ -51,7 +38,7 @@ def tiny_jpeg() -> bytes:
 
 
 def per_class(images: int, classes: int, rng: np.random.Generator) -> np.ndarray:
-    """`classes` counts in 2..12 summing to `images`."""
+    """`classes` near-equal counts summing to `images`."""
     counts = np.full(classes, images // classes)
     extra = images - counts.sum()
     counts[rng.choice(classes, size=extra, replace=False)] += 1
@@ -91,15 +78,6 @@ def build_archive(path: Path, scale: float) -> tuple[int, int]:
     return train_n, test_n
 
 
-def digests(path: Path) -> tuple[str, str]:
-    md5, sha = hashlib.md5(), hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            md5.update(chunk)
-            sha.update(chunk)
-    return md5.hexdigest(), sha.hexdigest()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the SOP size (1.0 = 120,053 images)")
@@ -111,6 +89,7 @@ def main() -> None:
 
     from dmlbench.datasets import prepare
     from dmlbench.datasets.catalog import get_spec
+    from dmlbench.datasets.download import file_digests
     from dmlbench.datasets.spec import DatasetSpec
 
     work = Path(tempfile.mkdtemp(prefix="bench-prepare-", dir=args.workdir))
@@ -122,7 +101,7 @@ def main() -> None:
             f"built {archive.name}: {train_n + test_n:,} images, {archive.stat().st_size / 1e6:.1f} MB "
             f"in {time.perf_counter() - start:.1f} s"
         )
-        md5, sha = digests(archive)
+        md5, sha = file_digests(archive)
         table = get_spec("sop").model_dump()
         file_spec = table["files"][0] | {"urls": (), "size": archive.stat().st_size, "md5": md5, "sha256": sha}
         table.update(files=(file_spec,))

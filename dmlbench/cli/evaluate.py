@@ -33,7 +33,7 @@ def _render(metrics: dict[str, float], info: dict[str, Any], as_json: bool) -> N
         table.add_row(name, f"{value:.4f}")
     out.print(table)
     if "path" in info:
-        out.print(f"wrote {info['path']}", highlight=False)
+        out.print(f"wrote {info['path']}", markup=False, highlight=False)
 
 
 @friendly_errors

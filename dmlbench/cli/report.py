@@ -57,4 +57,4 @@ def command(
         typer.echo(text, nl=False)
     else:
         write_text_atomic(output, text)
-        err.print(f"wrote {output}", highlight=False)
+        err.print(f"wrote {output}", markup=False, highlight=False)

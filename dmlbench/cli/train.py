@@ -103,6 +103,7 @@ def command(
         out.print(
             f"{summary.run_id}: {summary.steps} steps, {summary.epochs} epochs, loss {loss_text}, "
             f"{summary.images_per_s or 0:.0f} img/s  {metrics}  -> {summary.run_dir}",
+            markup=False,
             highlight=False,
         )
 

@@ -45,6 +45,11 @@ def parse_catalog(path: Path) -> dict[str, DatasetSpec]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MissingInputError(f"catalog file {path} does not exist", hint="check the --catalog path") from None
+    except (OSError, UnicodeDecodeError) as err:  # a folder, an unreadable or a binary file
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(
+            f"cannot read catalog file {path}: {reason}", hint="pass a readable UTF-8 TOML file to --catalog"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}", hint="fix the syntax error") from None
     specs: dict[str, DatasetSpec] = {}
@@ -68,8 +73,9 @@ def parse_catalog(path: Path) -> dict[str, DatasetSpec]:
 
 def load_catalog(extra: Iterable[Path] = ()) -> dict[str, DatasetSpec]:
     """The built-in catalog plus user catalogs; a name defined twice is an error, never an override."""
-    specs = parse_catalog(builtin_catalog_path())
-    origin = dict.fromkeys(specs, builtin_catalog_path())
+    builtin = builtin_catalog_path()
+    specs = parse_catalog(builtin)
+    origin = dict.fromkeys(specs, builtin)
     for path in extra:
         for name, spec in parse_catalog(Path(path)).items():
             if name in specs:

@@ -113,7 +113,8 @@ def verify_file(spec: FileSpec, path: Path, origin: str) -> None:
 def verify_content(spec: FileSpec, path: Path, origin: str) -> bytes:
     """Decompress a .gz (or read a plain file) and check the catalog's content size/sha256; return the bytes."""
     try:
-        data = gzip.decompress(path.read_bytes()) if read_head(path, 2) == b"\x1f\x8b" else path.read_bytes()
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
     except (OSError, EOFError, zlib.error) as err:
         raise ChecksumError(
             f"{path.name} from {origin} is not a valid gzip file ({err})",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from dmlbench.datasets.download import read_head
 from dmlbench.errors import ChecksumError, EnvironmentFailure
 from dmlbench.events import Event, EventHandler, emit
 
@@ -56,10 +57,15 @@ def safe_member_name(name: str, archive: Path) -> str:
     return "" if normal == "." else normal
 
 
-def _disk_full(dest: Path, err: OSError) -> EnvironmentFailure:
+def _write_failure(dest: Path, err: OSError) -> EnvironmentFailure:
+    """A failed write into the staging folder is the disk's fault, never the archive's."""
+    if err.errno == errno.ENOSPC:
+        return EnvironmentFailure(
+            f"disk full while extracting into {dest}",
+            hint="free some space or use --data-root on a larger disk, then rerun",
+        )
     return EnvironmentFailure(
-        f"disk full while extracting into {dest}",
-        hint="free some space or use --data-root on a larger disk, then rerun",
+        f"cannot write into {dest}: {err.strerror or err}", hint="check that --data-root is writable, then rerun"
     )
 
 
@@ -79,7 +85,6 @@ class _Writer:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
-        self.made: set[str] = set()
         self.folders: dict[str, int] = {}
         self.result = ExtractResult()
 
@@ -96,25 +101,27 @@ class _Writer:
         fd = self.folders.get(folder)
         if fd is None:
             path = self.dest / folder
-            path.mkdir(parents=True, exist_ok=True)
-            self.made.add(folder)
-            fd = self.folders[folder] = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                fd = self.folders[folder] = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as err:
+                raise _write_failure(self.dest, err) from None
         return fd
 
     def write(self, rel: str, data: bytes) -> None:
         folder, _, base = rel.rpartition("/")
+        fd = self.folder(folder)
         try:
-            _write_file(base, data, self.folder(folder))
+            _write_file(base, data, fd)
         except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise _disk_full(self.dest, err) from None
-            raise
+            raise _write_failure(self.dest, err) from None
         self.result.written.add(rel)
         if rel.lower().endswith(IMAGE_SUFFIXES) and not image_magic_ok(data[:8]):
             self.result.bad_images.add(rel)
 
 
 def _corrupt(archive: Path, err: BaseException) -> ChecksumError:
+    """Reading the archive failed (writes are reported by `_Writer`): it is truncated or damaged."""
     return ChecksumError(
         f"{archive.name} is truncated or corrupt ({type(err).__name__}: {err})",
         hint="delete it and download it again (or check the file given with --from)",
@@ -151,11 +158,7 @@ def extract_tar(
                 count += 1
                 if count % _ADVANCE_EVERY == 0:
                     emit(on_event, Event("advance", task, amount=_ADVANCE_EVERY))
-    except (tarfile.TarError, EOFError, zlib.error) as err:
-        raise _corrupt(archive, err) from None
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise _disk_full(dest, err) from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:  # OSError: e.g. gzip.BadGzipFile
         raise _corrupt(archive, err) from None
     emit(on_event, Event("advance", task, amount=count % _ADVANCE_EVERY))
     emit(on_event, Event("finish", task))
@@ -219,11 +222,7 @@ def extract_zip(
                     if count % _ADVANCE_EVERY == 0:
                         emit(on_event, Event("advance", task, amount=_ADVANCE_EVERY))
             emit(on_event, Event("advance", task, amount=len(plan) % _ADVANCE_EVERY))
-    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise _corrupt(archive, err) from None
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise _disk_full(dest, err) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
         raise _corrupt(archive, err) from None
     emit(on_event, Event("finish", task))
     return writer.result
@@ -233,9 +232,7 @@ def extract_archive(
     archive: Path, dest: Path, member_map: MemberMap, *, on_event: EventHandler | None = None
 ) -> ExtractResult:
     """Extract a zip or (gzip'd) tar archive, chosen by its magic bytes."""
-    with archive.open("rb") as handle:
-        head = handle.read(4)
-    if head[:2] == b"PK":
+    if read_head(archive, 2) == b"PK":
         return extract_zip(archive, dest, member_map, on_event=on_event)
     return extract_tar(archive, dest, member_map, on_event=on_event)
 
@@ -247,14 +244,16 @@ def copy_tree(
     task = task or f"copy {src.name}"
     emit(on_event, Event("start", task, total=None, unit="files"))
     with _Writer(dest) as writer:
-        _copy_files(src, dest, member_map, writer, on_event, task)
+        count = _copy_files(src, dest, member_map, writer, on_event, task)
+    emit(on_event, Event("advance", task, amount=count % _ADVANCE_EVERY))
     emit(on_event, Event("finish", task))
     return writer.result
 
 
 def _copy_files(
     src: Path, dest: Path, member_map: MemberMap, writer: _Writer, on_event: EventHandler | None, task: str
-) -> None:
+) -> int:
+    """Copy the kept files; return how many."""
     count = 0
     for root, _dirs, files in os.walk(src):
         rel_root = os.path.relpath(root, src).replace(os.sep, "/")
@@ -265,10 +264,8 @@ def _copy_files(
                 continue
             source_path = Path(root) / file_name
             writer.folder(posixpath.dirname(rel))
-            if rel.lower().endswith(IMAGE_SUFFIXES):
-                with source_path.open("rb") as handle:
-                    if not image_magic_ok(handle.read(8)):
-                        writer.result.bad_images.add(rel)
+            if rel.lower().endswith(IMAGE_SUFFIXES) and not image_magic_ok(read_head(source_path, 8)):
+                writer.result.bad_images.add(rel)
             try:
                 os.link(source_path, dest / rel)
                 writer.result.written.add(rel)
@@ -277,3 +274,4 @@ def _copy_files(
             count += 1
             if count % _ADVANCE_EVERY == 0:
                 emit(on_event, Event("advance", task, amount=_ADVANCE_EVERY))
+    return count

@@ -22,6 +22,7 @@ from dmlbench.datasets.catalog import get_spec
 from dmlbench.datasets.download import download_file
 from dmlbench.datasets.prepared import (
     ARRAY_FILE,
+    BOX_COLUMNS,
     INDEX_FILE,
     INFO_FILE,
     PreparedDataset,
@@ -86,7 +87,7 @@ def prepare(
         (staging / INDEX_FILE).write_bytes(index_bytes)
         image_size = _array_image_size(staging)
         _swap_into_place(staging, root)
-        write_info(root, spec, frame, index_bytes, disjoint=disjoint, image_size=image_size)
+        info = write_info(root, spec, frame, index_bytes, disjoint=disjoint, image_size=image_size)
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise EnvironmentFailure(
@@ -100,7 +101,7 @@ def prepare(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return open_prepared(spec.name, data_root)
+    return PreparedDataset(name=spec.name, root=root, info=info)
 
 
 def _acquire(
@@ -138,7 +139,7 @@ def _apply_protocol(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.assign(split=np.where(in_train, "train", "test"))
     elif "split" not in frame.columns:
         raise ChecksumError(f"{spec.name}: the source gave no split column", hint="this is a bug in the source")
-    columns = ["path", "label", "split"] + [c for c in ("x1", "y1", "x2", "y2") if c in frame.columns]
+    columns = ["path", "label", "split"] + [c for c in BOX_COLUMNS if c in frame.columns]
     return frame[columns].reset_index(drop=True)
 
 

@@ -24,6 +24,7 @@ import tomli_w
 
 from dmlbench.datasets.catalog import get_spec, spec_to_table
 from dmlbench.datasets.prepared import INDEX_FILE, INFO_FILE
+from dmlbench.datasets.sources.sop import CATEGORIES
 from dmlbench.datasets.spec import DatasetSpec, FileSpec
 
 REAL = Path(__file__).parent / "real_metadata"  # copied from ../shared/fixtures/real_metadata (see README.md there)
@@ -166,22 +167,6 @@ class SopBuilt:
     test_classes: int
 
 
-SOP_CATEGORIES = (
-    "bicycle",
-    "cabinet",
-    "chair",
-    "coffee_maker",
-    "fan",
-    "kettle",
-    "lamp",
-    "mug",
-    "sofa",
-    "stapler",
-    "table",
-    "toaster",
-)
-
-
 def sop_layout(train_classes: int, test_classes: int, seed: int = 0) -> list[tuple[int, int, int, str, str]]:
     """Rows (image_id, class_id, super_class_id, path, split) in the real Ebay_*.txt format, 2-12 per class."""
     rng = np.random.default_rng(seed)
@@ -193,7 +178,7 @@ def sop_layout(train_classes: int, test_classes: int, seed: int = 0) -> list[tup
         item = 111085122871 + class_id * 7
         for n in range(int(rng.integers(2, 13))):
             image_id += 1
-            rows.append((image_id, class_id, super_id, f"{SOP_CATEGORIES[super_id - 1]}_final/{item}_{n}.JPG", split))
+            rows.append((image_id, class_id, super_id, f"{CATEGORIES[super_id - 1]}_final/{item}_{n}.JPG", split))
     return rows
 
 

@@ -24,14 +24,14 @@ from typer.testing import CliRunner, Result
 from dmlbench.cli import app
 from dmlbench.cli._output import ProgressRenderer
 from dmlbench.datasets import download, extract, load_index
-from dmlbench.datasets.spec import DatasetSpec
+from dmlbench.datasets.spec import DatasetSpec, FileSpec
 from dmlbench.events import Event
 
 NAME = "cub-mini"
 
 
 def _mini_spec(built: Built | None, urls: list[str] = (), **file_updates: object) -> DatasetSpec:  # type: ignore[assignment]
-    files = ()
+    files: tuple[FileSpec, ...] = ()
     if built is not None:
         file_spec = built.file_spec("CUB_200_2011.tgz", "tgz", urls)
         files = (file_spec.model_copy(update=file_updates),)
@@ -308,3 +308,41 @@ def test_failed_force_keeps_the_old_dataset(cub_mini: Built, data_root: Path, tm
     assert (data_root / NAME / "prepared.json").read_bytes() == before
     assert load_index(NAME, data_root)["label"].nunique() == 4
     assert not list((data_root / NAME).glob(".staging-*"))
+
+
+def test_inshop_item_id_that_is_not_a_number(data_root: Path, tmp_path: Path) -> None:
+    from dataset_builders import jpeg_bytes
+
+    folder = tmp_path / "inshop"
+    rel = "img/WOMEN/Dresses/id_x/01_1_front.jpg"
+    (folder / rel).parent.mkdir(parents=True)
+    (folder / rel).write_bytes(jpeg_bytes())
+    (folder / "list_eval_partition.txt").write_text(f"1\nimage_name item_id evaluation_status\n{rel} id_x train\n")
+    result = CliRunner().invoke(app, ["prepare", "inshop", "--from", str(folder), "--data-root", str(data_root)])
+    _assert_error(result, 4, "not id_<number>")
+    assert_nothing_left(data_root, "inshop")
+
+
+def test_copy_tree_reports_every_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    for i in range(5):
+        (src / "a" / f"{i}.txt").write_bytes(b"x")
+    events: list[Event] = []
+    result = extract.copy_tree(src, tmp_path / "dest", lambda name: name, on_event=events.append)
+    assert len(result.written) == 5
+    assert sum(e.amount for e in events if e.kind == "advance") == 5
+    assert [e.kind for e in events][-1] == "finish"
+
+
+def test_write_error_while_extracting_is_not_blamed_on_the_archive(
+    cub_mini: Built, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: str, data: bytes, dir_fd: int | None = None) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(extract, "_write_file", refuse)
+    result = _run(tmp_path, data_root, _mini_spec(cub_mini), "--from", str(cub_mini.path))
+    _assert_error(result, 4, "cannot write into", "Permission denied")
+    assert "corrupt" not in result.stderr
+    assert_nothing_left(data_root, NAME)

@@ -147,3 +147,17 @@ def test_cli_list_shows_every_dataset(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     for name in EXPECTED:
         assert name in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["folder", "binary"])
+def test_cli_unreadable_catalog_is_a_config_error(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "catalog.toml"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"\xff\xfe\x00garbage")
+    result = CliRunner().invoke(app, ["prepare", "--list", "--catalog", str(path), "--data-root", str(tmp_path)])
+    assert result.exit_code == ConfigError.exit_code, result.output
+    assert "cannot read catalog file" in result.stderr
+    assert "hint:" in result.stderr
+    assert "Traceback" not in result.output

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ARRAY_FILE = "images.npy"
+from dmlbench.datasets.prepared import ARRAY_FILE
 
 
 def write_array_dataset(staging: Path, images: np.ndarray, labels: np.ndarray) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dmlbench.datasets.download import check_magic, verify_file
-from dmlbench.datasets.extract import ExtractResult
+from dmlbench.datasets.extract import ExtractResult, MemberMap, copy_tree, extract_archive
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ChecksumError, MissingInputError, UsageError
 from dmlbench.events import EventHandler
@@ -90,6 +90,30 @@ def wrong_input(spec: DatasetSpec, inputs: SourceInputs, expected: str) -> Usage
         f"{inputs.describe()} does not hold {spec.title.split(' (')[0]} files: expected {expected}",
         hint=f"check the path; docs/datasets.md lists the layouts `dmlbench prepare {spec.name} --from` accepts",
     )
+
+
+def extract_or_copy(
+    spec: DatasetSpec,
+    inputs: SourceInputs,
+    staging: Path,
+    member_map: MemberMap,
+    *,
+    archive_name: str,
+    root_name: str,
+    marker: str,
+    expected: str,
+    on_event: EventHandler | None,
+) -> tuple[ExtractResult, str]:
+    """Extract the catalog archive, else copy an extracted folder (`root_name/` or the folder itself, whichever
+    holds `marker`); return what was written and where it came from (for messages)."""
+    archive = inputs.files.get(archive_name)
+    if archive is not None:
+        return extract_archive(archive, staging, member_map, on_event=on_event), archive.name
+    if inputs.folder is not None:
+        root = next((p for p in (inputs.folder / root_name, inputs.folder) if (p / marker).is_file()), None)
+        if root is not None:
+            return copy_tree(root, staging, member_map, on_event=on_event, task=f"copy {root.name}"), str(root)
+    raise wrong_input(spec, inputs, expected)
 
 
 def check_listed(paths: list[str], result: ExtractResult, spec: DatasetSpec, origin: str) -> None:

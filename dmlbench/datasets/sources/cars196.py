@@ -9,6 +9,7 @@ import pandas as pd
 
 from dmlbench.datasets.download import magic_ok, read_head
 from dmlbench.datasets.extract import ExtractResult, copy_tree, extract_archive
+from dmlbench.datasets.prepared import BOX_COLUMNS
 from dmlbench.datasets.sources.base import Source, SourceInputs, check_listed, wrong_input
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ChecksumError
@@ -18,7 +19,8 @@ EXPECTED = (
     "car_ims.tgz + cars_annos.mat, an extracted car_ims/ folder beside cars_annos.mat, or the Kaggle "
     "'stanford-car-dataset-by-classes-folder' (anno_train.csv, anno_test.csv, car_data/) as a folder or zip"
 )
-_ANNO_COLUMNS = ["fname", "x1", "y1", "x2", "y2", "label"]
+_ANNO_COLUMNS = ["fname", *BOX_COLUMNS, "label"]
+_COLUMNS = ["path", "label", *BOX_COLUMNS]
 
 
 def _map_car_ims(name: str) -> str | None:
@@ -101,7 +103,7 @@ class Cars196Source(Source):
         frame = read_cars_annos(mat)
         frame["path"] = "images/" + frame["rel"].str.rsplit("/", n=1).str[-1]
         check_listed(frame["path"].tolist(), result, spec, origin)
-        return frame[["path", "label", "x1", "y1", "x2", "y2"]]
+        return frame[_COLUMNS]
 
     def _from_kaggle(
         self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, result: ExtractResult, origin: str
@@ -117,4 +119,4 @@ class Cars196Source(Source):
         )
         check_listed(frame["path"].tolist(), result, spec, origin)
         frame["label"] = frame["label"].astype("int64")
-        return frame[["path", "label", "x1", "y1", "x2", "y2"]]
+        return frame[_COLUMNS]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmlbench.datasets.extract import ExtractResult, copy_tree, extract_archive
-from dmlbench.datasets.sources.base import Source, SourceInputs, check_listed, wrong_input
+from dmlbench.datasets.prepared import BOX_COLUMNS
+from dmlbench.datasets.sources.base import Source, SourceInputs, check_listed, extract_or_copy, wrong_input
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ChecksumError
 from dmlbench.events import EventHandler
@@ -42,19 +42,17 @@ class Cub200Source(Source):
         self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, on_event: EventHandler | None
     ) -> pd.DataFrame:
         """Extract (or copy) images and metadata, then join the metadata into the index frame."""
-        archive = inputs.files.get(f"{ROOT}.tgz")
-        result: ExtractResult
-        if archive is not None:
-            result = extract_archive(archive, staging, _map_member, on_event=on_event)
-            origin = archive.name
-        elif inputs.folder is not None:
-            root = next((p for p in (inputs.folder / ROOT, inputs.folder) if (p / "images.txt").is_file()), None)
-            if root is None:
-                raise wrong_input(spec, inputs, EXPECTED)
-            result = copy_tree(root, staging, _map_member, on_event=on_event, task=f"copy {root.name}")
-            origin = str(root)
-        else:
-            raise wrong_input(spec, inputs, EXPECTED)
+        result, origin = extract_or_copy(
+            spec,
+            inputs,
+            staging,
+            _map_member,
+            archive_name=f"{ROOT}.tgz",
+            root_name=ROOT,
+            marker="images.txt",
+            expected=EXPECTED,
+            on_event=on_event,
+        )
         absent = [name for name in ("images.txt", "image_class_labels.txt") if f"meta/{name}" not in result.written]
         if absent:
             raise wrong_input(spec, inputs, f"{EXPECTED} (no {absent[0]} in {origin})")
@@ -74,7 +72,7 @@ class Cub200Source(Source):
             frame["x2"], frame["y2"] = frame["x"] + frame["w"], frame["y"] + frame["h"]
         frame["path"] = "images/" + frame["rel"].astype(str)
         check_listed(frame["path"].tolist(), result, spec, origin)
-        columns = ["path", "label"] + [c for c in ("x1", "y1", "x2", "y2") if c in frame]
+        columns = ["path", "label"] + [c for c in BOX_COLUMNS if c in frame]
         out = frame[columns].copy()
         out["label"] = out["label"].astype("int64")
         return out

@@ -39,7 +39,12 @@ def read_partition(path: Path) -> pd.DataFrame:
             f"{path.name} has unknown evaluation_status {bad[0]!r}", hint="expected train/query/gallery"
         )
     # item ids look like id_00000002; the number is the label.
-    frame["label"] = frame["item"].str.removeprefix("id_").astype("int64")
+    try:
+        frame["label"] = frame["item"].str.removeprefix("id_").astype("int64")
+    except ValueError:
+        raise ChecksumError(
+            f"{path.name} has item ids that are not id_<number>", hint=f"this is not DeepFashion's {PARTITION}"
+        ) from None
     frame["path"] = "images/" + frame["rel"]
     return frame[["path", "label", "split"]]
 

@@ -6,13 +6,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmlbench.datasets.extract import copy_tree, extract_archive
-from dmlbench.datasets.sources.base import Source, SourceInputs, check_listed, wrong_input
+from dmlbench.datasets.sources.base import Source, SourceInputs, check_listed, extract_or_copy, wrong_input
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ChecksumError
 from dmlbench.events import EventHandler
 
 ROOT = "Stanford_Online_Products"
+# The 12 super-categories, super_class_id 1..12 in order; images live under `<category>_final/`.
+CATEGORIES = (
+    "bicycle",
+    "cabinet",
+    "chair",
+    "coffee_maker",
+    "fan",
+    "kettle",
+    "lamp",
+    "mug",
+    "sofa",
+    "stapler",
+    "table",
+    "toaster",
+)
 LISTS = {"train": "Ebay_train.txt", "test": "Ebay_test.txt"}
 EXPECTED = f"{ROOT}.zip or an extracted {ROOT}/ folder with Ebay_train.txt, Ebay_test.txt and <category>_final/"
 
@@ -48,18 +62,17 @@ class SopSource(Source):
         self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, on_event: EventHandler | None
     ) -> pd.DataFrame:
         """Extract (or copy) the images and read the two list files."""
-        archive = inputs.files.get(f"{ROOT}.zip")
-        if archive is not None:
-            result = extract_archive(archive, staging, _map_member, on_event=on_event)
-            origin = archive.name
-        elif inputs.folder is not None:
-            root = next((p for p in (inputs.folder / ROOT, inputs.folder) if (p / LISTS["train"]).is_file()), None)
-            if root is None:
-                raise wrong_input(spec, inputs, EXPECTED)
-            result = copy_tree(root, staging, _map_member, on_event=on_event, task=f"copy {root.name}")
-            origin = str(root)
-        else:
-            raise wrong_input(spec, inputs, EXPECTED)
+        result, origin = extract_or_copy(
+            spec,
+            inputs,
+            staging,
+            _map_member,
+            archive_name=f"{ROOT}.zip",
+            root_name=ROOT,
+            marker=LISTS["train"],
+            expected=EXPECTED,
+            on_event=on_event,
+        )
         if not {f"meta/{name}" for name in LISTS.values()} <= result.written:
             raise wrong_input(spec, inputs, f"{EXPECTED} (no Ebay_train.txt/Ebay_test.txt in {origin})")
         frame = pd.concat(
