@@ -22,6 +22,7 @@ from dmlbench.config import load_config, resolve_config
 from dmlbench.datasets import get_spec, open_prepared, prepare
 from dmlbench.datasets.sampler import PKBatchSampler
 from dmlbench.datasets.torch_data import build_dataset
+from dmlbench.errors import MissingInputError
 from dmlbench.losses import LOSSES
 from dmlbench.models import build_embedder
 from dmlbench.training.distributed import DistContext
@@ -45,7 +46,7 @@ def bench(
     source = FASHION if dataset == "fashion-mnist" and FASHION.is_dir() else None
     try:
         prepared = open_prepared(dataset, data_root)
-    except Exception:
+    except MissingInputError:  # not prepared yet (anything else is a real error)
         prepared = prepare(dataset, data_root=data_root, source=source)
     frame = prepared.split("train")
     data = build_dataset(prepared, frame, train=True, image_size=cfg.model.image_size, channels=cfg.model.in_channels)

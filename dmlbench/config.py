@@ -7,7 +7,6 @@ DatasetSpec and the loss registry, and the resolved config is what a run directo
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -170,7 +169,8 @@ def parse_set(item: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         # Unquoted words (`--set optim.name=adamw`) are what people type; anything else is a typo.
-        if raw.strip().replace("-", "").replace("_", "").replace(".", "").isalnum():
+        # `@` too: metric names such as recall@4 are words people type unquoted.
+        if raw.strip().replace("-", "").replace("_", "").replace(".", "").replace("@", "").isalnum():
             value = raw.strip()
         else:
             raise ConfigError(
@@ -309,7 +309,7 @@ def _plain(value: Any) -> Any:
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The config as plain TOML-ready data (None fields are omitted: they mean "default")."""
-    data: dict[str, Any] = _plain(copy.deepcopy(cfg.model_dump(mode="python")))
+    data: dict[str, Any] = _plain(cfg.model_dump(mode="python"))  # _plain builds new containers
     return data
 
 

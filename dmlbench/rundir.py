@@ -83,7 +83,7 @@ class RunDir:
         return not self.root.exists() or not any(self.root.iterdir())
 
     def read_manifest(self) -> dict[str, Any]:
-        """The manifest, schema-checked; a missing or unreadable one is a MissingInputError."""
+        """The manifest, schema-checked: RunIncompleteError when missing, MissingInputError when unreadable."""
         if not self.manifest_path.is_file():
             raise RunIncompleteError(
                 f"{self.root} is not a run directory (no manifest.json)",
@@ -146,7 +146,7 @@ class RunDir:
     def check_reusable(self, *, same_config: bool, resume: bool, force: bool) -> None:
         """Refuse to overwrite a different run; explain how to resume or replace an unfinished one."""
         if force or not self.exists():
-            if not force and not resume and not self.is_empty() and not self.exists():
+            if not force and not resume and not self.is_empty():
                 raise ConfigError(
                     f"{self.root} exists and is not a dmlbench run directory",
                     hint="pick another --run-dir, or pass --force to use it anyway",

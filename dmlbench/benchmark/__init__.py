@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from dmlbench.errors import (
     ConfigError,
@@ -24,6 +24,9 @@ from dmlbench.errors import (
     UsageError,
 )
 from dmlbench.events import Event, EventHandler, emit
+
+if TYPE_CHECKING:
+    from dmlbench.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,18 @@ def _is_finished(run_dir: Path) -> bool:
         return False
 
 
+def _require_same_config(run_dir: Path, resolved: TrainConfig) -> None:
+    """A trained run folder is reused only for the very config asked for."""
+    from dmlbench.config import diff_keys, load_config
+
+    changed = diff_keys(load_config(run_dir / "config.toml"), resolved)
+    if changed:
+        raise ConfigError(  # a ConfigError so that run_bench stops instead of recording a failed combination
+            f"{run_dir} holds a finished run with a different config ({', '.join(changed[:4])})",
+            hint="use another --runs-root, or delete that run folder to re-run it",
+        )
+
+
 def run_bench(
     *,
     datasets: Sequence[str] = DEFAULT_DATASETS,
@@ -118,7 +133,7 @@ def run_bench(
     A combination whose training fails is recorded and the grid goes on; configuration and device errors
     stop it at once.
     """
-    from dmlbench.config import diff_keys, load_config, resolve_config
+    from dmlbench.config import load_config, resolve_config
     from dmlbench.datasets import get_spec, load_catalog, prepare
     from dmlbench.evaluation import evaluate
     from dmlbench.losses import LOSSES
@@ -153,13 +168,7 @@ def run_bench(
         started = time.perf_counter()
         run = RunDir(run_dir)
         if _is_finished(run_dir):
-            stored = load_config(run.config_path)
-            changed = diff_keys(stored, resolved)
-            if changed:
-                raise UsageError(
-                    f"{run_dir} holds a finished run with a different config ({', '.join(changed[:4])})",
-                    hint="use another --runs-root, or delete that run folder to re-run it",
-                )
+            _require_same_config(run_dir, resolved)
             emit(on_event, Event("log", "bench", message=f"{label}: finished before, skipped"))
             result.runs.append(BenchRun(dataset, loss, seed, run_dir, "skipped", 0.0))
             continue
@@ -170,6 +179,7 @@ def run_bench(
         try:
             manifest = run.read_manifest() if run.exists() else None
             if manifest is not None and manifest["status"] == "complete":
+                _require_same_config(run_dir, resolved)  # evaluating it would report another config's run
                 action = "evaluated"
                 emit(on_event, Event("log", "bench", message=f"{label}: trained, evaluating"))
             else:

@@ -141,11 +141,16 @@ def plot_tsne(dataset: str, runs: Sequence[RunInfo], stem: Path) -> RenderedFigu
         return None
     losses = sorted(chosen, key=loss_sort_key)
     figure = _new_figure(4.0 * min(len(losses), 4), 4.0 * ((len(losses) + 3) // 4))
+    drawn = 0
     for index, loss in enumerate(losses):
         run = chosen[loss]
         folder = run.path / "eval" / EVAL_SPLIT
-        embeddings = np.load(folder / "embeddings.npy", allow_pickle=False)
-        labels = np.load(folder / "labels.npy", allow_pickle=False)
+        try:
+            embeddings = np.load(folder / "embeddings.npy", allow_pickle=False)
+            labels = np.load(folder / "labels.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:  # empty/truncated/pickled: the map is optional, the report not
+            log.warning("%s: cannot read saved embeddings (%s); no t-SNE", run.run_id, err)
+            continue
         if len(embeddings) != len(labels) or len(embeddings) < 5:
             log.warning("%s: embeddings and labels do not match or are too few; no t-SNE", run.run_id)
             continue
@@ -161,6 +166,9 @@ def plot_tsne(dataset: str, runs: Sequence[RunInfo], stem: Path) -> RenderedFigu
         axes.set_title(f"{loss} ({run.run_id})", fontsize="small")
         axes.set_xticks([])
         axes.set_yticks([])
+        drawn += 1
+    if not drawn:  # every run's saved embeddings were unusable: no empty figure
+        return None
     figure.suptitle(f"{dataset}: t-SNE of test embeddings, coloured by class")
     return RenderedFigure(dataset, stem.name, f"{dataset}: t-SNE of test embeddings", _save(figure, stem))
 

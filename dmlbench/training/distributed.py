@@ -60,12 +60,3 @@ def barrier(ctx: DistContext) -> None:
     """Wait for every rank (no-op in a single process)."""
     if ctx.enabled and dist.is_initialized():
         dist.barrier()
-
-
-def broadcast_flag(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    """Rank 0's decision, shared with every rank (e.g. "stop now")."""
-    if not ctx.enabled:
-        return flag
-    tensor = torch.tensor([1 if flag else 0], device=device)
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())

@@ -55,8 +55,11 @@ class Parts:
     pending: list[dict[str, Any]] = field(default_factory=list)
 
 
-def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """One optimizer step on this rank's part of one P x K batch; returns the (detached) global loss."""
+def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """One optimizer step on this rank's part of one P x K batch; returns the global loss.
+
+    A non-finite loss is returned without stepping, so the weights stay the last good ones.
+    """
     images = images.to(parts.device, non_blocking=True)
     labels = labels.to(parts.device, non_blocking=True)
     if parts.channels_last:
@@ -71,8 +74,10 @@ def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> torc
     # Losses run in float32: their masks, exp/log-sum-exp and PAM inference are not fp16-safe.
     all_embeddings, all_labels = gather_batch(embeddings.float(), labels, parts.dist)
     loss: torch.Tensor = parts.loss_fn(all_embeddings, all_labels)
-    if not torch.isfinite(loss.detach()):
-        return loss.detach()
+    # The step's only host sync: the value decides whether to step and is what history records.
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.scaler is not None:
         parts.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
@@ -87,7 +92,7 @@ def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> torc
     else:
         parts.optimizer.step()
     parts.scheduler.step()
-    return loss.detach()
+    return value
 
 
 def flush(parts: Parts) -> None:
@@ -123,13 +128,12 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
             tick = time.perf_counter()
             todo = epoch_batches[position.batch : remaining]
             for batch_index, (images, labels) in enumerate(parts.loader(todo), start=position.batch):
-                loss = train_step(parts, images, labels)
-                if not torch.isfinite(loss):
+                last_loss = train_step(parts, images, labels)
+                if not math.isfinite(last_loss):
                     raise TrainingDivergedError(
-                        f"loss became {loss.item()} at step {position.step + 1} (epoch {position.epoch + 1})",
+                        f"loss became {last_loss} at step {position.step + 1} (epoch {position.epoch + 1})",
                         hint="lower optim.lr or set optim.grad_clip; last.pt holds the last good checkpoint",
                     )
-                last_loss = float(loss)
                 position.batch, position.step = batch_index + 1, position.step + 1
                 elapsed = time.perf_counter() - tick
                 lr = parts.scheduler.get_last_lr()[0]

@@ -37,7 +37,7 @@ from dmlbench.training.distributed import DistContext, barrier, init_process_gro
 from dmlbench.training.loop import Parts, run_loop
 from dmlbench.training.optim import build_optimizer, build_scheduler
 from dmlbench.utils.device import resolve_device
-from dmlbench.utils.io import append_line, write_text_atomic
+from dmlbench.utils.io import append_line, atomic_path, write_text_atomic
 from dmlbench.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class TrainSummary:
     run_id: str
     status: str
     steps: int
-    epochs: int
+    epochs: int  # epochs trained in, counting a last one that --steps ended part-way
     final_loss: float | None
     seconds: float
     images_per_s: float | None
@@ -88,7 +88,7 @@ def train(
     resolved = resolve_config(cfg, get_spec(cfg.dataset))
     assert resolved.run_id is not None
     run = RunDir(run_dir if run_dir is not None else runs_root / resolved.run_id)
-    resolved = _reconcile_with_stored(run, resolved, resume=resume, force=force)
+    _check_reusable(run, resolved, resume=resume, force=force)
     init_process_group(ctx, torch_device)
     if force and ctx.is_main:
         _clear_run(run)
@@ -105,12 +105,13 @@ def train(
     )
 
 
-def _reconcile_with_stored(run: RunDir, resolved: TrainConfig, *, resume: bool, force: bool) -> TrainConfig:
+def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: bool) -> None:
+    """Refuse a run folder holding another run (or nothing, on --resume) before any work starts."""
     if not run.exists() or force:
         if resume and not force:
             raise MissingInputError(f"nothing to resume: {run.root} holds no run", hint="drop --resume to start it")
         run.check_reusable(same_config=True, resume=resume, force=force)
-        return resolved
+        return
     try:
         stored = load_config(run.config_path)
     except DmlbenchError:
@@ -120,7 +121,6 @@ def _reconcile_with_stored(run: RunDir, resolved: TrainConfig, *, resume: bool, 
     else:
         changed = diff_keys(stored, resolved, ignore=RESUMABLE_CHANGES if resume else frozenset())
     run.check_reusable(same_config=not changed, resume=resume, force=force)
-    return resolved
 
 
 def _clear_run(run: RunDir) -> None:
@@ -149,7 +149,6 @@ def _open_dataset(name: str, data_root: Path, on_event: EventHandler | None) -> 
 class _TrainData:
     prepared: Any
     dataset: Any
-    labels: np.ndarray[Any, np.dtype[np.int64]]
     val_frame: Any
     sampler: Any
     num_classes: int
@@ -164,6 +163,9 @@ class _TrainData:
         train_frame = index[index["split"] == "train"].reset_index(drop=True)
         val_frame = train_frame.iloc[:0]
         if cfg.validation.val_classes > 0:
+            from dmlbench.evaluation.metrics import metric_info
+
+            metric_info(cfg.validation.metric)  # a typo fails now, not after the first epoch of training
             classes = np.unique(train_frame["label"].to_numpy())
             n_val = max(2, round(cfg.validation.val_classes * len(classes)))
             if n_val >= len(classes):
@@ -205,7 +207,7 @@ class _TrainData:
             prepared, train_frame, train=True, image_size=cfg.model.image_size, channels=cfg.model.in_channels
         )
         sampler = PKBatchSampler(labels, p, k, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
-        return _TrainData(prepared, dataset, labels, val_frame, sampler, int(len(counts)))
+        return _TrainData(prepared, dataset, val_frame, sampler, int(len(counts)))
 
 
 def batch_loader(
@@ -308,7 +310,9 @@ class _Run:
             position, self.best = position_of(payload), payload.get("best")
             set_rng_states(payload["rng"])
             resumed_from = position.step
-            if position.step >= total_steps:
+            # Killed after the last step but before being marked complete: the loop is a no-op and the
+            # run just finishes (exports model.pt, marks complete); only a complete run has nothing to do.
+            if position.step >= total_steps and run.status() == "complete":
                 raise ConfigError(
                     f"{run.root} already trained {position.step} steps; nothing to resume",
                     hint="raise --epochs/--steps to continue, or --force to start over",
@@ -369,8 +373,8 @@ class _Run:
         if ctx.is_main:
             use_best = self.best is not None and run.best_path.is_file()
             if use_best:
-                shutil.copyfile(run.best_path, run.model_path.with_suffix(".tmp"))
-                run.model_path.with_suffix(".tmp").replace(run.model_path)
+                with atomic_path(run.model_path) as tmp:
+                    shutil.copyfile(run.best_path, tmp)
             else:
                 export_weights(run.model_path, model)
             self._finish_status("complete", None, position)
@@ -388,7 +392,8 @@ class _Run:
             run_id=self._run_id,
             status="complete",
             steps=position.step,
-            epochs=position.epoch,
+            # A run stopped by --steps inside an epoch trained in that epoch too ("6 steps, 1 epochs", not 0).
+            epochs=position.epoch + (1 if position.batch else 0),
             final_loss=final_loss,
             seconds=seconds,
             images_per_s=images_per_s,
@@ -435,6 +440,8 @@ class _Run:
                     "splits": info.get("splits"),
                     "train_test_disjoint": info.get("train_test_disjoint"),
                 },
+                # evaluation reads this list instead of re-deriving the held-out classes.
+                "val_classes": sorted(int(label) for label in self.data.val_frame["label"].unique()),
                 "error": None,
                 "last_step": previous.get("last_step", 0),
                 "last_epoch": previous.get("last_epoch", 0),

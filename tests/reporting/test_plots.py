@@ -36,3 +36,16 @@ def test_no_tsne_without_saved_embeddings(fixture_runs: Path, tmp_path: Path) ->
     runs = [p for p in digits_runs(fixture_runs) if p.name.endswith("seed1")]
     report(runs, fmt="markdown", plots_dir=tmp_path)
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == ["digits-recall", "digits-training"]
+
+
+def test_unreadable_saved_embeddings_skip_the_tsne_map(fixture_runs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    runs = []
+    for run in digits_runs(fixture_runs):
+        runs.append(shutil.copytree(run, tmp_path / "runs" / run.name))
+        saved = runs[-1] / "eval" / "test" / "embeddings.npy"
+        if saved.is_file():
+            saved.write_bytes(saved.read_bytes()[:20])  # truncated by a full disk or a kill
+    report(runs, fmt="markdown", plots_dir=tmp_path / "plots")
+    assert sorted(p.stem for p in (tmp_path / "plots").glob("*.png")) == ["digits-recall", "digits-training"]

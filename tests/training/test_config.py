@@ -40,6 +40,7 @@ def test_set_values_are_toml_literals() -> None:
     assert parse_set("schedule.cosine=true") == (["schedule", "cosine"], True)
     assert parse_set("optim.name=adamw") == (["optim", "name"], "adamw")
     assert parse_set('run_id="a b"') == (["run_id"], "a b")
+    assert parse_set("validation.metric=recall@4") == (["validation", "metric"], "recall@4")
     with pytest.raises(ConfigError):
         parse_set("optim.lr")
     with pytest.raises(ConfigError):

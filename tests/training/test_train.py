@@ -116,6 +116,37 @@ def test_run_directory_contract(digits_root: Path, tmp_path: Path) -> None:
     assert load_config(run.config_path) == summary.config
 
 
+def test_resume_finishes_a_run_killed_after_its_last_step(digits_root: Path, tmp_path: Path) -> None:
+    from dmlbench.errors import ConfigError
+
+    cfg = _cfg("triplet", "schedule.steps=6")
+    first = train(cfg, tmp_path / "r", data_root=digits_root, evaluate_at_end=False)
+    assert first.epochs == 1  # 6 steps end inside the first epoch: trained in one epoch, not zero
+    run = RunDir(first.run_dir)
+    # Simulate a kill after the final last.pt but before model.pt and the "complete" marker.
+    run.model_path.unlink()
+    run.set_status("running", last_step=6)
+    summary = train(cfg, run.root, data_root=digits_root, resume=True, evaluate_at_end=False)
+    assert summary.steps == 6 and summary.resumed_from_step == 6 and summary.final_loss == first.final_loss
+    assert run.read_manifest()["status"] == "complete" and run.model_path.is_file()
+    last = torch.load(run.last_checkpoint, weights_only=True)["model"]
+    model = torch.load(run.model_path, weights_only=True)
+    assert all(torch.equal(model[k], last[k]) for k in last)
+    assert [row["step"] for row in _history(run.root)] == list(range(1, 7))
+    with pytest.raises(ConfigError, match="nothing to resume"):  # a complete run has nothing left to do
+        train(cfg, run.root, data_root=digits_root, resume=True, evaluate_at_end=False)
+
+
+def test_unknown_validation_metric_fails_before_training(digits_root: Path, tmp_path: Path) -> None:
+    from dmlbench.errors import UnknownNameError
+
+    cfg = _cfg("triplet", "validation.val_classes=0.4", 'validation.metric="recal@1"', "sampler.classes_per_batch=3")
+    with pytest.raises(UnknownNameError, match="recal@1") as info:
+        train(cfg, tmp_path / "m", data_root=digits_root, evaluate_at_end=False)
+    assert info.value.hint and "recall" in info.value.hint
+    assert not (tmp_path / "m" / "manifest.json").exists()
+
+
 def test_same_seed_same_history_and_weights(digits_root: Path, tmp_path: Path, one_thread: object) -> None:
     cfg = _cfg("lifted", "schedule.steps=12")
     a = train(cfg, tmp_path / "a", data_root=digits_root, evaluate_at_end=False)
