@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from dmlbench.config import load_config, resolve_config
+from dmlbench.config import load_config
 from dmlbench.datasets import get_spec, open_prepared, prepare
 from dmlbench.datasets.sampler import PKBatchSampler
 from dmlbench.datasets.torch_data import build_dataset
@@ -28,6 +28,7 @@ from dmlbench.models import build_embedder
 from dmlbench.training.distributed import DistContext
 from dmlbench.training.loop import Parts, train_step
 from dmlbench.training.optim import build_optimizer, build_scheduler
+from dmlbench.training.resolve import resolve_config
 from dmlbench.training.run import batch_loader
 from dmlbench.utils.device import resolve_device
 

@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,9 +23,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
-
-# Backbones trained from scratch on tiny grayscale images; everything else is an ImageNet-pretrained trunk.
-SMALL_BACKBONES = frozenset({"small_cnn"})
 
 
 class _Section(BaseModel):
@@ -108,32 +105,6 @@ class TrainConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
-
-
-class SpecLike(Protocol):
-    """The DatasetSpec fields a config resolves from (the datasets package provides the real class)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def backbone(self) -> str: ...
-    @property
-    def image_size(self) -> int: ...
-    @property
-    def channels(self) -> int: ...
-    @property
-    def default_batch_classes(self) -> int: ...
-    @property
-    def default_batch_per_class(self) -> int: ...
-
-
-# Defaults per backbone kind. The image-benchmark values follow the paper's protocol as recalled in
-# docs (losses.md §7, UNVERIFIED): RMSprop, lr 1e-5, 10x on the new embedding layer.
-# The small CNN trains from scratch, where that lr would barely move in a few epochs.
-_KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "small": {"optim": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "head_lr_multiplier": 1.0, "epochs": 10},
-    "pretrained": {"optim": "rmsprop", "lr": 1e-5, "weight_decay": 0.0, "head_lr_multiplier": 10.0, "epochs": 40},
-}
 
 
 def _config_error(err: ValidationError, source: str) -> ConfigError:
@@ -228,73 +199,6 @@ def validate_config(data: Mapping[str, Any], source: str = "config") -> TrainCon
         return TrainConfig.model_validate(dict(data))
     except ValidationError as err:
         raise _config_error(err, source) from None
-
-
-def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
-    """Fill every `None` from the dataset spec and the loss registry; check the loss's keyword arguments."""
-    from dmlbench.losses import LOSSES
-
-    if spec.name != cfg.dataset:
-        raise ValueError(f"spec {spec.name!r} does not describe dataset {cfg.dataset!r}")
-    resolved = cfg.model_copy(deep=True)
-    model, optim, schedule, sampler = resolved.model, resolved.optim, resolved.schedule, resolved.sampler
-
-    from dmlbench.models import BACKBONES
-
-    model.backbone = model.backbone or spec.backbone
-    BACKBONES.target(model.backbone)  # unknown backbone -> did-you-mean now, not mid-run
-    kind = "small" if model.backbone in SMALL_BACKBONES else "pretrained"
-    defaults = _KIND_DEFAULTS[kind]
-    if model.image_size is None:
-        model.image_size = spec.image_size
-    if model.in_channels is None:
-        model.in_channels = spec.channels if kind == "small" else 3
-    if model.pretrained is None:
-        model.pretrained = kind == "pretrained"
-    if model.freeze_bn is None:
-        # Fine-tuning a pretrained trunk on P x K batches of a few classes corrupts its BN statistics.
-        model.freeze_bn = kind == "pretrained"
-
-    loss_cls = LOSSES.get(resolved.loss.name)
-    known = LOSSES.parameters(resolved.loss.name)
-    context = {"embedding_dim", "num_classes"}
-    given = resolved.loss.kwargs()
-    unknown = sorted(set(given) - set(known) - context)
-    accepted = sorted(set(_signature_names(loss_cls)) - context)
-    if unknown:
-        raise ConfigError(
-            f"loss {resolved.loss.name!r} has no parameter {unknown[0]!r}",
-            hint=f"{did_you_mean(unknown[0], accepted)}parameters: {', '.join(accepted) or 'none'}",
-        )
-    filled = {k: v for k, v in known.items() if k not in context and v is not None}
-    filled.update(given)
-    resolved.loss = LossConfig.model_validate({"name": resolved.loss.name, **filled})
-    if model.normalize is None:
-        model.normalize = bool(getattr(loss_cls, "expects_normalized", True))
-
-    sampler.classes_per_batch = sampler.classes_per_batch or spec.default_batch_classes
-    sampler.samples_per_class = sampler.samples_per_class or spec.default_batch_per_class
-    optim.name = optim.name or defaults["optim"]
-    optim.lr = optim.lr if optim.lr is not None else defaults["lr"]
-    if optim.weight_decay is None:
-        optim.weight_decay = defaults["weight_decay"]
-    if optim.head_lr_multiplier is None:
-        optim.head_lr_multiplier = defaults["head_lr_multiplier"]
-    if schedule.epochs is None:
-        schedule.epochs = defaults["epochs"]
-    if resolved.run_id is None:
-        resolved.run_id = f"{resolved.dataset}-{resolved.loss.name}-{model.backbone}-seed{resolved.seed}"
-    return resolved
-
-
-def _signature_names(factory: Any) -> list[str]:
-    import inspect
-
-    return [
-        p.name
-        for p in inspect.signature(factory).parameters.values()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
 
 
 def _plain(value: Any) -> Any:

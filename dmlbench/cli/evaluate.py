@@ -69,11 +69,11 @@ def command(
     info: dict[str, Any] = {}
     with ProgressRenderer(quiet=as_json) as progress:
         if embeddings is not None:
-            from dmlbench.evaluation import evaluate_embeddings_detailed
+            from dmlbench.evaluation import evaluate_embeddings
             from dmlbench.evaluation.io import load_embeddings
 
             loaded = load_embeddings(embeddings, labels)
-            outcome = evaluate_embeddings_detailed(
+            outcome = evaluate_embeddings(
                 loaded.embeddings,
                 loaded.labels,
                 recall_k=ks or (1, 2, 4, 8),

@@ -8,7 +8,9 @@ Rules (documented in docs/datasets.md):
 - An epoch has max(1, N // (P * K)) batches, N = number of samples.
 - Everything is drawn from numpy's generator seeded with (seed, epoch): the same on every rank and
   rerun, so a resumed run (start_batch) sees exactly the batches it would have seen.
-- With num_replicas > 1 every rank builds the same global batch and takes its own P / num_replicas classes.
+- With num_replicas > 1 every rank builds the same global batch (flattened class by class) and takes its
+  own contiguous B / num_replicas samples, B = P * K: any world size that divides B works. The losses see
+  the all-gathered global batch, so the split decides only which rank embeds which image.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from dmlbench.errors import UsageError
+
+
+def divisors(n: int) -> list[int]:
+    """The world sizes a global batch of n samples splits over evenly."""
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 class PKBatchSampler:
@@ -40,10 +47,12 @@ class PKBatchSampler:
             )
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise UsageError(f"rank {rank} is not in 0..{num_replicas - 1}", hint="check the distributed setup")
-        if classes_per_batch % num_replicas:
+        batch_size = classes_per_batch * samples_per_class
+        if batch_size % num_replicas:
             raise UsageError(
-                f"classes_per_batch={classes_per_batch} cannot be split over {num_replicas} processes",
-                hint=f"use a multiple of {num_replicas}",
+                f"a {classes_per_batch}x{samples_per_class} batch ({batch_size} images) does not split over "
+                f"{num_replicas} processes",
+                hint=f"use a world size that divides {batch_size}: {', '.join(map(str, divisors(batch_size)))}",
             )
         array = np.asarray(labels, dtype=np.int64)
         classes, inverse, counts = np.unique(array, return_inverse=True, return_counts=True)
@@ -99,9 +108,9 @@ class PKBatchSampler:
 
     def batches(self, epoch: int) -> list[list[int]]:
         """All of this rank's batches for `epoch` (ignores start_batch)."""
-        share = self.classes_per_batch // self.num_replicas
+        share = self.classes_per_batch * self.samples_per_class // self.num_replicas
         lo = self.rank * share
-        return [batch[lo : lo + share].reshape(-1).tolist() for batch in self._global_batches(epoch)]
+        return [batch.reshape(-1)[lo : lo + share].tolist() for batch in self._global_batches(epoch)]
 
     def __iter__(self) -> Iterator[list[int]]:
         """This rank's batches of the current epoch from `start_batch` on; start_batch resets to 0 after."""

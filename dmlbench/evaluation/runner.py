@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -11,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import dmlbench
-from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.errors import ConfigError, MissingInputError, UsageError
 from dmlbench.evaluation.clustering import DEFAULT_NITER
-from dmlbench.evaluation.core import EvalOutcome, evaluate_embeddings_detailed
+from dmlbench.evaluation.core import EvalOutcome, evaluate_embeddings
 from dmlbench.evaluation.search import BackendName, Distance
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.rundir import RunDir
-from dmlbench.utils.io import atomic_path, write_json_atomic
+from dmlbench.rundir import Manifest, MetricsRecord, RunDir
+from dmlbench.utils.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,24 +35,19 @@ class EvalResult:
     outcome: EvalOutcome | None = None
 
 
-def _val_classes(train_labels: np.ndarray, manifest: dict[str, Any], fraction: float, seed: int) -> list[int]:
-    """The training classes held out for validation: the manifest's list, else re-derived like training does."""
-    recorded = manifest.get("val_classes")
-    if isinstance(recorded, list) and recorded:
-        return [int(label) for label in recorded]
-    if fraction <= 0:
+def _val_classes(train_labels: np.ndarray, manifest: Manifest, fraction: float, seed: int) -> list[int]:
+    """The training classes held out for validation: the manifest's list, else the same seeded draw."""
+    from dmlbench.datasets.splits import held_out_classes
+
+    if manifest.val_classes:
+        return list(manifest.val_classes)
+    try:
+        return held_out_classes(train_labels, fraction, seed)
+    except ConfigError:
         return []
-    # mirrors dmlbench.training (which evaluation may not import): a seeded draw over the sorted train classes
-    classes = np.unique(train_labels)
-    n_val = max(2, round(fraction * len(classes)))
-    if n_val >= len(classes):
-        return []
-    return [int(c) for c in np.random.default_rng(seed).choice(classes, size=n_val, replace=False)]
 
 
-def _frames(
-    index: pd.DataFrame, split: str, manifest: dict[str, Any], cfg: Any
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _frames(index: pd.DataFrame, split: str, manifest: Manifest, cfg: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(query rows, gallery rows or None) of `split` from the prepared index."""
     present = set(index["split"].astype(str).unique())
     if split == "test":
@@ -86,11 +82,50 @@ def evaluate(
     kmeans_niter: int = DEFAULT_NITER,
     backend: BackendName = "auto",
     on_event: EventHandler | None = None,
+    locked: bool = False,
 ) -> EvalResult:
     """Embed `split` of the run's dataset with its trained model and write `eval/<split>/metrics.json`.
 
     `recall_k=None` uses the dataset's K values; query/gallery datasets (In-Shop) search the gallery.
+    A metric subset merges into the stored metrics. The run folder is claimed while this writes, unless
+    the caller (training, which evaluates at its end) already holds it: `locked=True`.
     """
+    run = RunDir(Path(run_dir))
+    if not run.root.is_dir():
+        raise MissingInputError(f"run directory {run.root} does not exist", hint="check the path (see `ls runs/`)")
+    claim = contextlib.nullcontext() if locked else run.claim(holder="evaluate")
+    with claim:
+        return _evaluate(
+            run,
+            split=split,
+            recall_k=recall_k,
+            metrics=metrics,
+            device=device,
+            data_root=data_root,
+            save_embeddings=save_embeddings,
+            batch_size=batch_size,
+            distance=distance,
+            kmeans_niter=kmeans_niter,
+            backend=backend,
+            on_event=on_event,
+        )
+
+
+def _evaluate(
+    run: RunDir,
+    *,
+    split: str,
+    recall_k: Sequence[int] | None,
+    metrics: Iterable[str] | None,
+    device: str,
+    data_root: Path | None,
+    save_embeddings: bool,
+    batch_size: int,
+    distance: Distance,
+    kmeans_niter: int,
+    backend: BackendName,
+    on_event: EventHandler | None,
+) -> EvalResult:
     from dmlbench.datasets import open_prepared
     from dmlbench.datasets.torch_data import build_dataset
     from dmlbench.evaluation.embed import embed_dataset
@@ -100,14 +135,11 @@ def evaluate(
     started = time.perf_counter()
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
-    run = RunDir(Path(run_dir))
-    if not run.root.is_dir():
-        raise MissingInputError(f"run directory {run.root} does not exist", hint="check the path (see `ls runs/`)")
     manifest = run.require_complete()
     target = resolve_device(device)
     model, cfg = load_trained_embedder(run.root, target)
     prepared = open_prepared(cfg.dataset, data_root)
-    expected = (manifest.get("dataset") or {}).get("fingerprint")
+    expected = manifest.dataset.fingerprint if manifest.dataset is not None else None
     if expected and expected != prepared.fingerprint:
         emit(
             on_event,
@@ -133,11 +165,11 @@ def evaluate(
     if gallery_rows is not None:
         gallery, gallery_labels = embed(gallery_rows, "embed gallery")
     ks = list(recall_k) if recall_k else [int(k) for k in prepared.info.get("recall_k") or (1, 2, 4, 8)]
-    outcome = evaluate_embeddings_detailed(
+    outcome = evaluate_embeddings(
         embeddings,
         labels,
         recall_k=ks,
-        metrics=metrics,
+        metrics=tuple(metrics) if metrics is not None else None,
         device=device,
         distance=distance,
         gallery_embeddings=gallery,
@@ -147,33 +179,31 @@ def evaluate(
         backend=backend,
         on_event=on_event,
     )
-    out_dir = run.eval_dir(split)
     if save_embeddings:
-        _save_array(out_dir / "embeddings.npy", embeddings)
-        _save_array(out_dir / "labels.npy", labels)
+        _save_array(run.embeddings_path(split), embeddings)
+        _save_array(run.labels_path(split), labels)
         if gallery is not None and gallery_labels is not None:
-            _save_array(out_dir / "gallery_embeddings.npy", gallery)
-            _save_array(out_dir / "gallery_labels.npy", gallery_labels)
-    payload = {
-        "run_id": manifest.get("run_id", run.run_id),
-        "split": split,
-        "metrics": outcome.metrics,
-        "recall_k": outcome.recall_k,
-        "protocol": outcome.protocol,
-        "n_queries": outcome.n_queries,
-        "n_gallery": outcome.n_gallery,
-        "lone_queries": outcome.lone_queries,
-        "embedding_dim": outcome.embedding_dim,
-        "distance": outcome.distance,
-        "backend": outcome.backend,
-        "kmeans_niter": kmeans_niter,
-        "seconds": round(time.perf_counter() - started, 3),
-        "metric_seconds": round(outcome.seconds, 3),
-        "dmlbench_version": dmlbench.__version__,
-    }
-    path = run.metrics_path(split)
-    write_json_atomic(path, payload)  # written last: its presence means "evaluated"
-    return EvalResult(metrics=outcome.metrics, path=path, outcome=outcome)
+            _save_array(run.embeddings_path(split, gallery=True), gallery)
+            _save_array(run.labels_path(split, gallery=True), gallery_labels)
+    record = MetricsRecord(
+        run_id=manifest.run_id,
+        split=split,
+        metrics=outcome.metrics,
+        recall_k=outcome.recall_k,
+        protocol=outcome.protocol,
+        n_queries=outcome.n_queries,
+        n_gallery=outcome.n_gallery,
+        lone_queries=outcome.lone_queries,
+        embedding_dim=outcome.embedding_dim,
+        distance=outcome.distance,
+        backend=outcome.backend,
+        kmeans_niter=kmeans_niter,
+        seconds=round(time.perf_counter() - started, 3),
+        metric_seconds=round(outcome.seconds, 3),
+        dmlbench_version=dmlbench.__version__,
+    )
+    written = run.write_metrics(record)  # written last: its presence means "evaluated"
+    return EvalResult(metrics=written.metrics, path=run.metrics_path(split), outcome=outcome)
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dmlbench.config import ModelConfig, TrainConfig, dump_toml
-from dmlbench.rundir import RunDir
+from dmlbench.rundir import Manifest, RunDir
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +54,14 @@ def _make_run(
     torch.save(saved.state_dict(), run.model_path)
     prepared = open_prepared("digits", data_root)
     run.write_manifest(
-        {
-            "run_id": run.run_id,
-            "status": status,
-            "dataset": {"name": "digits", "fingerprint": prepared.fingerprint},
-            **(manifest_extra or {}),
-        }
+        Manifest.model_validate(
+            {
+                "run_id": run.run_id,
+                "status": status,
+                "dataset": {"name": "digits", "fingerprint": prepared.fingerprint},
+                **(manifest_extra or {}),
+            }
+        )
     )
     return run.root
 

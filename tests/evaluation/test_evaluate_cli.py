@@ -36,7 +36,7 @@ def test_external_embeddings_json_matches_the_python_api(files: tuple[Path, Path
     )
     assert result.exit_code == 0, result.stderr
     body = json.loads(result.stdout)
-    assert body["metrics"] == pytest.approx(evaluate_embeddings(X, Y, recall_k=(1, 2, 4), device="cpu"))
+    assert body["metrics"] == pytest.approx(evaluate_embeddings(X, Y, recall_k=(1, 2, 4), device="cpu").metrics)
     assert body["n_queries"] == 30 and body["lone_queries"] == 0
 
 
