@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
 Status = Literal["running", "complete", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted")
-RunKind = Literal["trained", "baseline", "trial"]
+# trained: an ordinary run; baseline: no training (raw pixels / untrained network); trial: one tuning trial
+# (validation only, never a test evaluation); final: a tuned study's retraining on all training classes;
+# ensemble: the K fold models of a study, their embeddings concatenated.
+RunKind = Literal["trained", "baseline", "trial", "final", "ensemble"]
 
 MANIFEST = "manifest.json"
 CONFIG = "config.toml"
@@ -91,7 +94,12 @@ class Manifest(_Record):
     last_epoch: int = 0
     # The held-out training classes of validation; evaluation reads this list instead of re-deriving it.
     val_classes: list[int] = Field(default_factory=list)
-    baseline: str | None = None
+    baseline: str | None = None  # "raw" | "untrained" for kind == "baseline"
+    study: str | None = None  # the tuning study a trial / final / ensemble run belongs to
+    trial: int | None = None  # the trial number, for kind == "trial"
+    fold: int | None = None  # the validation fold of a trial, when tuning with K folds
+    tuned_params: dict[str, Any] | None = None  # the best parameters a final run was trained with
+    tuning_trials: int | None = None  # how many finished trials chose those parameters
 
 
 class MetricsRecord(_Record):
