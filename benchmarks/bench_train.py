@@ -25,10 +25,10 @@ from dmlbench.datasets.torch_data import build_dataset
 from dmlbench.errors import MissingInputError
 from dmlbench.losses import LOSSES
 from dmlbench.models import build_embedder
+from dmlbench.resolve import resolve_config
 from dmlbench.training.distributed import DistContext
 from dmlbench.training.loop import Parts, train_step
 from dmlbench.training.optim import build_optimizer, build_scheduler
-from dmlbench.training.resolve import resolve_config
 from dmlbench.training.run import batch_loader
 from dmlbench.utils.device import resolve_device
 

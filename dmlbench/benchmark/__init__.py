@@ -139,9 +139,9 @@ def run_bench(
     from dmlbench.evaluation import evaluate
     from dmlbench.losses import LOSSES
     from dmlbench.reporting import RENDERERS, report
+    from dmlbench.resolve import resolve_config
     from dmlbench.rundir import RunDir
     from dmlbench.training import train
-    from dmlbench.training.resolve import resolve_config
 
     RENDERERS.get(fmt)  # a typo in --format fails before hours of training
     dataset_names = _names("dataset", datasets, sorted(load_catalog()))

@@ -23,6 +23,7 @@ from dmlbench.config import TrainConfig, config_to_dict, diff_keys, dump_toml
 from dmlbench.errors import ConfigError, DmlbenchError, InterruptedRunError
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.paths import child_path
+from dmlbench.resolve import resolve_config
 from dmlbench.rundir import DatasetRecord, Manifest, RunDir, RunKind, now_iso
 from dmlbench.training.checkpoint import (
     Position,
@@ -36,7 +37,6 @@ from dmlbench.training.data import TrainData, batch_loader, open_dataset
 from dmlbench.training.distributed import DistContext, barrier, init_process_group
 from dmlbench.training.loop import Parts, run_loop
 from dmlbench.training.optim import build_optimizer, build_scheduler
-from dmlbench.training.resolve import resolve_config
 from dmlbench.utils.device import resolve_device
 from dmlbench.utils.io import atomic_path
 from dmlbench.utils.seed import seed_everything

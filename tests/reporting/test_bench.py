@@ -104,8 +104,8 @@ def test_bench_refuses_to_evaluate_a_trained_run_of_another_config(tmp_path: Pat
     from dmlbench.config import dump_toml, load_config
     from dmlbench.datasets import get_spec
     from dmlbench.errors import ConfigError
+    from dmlbench.resolve import resolve_config
     from dmlbench.rundir import Manifest, RunDir
-    from dmlbench.training.resolve import resolve_config
 
     # Trained (complete) but never evaluated, with another learning rate than the bench asks for.
     other = resolve_config(load_config(None, ["optim.lr=0.5"], {"loss.name": "triplet"}), get_spec("digits"))

@@ -8,7 +8,7 @@ import pytest
 
 from dmlbench.config import TrainConfig, dump_toml, load_config, parse_set
 from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError
-from dmlbench.training.resolve import resolve_config
+from dmlbench.resolve import resolve_config
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
 

@@ -17,9 +17,9 @@ import torch
 
 from dmlbench.config import TrainConfig, load_config
 from dmlbench.events import Event
+from dmlbench.resolve import resolve_config
 from dmlbench.rundir import RunDir
 from dmlbench.training import TrainingDivergedError, train
-from dmlbench.training.resolve import resolve_config
 
 LOSSES = ["clustering", "triplet", "lifted", "npairs"]
 REPO = Path(__file__).parents[2]
