@@ -213,8 +213,10 @@ def build_space(
         batch_size = batch
     dims = {name: dim for name, dim in dims.items() if name not in fixed_keys}
     if not dims:
+        hint = "add dimensions to the space (docs/tuning.md)"
         raise ConfigError(
-            f"{source} leaves nothing to search for loss {loss!r}", hint="drop a --set that fixes every dimension"
+            f"{source} leaves nothing to search for loss {loss!r}",
+            hint=hint + (", or drop the --set values that fix them" if fixed_keys else ""),
         )
     return Space(dimensions=dims, batch_size=batch_size)
 

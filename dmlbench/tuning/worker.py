@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import ConfigError
@@ -36,6 +37,8 @@ def open_study(plan: Plan, *, create: bool) -> Any:
     """The study in its storage (created when `create`), checked to be this plan's study."""
     import optuna
 
+    if create and plan.options.storage is None:
+        Path(plan.options.runs_root).mkdir(parents=True, exist_ok=True)  # the default journal lives there
     storage = open_storage(plan.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
