@@ -1,0 +1,244 @@
+"""`--workers N` on one machine: N spawned processes, each pinned to a GPU or to its share of the cores.
+
+Processes are spawned, not forked: a forked child would inherit the parent's torch/CUDA and OpenMP
+state, which deadlocks or fails. Each worker runs items one at a time; when a worker dies (SIGKILL,
+out of memory) only the item it held fails, and a fresh worker takes its place for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from dmlbench.errors import DeviceError, UsageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# How often the parent looks for a worker that died without answering.
+_POLL_SECONDS = 0.2
+
+
+class WorkerDiedError(RuntimeError):
+    """The worker process running an item exited without a result (killed, crashed, out of memory)."""
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def check_workers(workers: int) -> int:
+    """`workers` when it is at least 1; a UsageError otherwise."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}", hint="e.g. --workers 2 runs two at a time")
+    return workers
+
+
+def parse_gpus(spec: str | None, available: int) -> list[int] | None:
+    """The GPU indices of `--gpus 0,1,2` (None: every visible GPU); None when there are no GPUs at all.
+
+    Indices count the GPUs this process sees (after any CUDA_VISIBLE_DEVICES of its own). Naming a GPU
+    that is not there, or naming one twice, is an error rather than a silent change of plan.
+    """
+    if spec is None:
+        return list(range(available)) if available > 0 else None
+    parts = [part.strip() for part in spec.split(",")]
+    if not spec.strip() or any(not part for part in parts):
+        raise UsageError(f"--gpus {spec!r} is not a list of GPU indices", hint="e.g. --gpus 0,1")
+    chosen: list[int] = []
+    for part in parts:
+        if not part.isdigit():
+            raise UsageError(f"--gpus: {part!r} is not a GPU index", hint="GPU indices are 0, 1, ...; e.g. --gpus 0,1")
+        index = int(part)
+        if index in chosen:
+            raise UsageError(f"--gpus names GPU {index} twice", hint="list each GPU once; workers share them in turn")
+        chosen.append(index)
+    missing = [index for index in chosen if index >= available]
+    if missing:
+        seen = f"GPUs 0..{available - 1} are visible" if available else "no GPU is visible"
+        raise DeviceError(
+            f"--gpus names GPU {missing[0]}, but {seen}",
+            hint="check `nvidia-smi`, or leave out --gpus to use every visible GPU (or none)",
+        )
+    return chosen
+
+
+def worker_environment(
+    index: int,
+    workers: int,
+    gpus: Sequence[int] | None,
+    cpu_count: int,
+    *,
+    parent_visible: str | None = None,
+) -> dict[str, str]:
+    """The environment variables worker `index` of `workers` runs with.
+
+    With GPUs, worker i sees only GPU `gpus[i % len(gpus)]` (as its cuda:0). `parent_visible` is the
+    parent's own CUDA_VISIBLE_DEVICES, if any: the indices of `gpus` count those devices, so they are
+    translated back to what the child must be told. Every worker gets cores / workers threads, so N
+    workers never oversubscribe the CPU (with GPUs too: data loading and the loss run there).
+    """
+    if not 0 <= index < workers:
+        raise ValueError(f"worker index {index} outside 0..{workers - 1}")
+    threads = max(1, cpu_count // workers)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if gpus:
+        gpu = gpus[index % len(gpus)]
+        visible = [part.strip() for part in parent_visible.split(",")] if parent_visible else None
+        env["CUDA_VISIBLE_DEVICES"] = visible[gpu] if visible is not None and gpu < len(visible) else str(gpu)
+    return env
+
+
+def _threads_of(env: dict[str, str]) -> int:
+    return int(env["OMP_NUM_THREADS"])
+
+
+def _picklable(error: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any failure to pickle means "send a description instead"
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _worker_main(
+    env: dict[str, str],
+    fn: Callable[[Any], Any],
+    inbox: Any,
+    outbox: Any,
+    slot: int,
+) -> None:
+    """A worker process: pin itself, then run items from `inbox` until it gets None."""
+    # Written (never read) here, in the worker's own fresh interpreter, before torch initialises CUDA or its
+    # thread pool: that is the only way to pin a process to a GPU for torch and faiss alike.
+    os.environ.update(env)  # noqa: TID251
+    import torch
+
+    torch.set_num_threads(_threads_of(env))
+    while True:
+        message = inbox.get()
+        if message is None:
+            return
+        number, item = message
+        try:
+            result: Any = fn(item)
+        except KeyboardInterrupt:
+            outbox.put((slot, number, False, RuntimeError("interrupted")))
+            return
+        except BaseException as error:  # noqa: BLE001 - reported to the parent, one item fails
+            outbox.put((slot, number, False, _picklable(error)))
+            continue
+        try:
+            outbox.put((slot, number, True, result))
+        except Exception as error:  # noqa: BLE001 - an unpicklable result is that item's failure
+            outbox.put((slot, number, False, _picklable(error)))
+
+
+@dataclass(eq=False)
+class _Slot:
+    index: int
+    env: dict[str, str]
+    process: Any = None
+    inbox: Any = None
+    busy: int | None = None  # the item number it runs
+
+
+def run_in_workers(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    workers: int,
+    gpus: Sequence[int] | None,
+    on_result: Callable[[T, R | BaseException], None] | None = None,
+    cpu_count: int | None = None,
+    parent_visible: str | None = None,
+) -> list[R | BaseException]:
+    """Run `fn(item)` for every item in `workers` spawned processes; results in the order of `items`.
+
+    `fn` must be importable by name (a module-level function) and its items picklable. An item whose
+    `fn` raises, or whose worker dies, gets the exception in its place (the others go on); `on_result`
+    is called in this process as each item ends. Ctrl-C stops handing out items, lets the workers see
+    the interrupt (training saves its checkpoint) and re-raises KeyboardInterrupt.
+    """
+    check_workers(workers)
+    cores = cpu_count if cpu_count is not None else available_cores()
+    results: list[Any] = [None] * len(items)
+    finished = [False] * len(items)
+    if not items:
+        return []
+    context = multiprocessing.get_context("spawn")
+    outbox = context.Queue()
+    slots = [
+        _Slot(index, worker_environment(index, workers, gpus, cores, parent_visible=parent_visible))
+        for index in range(min(workers, len(items)))
+    ]
+    pending = list(range(len(items)))
+    pending.reverse()  # pop() from the end hands items out in order
+
+    def start(slot: _Slot) -> None:
+        slot.inbox = context.Queue()
+        slot.process = context.Process(
+            target=_worker_main, args=(slot.env, fn, slot.inbox, outbox, slot.index), daemon=True
+        )
+        slot.process.start()
+        log.debug("worker %d started (pid %d, %s)", slot.index, slot.process.pid, slot.env)
+
+    def record(number: int, value: Any) -> None:
+        results[number] = value
+        finished[number] = True
+        if on_result is not None:
+            on_result(items[number], value)
+
+    try:
+        while not all(finished):
+            for slot in slots:
+                if slot.busy is None and pending:
+                    number = pending.pop()
+                    if slot.process is None or not slot.process.is_alive():
+                        start(slot)
+                    slot.busy = number
+                    slot.inbox.put((number, items[number]))
+            try:
+                index, number, ok, value = outbox.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                for slot in slots:
+                    if slot.busy is not None and slot.process is not None and not slot.process.is_alive():
+                        # A last answer may still be in the queue: look once more before declaring a death.
+                        try:
+                            index, number, ok, value = outbox.get(timeout=_POLL_SECONDS)
+                        except queue.Empty:
+                            code = slot.process.exitcode
+                            log.warning("worker %d died (exit code %s) running item %d", slot.index, code, slot.busy)
+                            lost = slot.busy
+                            slot.busy, slot.process = None, None
+                            record(lost, WorkerDiedError(f"worker process exited with code {code}"))
+                        else:
+                            slots[index].busy = None
+                            record(number, value)
+                        break
+                continue
+            slots[index].busy = None
+            record(number, value)
+    finally:
+        for slot in slots:
+            if slot.process is not None and slot.process.is_alive():
+                slot.inbox.put(None)
+        for slot in slots:
+            if slot.process is not None:
+                slot.process.join(timeout=30)
+                if slot.process.is_alive():
+                    slot.process.terminate()
+                    slot.process.join(timeout=5)
+    return results
