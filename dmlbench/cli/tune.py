@@ -23,6 +23,12 @@ def command(
     folds: Annotated[
         int, typer.Option(help="Class-disjoint folds of the train classes (1: one held-out share).", rich_help_panel=T)
     ] = 4,
+    val_classes: Annotated[
+        float,
+        typer.Option(
+            help="With --folds 1: share of train classes held out (if the config holds none).", rich_help_panel=T
+        ),
+    ] = 0.25,
     metric: Annotated[str, typer.Option(help="Validation metric the study optimises.", rich_help_panel=T)] = "map@r",
     epochs: Annotated[
         int | None, typer.Option(help="Training epochs of every trial and final run.", rich_help_panel=T)
@@ -105,6 +111,7 @@ def command(
         quiet=quiet,
         prune=prune,
         startup_trials=startup_trials,
+        val_classes=val_classes,
     )
     with ProgressRenderer(quiet=quiet) as renderer:
         result = tune(options, on_event=renderer)
