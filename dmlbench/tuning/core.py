@@ -46,38 +46,46 @@ def _raise_first(results: Sequence[Any]) -> None:
         raise first
 
 
-def _pool(fn: Any, items: list[Any], options: TuneOptions) -> list[Any]:
+def _gpus(options: TuneOptions) -> list[int] | None:
+    """The GPUs the workers share (checked before anything is written: a missing GPU is an error)."""
     import torch
 
-    from dmlbench.launch.local import parse_gpus, run_in_workers
+    from dmlbench.launch.local import parse_gpus
 
-    gpus = parse_gpus(options.gpus, torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    results = run_in_workers(fn, items, workers=options.workers, gpus=gpus)
+    return parse_gpus(options.gpus, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def _pool(fn: Any, items: list[Any], options: TuneOptions, gpus: list[int] | None) -> list[Any]:
+    from dmlbench.launch.local import run_in_workers
+
+    results: list[Any] = run_in_workers(fn, items, workers=options.workers, gpus=gpus)
     _raise_first(results)
     return results
 
 
 def tune(options: TuneOptions, *, on_event: EventHandler | None = None) -> TuneResult:
     """Run the study's trials (in `options.workers` processes), then its final runs; write study.json."""
+    gpus = _gpus(options) if options.workers > 1 else None
     plan = make_plan(options)
     study = open_study(plan, create=True)
     if options.workers > 1:
         where = f"{plan.study}: {options.workers} workers on {redact(plan.storage)}"
         emit(on_event, Event("log", "tune", message=where))
         single = options.model_copy(update={"workers": 1, "quiet": True})
-        _pool(_worker_entry, [single] * options.workers, options)
+        _pool(_worker_entry, [single] * options.workers, options, gpus)
     else:
         work(plan, study, on_event=on_event)
-    return _finish(plan, study, on_event=on_event)
+    return _finish(plan, study, on_event=on_event, gpus=gpus)
 
 
 def run_finals(options: TuneOptions, *, on_event: EventHandler | None = None) -> TuneResult:
     """Only the final runs (and the ensemble) of an existing study: e.g. after SLURM workers searched."""
+    gpus = _gpus(options) if options.workers > 1 else None
     plan = make_plan(options)
-    return _finish(plan, open_study(plan, create=False), on_event=on_event)
+    return _finish(plan, open_study(plan, create=False), on_event=on_event, gpus=gpus)
 
 
-def _finish(plan: Plan, study: Any, *, on_event: EventHandler | None) -> TuneResult:
+def _finish(plan: Plan, study: Any, *, on_event: EventHandler | None, gpus: list[int] | None) -> TuneResult:
     options = plan.options
     finals: list[FinalRun] = []
     ensemble = None
@@ -85,7 +93,7 @@ def _finish(plan: Plan, study: Any, *, on_event: EventHandler | None) -> TuneRes
         seeds = list(range(options.final_seeds))
         if options.workers > 1 and len(seeds) > 1:
             single = options.model_copy(update={"workers": 1, "quiet": True})
-            finals = list(_pool(_final_entry, [(single, s) for s in seeds], options))
+            finals = list(_pool(_final_entry, [(single, s) for s in seeds], options, gpus))
         else:
             finals = [final_run(plan, study, s, on_event=on_event) for s in seeds]
         ensemble = ensemble_run(plan, study, on_event=on_event)

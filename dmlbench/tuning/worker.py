@@ -195,9 +195,12 @@ def tag_run(run: RunDir, **fields: Any) -> None:
     """Record study fields in a run's manifest (the trainer writes a plain manifest)."""
     if not run.exists():
         return
-    with run.claim(holder="tune"):
-        manifest = run.read_manifest()
-        run.write_manifest(manifest.model_copy(update=fields))
+    try:
+        with run.claim(holder="tune"):
+            manifest = run.read_manifest()
+            run.write_manifest(manifest.model_copy(update=fields))
+    except ConfigError as err:  # held by another live writer: that one owns the folder now
+        logger.warning("could not record %s in %s: %s", sorted(fields), run.root, err.message)
 
 
 def work(plan: Plan, study: Any, *, on_event: EventHandler | None = None) -> int:
