@@ -93,12 +93,17 @@ def main() -> None:
         f"\n{args.dataset}, {args.trials} trials x {args.epochs} epochs, --folds {args.folds}, "
         f"{args.final_seeds} final seed(s), device {args.device}\n"
     )
-    print("| loss | R@1 default | R@1 tuned | MAP@R default | MAP@R tuned | best val MAP@R | pruned | tune s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| loss | R@1 default | R@1 tuned | R@1 ensemble | MAP@R default | MAP@R tuned | MAP@R ensemble "
+        "| best val MAP@R | pruned | tune s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        ens = r["ensemble"] or {}
         print(
-            f"| {r['loss']} | {f(r['default_recall@1'])} | {f(r['tuned_recall@1'])} | {f(r['default_map@r'])} "
-            f"| {f(r['tuned_map@r'])} | {f(r['best_val'])} | {r['pruned']}/{args.trials} | {r['tune_seconds']} |"
+            f"| {r['loss']} | {f(r['default_recall@1'])} | {f(r['tuned_recall@1'])} | {f(ens.get('recall@1'))} "
+            f"| {f(r['default_map@r'])} | {f(r['tuned_map@r'])} | {f(ens.get('map@r'))} | {f(r['best_val'])} "
+            f"| {r['pruned']}/{args.trials} | {r['tune_seconds']} |"
         )
     print()
     for r in rows:
