@@ -6,6 +6,7 @@ tune) sees, so the defaults applied here are part of a run's identity.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 from dmlbench.config import LossConfig, TrainConfig
@@ -79,6 +80,9 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
             f"loss {resolved.loss.name!r} has no parameter {unknown[0]!r}",
             hint=f"{did_you_mean(unknown[0], accepted)}parameters: {', '.join(accepted) or 'none'}",
         )
+    for name, value in given.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"loss.{name} = {value} is not a finite number", hint=f"give loss.{name} a finite value")
     filled = {k: v for k, v in known.items() if k not in context and v is not None}
     filled.update(given)
     resolved.loss = LossConfig.model_validate({"name": resolved.loss.name, **filled})
