@@ -464,6 +464,7 @@ class RunDir:
         would race with a waiting writer), except in a folder this claim created and left otherwise empty.
         """
         created = not self.root.exists()
+        lock_existed = self.lock_path.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             lock = exclusive_lock(self.lock_path, holder=holder, what=str(self.root))
@@ -478,8 +479,10 @@ class RunDir:
             yield
         finally:
             lock.__exit__(None, None, None)
-            if created and self.is_empty():
+            # A claim that ended without a run here leaves no trace of itself.
+            if not lock_existed and not self.exists():
                 self.lock_path.unlink(missing_ok=True)
+            if created and self.is_empty():
                 with contextlib.suppress(OSError):
                     self.root.rmdir()
 

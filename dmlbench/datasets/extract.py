@@ -250,7 +250,7 @@ def copy_tree(
     return writer.result
 
 
-def _refuse_outside_link(path: Path, inside: Path) -> None:
+def refuse_outside_link(path: Path, inside: Path) -> None:
     """A --from folder may hold links only to places inside it, as archives may hold none that escape."""
     target = path.resolve()
     if target != inside and inside not in target.parents:
@@ -269,7 +269,7 @@ def _copy_files(
     for root, dirs, files in os.walk(src):
         rel_root = os.path.relpath(root, src).replace(os.sep, "/")
         for link in [d for d in dirs if (Path(root) / d).is_symlink()]:
-            _refuse_outside_link(Path(root) / link, inside)
+            refuse_outside_link(Path(root) / link, inside)
         for file_name in files:
             name = file_name if rel_root == "." else f"{rel_root}/{file_name}"
             rel = member_map(name)
@@ -277,7 +277,7 @@ def _copy_files(
                 continue
             source_path = Path(root) / file_name
             if source_path.is_symlink():
-                _refuse_outside_link(source_path, inside)
+                refuse_outside_link(source_path, inside)
             writer.folder(posixpath.dirname(rel))
             if rel.lower().endswith(IMAGE_SUFFIXES) and not image_magic_ok(read_head(source_path, 8)):
                 writer.result.bad_images.add(rel)

@@ -93,6 +93,7 @@ def evaluate(
     run = RunDir(Path(run_dir))
     if not run.root.is_dir():
         raise MissingInputError(f"run directory {run.root} does not exist", hint="check the path (see `ls runs/`)")
+    run.require_complete()  # before claiming: a folder that is no finished run gets no lock file either
     claim = contextlib.nullcontext() if locked else run.claim(holder="evaluate")
     with claim:
         return _evaluate(
