@@ -206,7 +206,7 @@ def _tree(root: Path) -> dict[str, bytes | None]:
     found: dict[str, bytes | None] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames:
-            found[os.path.relpath(os.path.join(dirpath, name), root)] = None
+            found[os.path.relpath(Path(dirpath) / name, root)] = None
         for name in filenames:
             path = Path(dirpath) / name
             found[os.path.relpath(path, root)] = b"link" if path.is_symlink() else path.read_bytes()
