@@ -39,14 +39,21 @@ class ModelConfig(_Section):
 
 
 class LossConfig(BaseModel):
-    """`[loss]`: `name` picks the LOSSES entry; every other key is a keyword argument of that loss."""
+    """`[loss]`: `name` picks the LOSSES entry; every other key is a keyword argument of that loss.
+
+    `margin_decay` / `margin_decay_every` are the training loop's, not the loss's: the paper decays the
+    clustering loss's margin multiplier γ exponentially (rate 0.94) but does not say how often, so γ at
+    step s is γ0 x decay^(s // every) steps, or per finished epoch when `margin_decay_every = 0`.
+    """
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = "clustering"
+    margin_decay: float | None = Field(None, gt=0, le=1)
+    margin_decay_every: int = Field(0, ge=0, description="steps between decays; 0 = once per epoch")
 
     def kwargs(self) -> dict[str, Any]:
-        """The loss's keyword arguments (everything but `name`)."""
+        """The loss's keyword arguments (everything but `name` and the margin schedule)."""
         return dict(self.model_extra or {})
 
 

@@ -126,6 +126,26 @@ def train(
         return job.execute(resume=resume, evaluate_at_end=evaluate_at_end, catalogs=catalogs)
 
 
+def margin_schedule(cfg: TrainConfig, loss_fn: torch.nn.Module) -> Callable[[Position], None] | None:
+    """γ_s = γ0 x decay^(s // every) (or per finished epoch); computed from the position, so a resumed run
+    continues exactly where it stopped."""
+    decay = cfg.loss.margin_decay
+    if decay is None or decay == 1.0:
+        return None
+    if not hasattr(loss_fn, "margin_multiplier"):
+        raise ConfigError(
+            f"loss {cfg.loss.name!r} has no margin multiplier to decay", hint="drop loss.margin_decay for this loss"
+        )
+    initial = float(getattr(loss_fn, "margin_multiplier"))  # noqa: B009 - a Module attribute mypy cannot see
+    every = cfg.loss.margin_decay_every
+
+    def apply(position: Position) -> None:
+        periods = position.step // every if every else position.epoch
+        setattr(loss_fn, "margin_multiplier", initial * decay**periods)  # noqa: B010
+
+    return apply
+
+
 def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: bool) -> None:
     """Refuse a run folder holding another run (or nothing, on --resume) before any work starts."""
     if not run.exists() or force:
@@ -245,6 +265,7 @@ class _Run:
             log=self._log,
             on_step=self._on_step if ctx.is_main else None,
             on_validation=self._on_validation,
+            before_step=margin_schedule(cfg, loss_fn),
         )
         if not resume and ctx.is_main:
             self._save(model, optimizer, scheduler, scaler, loss_fn, position)

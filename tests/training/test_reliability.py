@@ -153,3 +153,26 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(digits_root: Path, tmp_pa
     )
     assert code == 0, stderr
     assert run.read_manifest().status == "complete"
+
+
+def test_margin_decay_follows_the_step_and_survives_resume(digits_root: Path, tmp_path: Path) -> None:
+    from dmlbench.config import load_config
+    from dmlbench.losses import ClusteringLoss
+    from dmlbench.training.checkpoint import Position
+    from dmlbench.training.run import margin_schedule
+
+    cfg = load_config(None, ["loss.margin_decay=0.5", "loss.margin_decay_every=2", "loss.margin_multiplier=8.0"])
+    loss = ClusteringLoss(margin_multiplier=8.0)
+    schedule = margin_schedule(cfg, loss)
+    assert schedule is not None
+    for step, expected in [(0, 8.0), (1, 8.0), (2, 4.0), (5, 2.0), (2, 4.0)]:  # a resumed run jumps back
+        schedule(Position(epoch=0, batch=step, step=step))
+        assert loss.margin_multiplier == expected
+    per_epoch = margin_schedule(load_config(None, ["loss.margin_decay=0.94"]), loss := ClusteringLoss(1.0))
+    assert per_epoch is not None
+    per_epoch(Position(epoch=3, batch=0, step=99))
+    assert loss.margin_multiplier == pytest.approx(0.94**3)
+    code, stderr = _train(
+        "--loss", "triplet", "--set", "loss.margin_decay=0.9", "--run-dir", str(tmp_path / "t"), data_root=digits_root
+    )
+    assert code == 2 and "no margin multiplier" in stderr
