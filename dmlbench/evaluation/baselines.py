@@ -112,21 +112,17 @@ def run_baseline(
     # Built before anything is written: a pretrained backbone offline fails here with its own error.
     model = baseline_embedder(kind, cfg).to(target)
     run = RunDir(baseline_dir(runs_root, cfg.run_id))
+    _check_foreign(run, force=force)  # before the claim, so a refused folder does not even get a lock file
     with run.claim(holder="baseline"):
+        _check_foreign(run, force=force)  # again under the lock: another process may have written meanwhile
         if force:
-            run.clear()  # refuses, removing nothing, when the folder holds files a run does not write
+            run.clear()
         elif run.exists():
             stored = _stored_result(run, cfg, kind, prepared.fingerprint, diff_keys)
             if stored is not None:
-                emit(
-                    on_event, Event("log", "baseline", message=f"reusing {run.root} (same config; --force recomputes)")
-                )
+                message = f"reusing {run.root} (same config; --force recomputes)"
+                emit(on_event, Event("log", "baseline", message=message))
                 return stored
-        elif not run.is_empty():
-            raise ConfigError(
-                f"{run.root} exists and is not a dmlbench run directory",
-                hint="move its files away, or pick another --runs-root",
-            )
         info = dict(getattr(prepared, "info", {}) or {})
         manifest = Manifest(
             run_id=cfg.run_id,
@@ -178,6 +174,19 @@ def run_baseline(
             raise
         logger.debug("baseline %s: %s", cfg.run_id, result.metrics)
         return result
+
+
+def _check_foreign(run: RunDir, *, force: bool) -> None:
+    """Refuse a folder that is not a run (or, with --force, holds files a run does not write)."""
+    if force:
+        if run.foreign_entries():
+            run.clear()  # raises, naming the foreign files, and removes nothing
+        return
+    if run.root.is_dir() and not run.exists() and not run.is_empty():
+        raise ConfigError(
+            f"{run.root} exists and is not a dmlbench run directory",
+            hint="move its files away, or pick another --runs-root",
+        )
 
 
 def _stored_result(run: RunDir, cfg: Any, kind: str, fingerprint: str, diff_keys: Any) -> EvalResult | None:
