@@ -45,19 +45,22 @@ class EvalResult:
 def os_failure(err: OSError, path: Path | str, action: str = "write") -> DmlbenchError:
     """A user-facing error for an OS error on `path`: a wrong kind of path is a usage error (exit 2);
     permissions, a full disk or a file-size limit are the environment (exit 4)."""
-    reason = err.strerror or type(err).__name__
+    # numpy reports a short write as a bare OSError ("N requested and M written"), with no errno
+    reason = err.strerror or str(err) or type(err).__name__
     if isinstance(err, (IsADirectoryError, NotADirectoryError, FileExistsError)):
         folder = isinstance(err, IsADirectoryError)
         what = "a folder where a file belongs" if folder else "a file where a folder belongs"
         return ConfigError(
             f"cannot {action} {path}: {reason} ({what})", hint="move that entry away, or pick another folder"
         )
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or err.errno is None:
         return EnvironmentFailure(
             f"cannot {action} {path}: {reason}", hint="free disk space (or raise the file-size limit) and rerun"
         )
     if isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.EPERM, errno.EACCES):
-        return EnvironmentFailure(f"cannot {action} {path}: {reason}", hint="make the folder writable, or copy the run")
+        return EnvironmentFailure(
+            f"cannot {action} {path}: {reason}", hint="make the folder writable, or pick another one"
+        )
     return EnvironmentFailure(f"cannot {action} {path}: {reason}", hint="check the disk and the path")
 
 
