@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+import dmlbench.evaluation.metrics as M
 from dmlbench.errors import UsageError
-from dmlbench.evaluation import metrics as M
 from dmlbench.evaluation.clustering import DEFAULT_NITER, kmeans_faiss, kmeans_torch
 from dmlbench.evaluation.search import (
     BackendName,
