@@ -109,19 +109,23 @@ def run_baseline(
     query_rows, gallery_rows = _frames(prepared.index, "test", placeholder, cfg)
     if kind == "raw":
         check_raw_fits(cfg, len(query_rows) + (len(gallery_rows) if gallery_rows is not None else 0))
-    # Built before anything is written: a pretrained backbone offline fails here with its own error.
-    model = baseline_embedder(kind, cfg).to(target)
     run = RunDir(baseline_dir(runs_root, cfg.run_id))
     _check_foreign(run, force=force)  # before the claim, so a refused folder does not even get a lock file
+    if run.exists() and not force:
+        with run.claim(holder="baseline"):
+            stored = _stored_result(run, cfg, kind, prepared.fingerprint, diff_keys)
+        if stored is not None:  # reused without building the model (ImageNet weights take a while to load)
+            emit(on_event, Event("log", "baseline", message=f"reusing {run.root} (same config; --force recomputes)"))
+            return stored
+    # Built before anything is written: a pretrained backbone offline fails here with its own error.
+    model = baseline_embedder(kind, cfg).to(target)
     with run.claim(holder="baseline"):
         _check_foreign(run, force=force)  # again under the lock: another process may have written meanwhile
         if force:
             run.clear()
         elif run.exists():
             stored = _stored_result(run, cfg, kind, prepared.fingerprint, diff_keys)
-            if stored is not None:
-                message = f"reusing {run.root} (same config; --force recomputes)"
-                emit(on_event, Event("log", "baseline", message=message))
+            if stored is not None:  # another process finished it while the model was being built
                 return stored
         info = dict(getattr(prepared, "info", {}) or {})
         manifest = Manifest(
