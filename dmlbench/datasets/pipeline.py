@@ -36,7 +36,7 @@ from dmlbench.datasets.sources.base import Source, SourceInputs
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.paths import StrPath
+from dmlbench.paths import StrPath, check_name
 from dmlbench.utils.locks import exclusive_lock
 
 if TYPE_CHECKING:
@@ -215,3 +215,27 @@ def _swap_into_place(staging: Path, root: Path) -> None:
             old.unlink(missing_ok=True)
         if (staging / item).exists():
             (staging / item).replace(old)
+
+
+def open_or_prepare(
+    name: str,
+    *,
+    data_root: StrPath,
+    on_event: EventHandler | None = None,
+    catalog: Iterable[StrPath] = (),
+) -> PreparedDataset:
+    """The prepared dataset `name`; one with nothing to download (digits, synthetic) is prepared here.
+
+    A dataset that needs files keeps `open_prepared`'s MissingInputError naming `dmlbench prepare NAME`.
+    The name is checked first: it may come from an untrusted run folder and becomes a path.
+    """
+    check_name(name, "dataset")
+    root, catalogs = Path(data_root), [Path(c) for c in catalog]
+    try:
+        return open_prepared(name, data_root=root)
+    except MissingInputError:
+        spec = get_spec(name, catalog=catalogs)
+        if SOURCES.get(spec.source).needs_files:
+            raise
+    emit(on_event, Event("log", "prepare", message=f"preparing {name} in {root}"))
+    return prepare(name, data_root=root, on_event=on_event, catalog=catalogs)

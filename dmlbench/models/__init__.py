@@ -10,11 +10,7 @@ from typing import TYPE_CHECKING, Any
 from dmlbench.registry import Registry
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import torch
-
-    from dmlbench.config import ModelConfig, TrainConfig
+    from dmlbench.config import ModelConfig
     from dmlbench.models.embedder import Embedder
 
 BACKBONES: Registry[Any] = Registry("backbone")
@@ -48,26 +44,3 @@ def build_embedder(model_cfg: ModelConfig, *, in_channels: int | None = None, lo
         normalize=bool(model_cfg.normalize),
         freeze_bn=bool(model_cfg.freeze_bn),
     )
-
-
-def load_trained_embedder(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Embedder, TrainConfig]:
-    """Rebuild a finished run's embedder from `config.toml` + `train/model.pt` (weights only), in eval mode."""
-    import torch
-
-    from dmlbench.config import load_config
-    from dmlbench.errors import MissingInputError
-    from dmlbench.rundir import RunDir
-
-    run = RunDir(run_dir)
-    run.require_complete()
-    cfg = load_config(run.config_path)
-    model = build_embedder(cfg.model, load_weights=False)
-    try:
-        state = torch.load(run.model_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise MissingInputError(
-            f"cannot load {run.model_path}: {str(err).splitlines()[0]}",
-            hint=f"the run is damaged; retrain with `dmlbench train --run-dir {run.root} --force`",
-        ) from err
-    return model.to(device).eval(), cfg

@@ -33,7 +33,7 @@ from dmlbench.training.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from dmlbench.training.data import TrainData, batch_loader, open_dataset
+from dmlbench.training.data import TrainData, batch_loader
 from dmlbench.training.distributed import DistContext, barrier, init_process_group
 from dmlbench.training.loop import Parts, run_loop
 from dmlbench.training.optim import build_optimizer, build_scheduler
@@ -94,7 +94,7 @@ def train(
     Every input is checked before the folder is claimed, so a rejected run writes nothing. `train_classes`
     trains on those classes only and validates on the other training classes (tuning's folds).
     """
-    from dmlbench.datasets import get_spec
+    from dmlbench.datasets import get_spec, open_or_prepare
 
     ctx = dist or DistContext()
     data_path, catalogs = Path(data_root), [Path(c) for c in catalog]
@@ -108,7 +108,11 @@ def train(
     _check_reusable(run, resolved, resume=resume, force=force)
     init_process_group(ctx, torch_device)
     # Rank 0 prepares a generated dataset if needed; the others open it once it exists.
-    prepared = open_dataset(resolved.dataset, data_path, on_event, catalogs) if ctx.is_main else None
+    prepared = (
+        open_or_prepare(resolved.dataset, data_root=data_path, on_event=on_event, catalog=catalogs)
+        if ctx.is_main
+        else None
+    )
     barrier(ctx)
     if prepared is None:
         from dmlbench.datasets import open_prepared
