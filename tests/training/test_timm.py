@@ -259,6 +259,64 @@ def test_image_file_transforms_follow_the_recorded_preprocessing(tmp_path: Path)
     assert len(normalize.mean) == 1
 
 
+# -- DDP ---------------------------------------------------------------------------------------------
+
+P, K = 4, 3
+
+
+def _ddp_gradients(state: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    from dmlbench.losses import LOSSES
+    from dmlbench.training.distributed import DistContext, gather_batch
+
+    ctx = DistContext(rank=rank, world_size=world, local_rank=rank)
+    images = torch.rand(P * K, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(P).repeat_interleave(K)
+    model = build_embedder(_cfg("timm:test_vit"))
+    model.load_state_dict(state)
+    net: torch.nn.Module = torch.nn.parallel.DistributedDataParallel(model) if ctx.enabled else model
+    mine = slice(rank * len(images) // world, (rank + 1) * len(images) // world)
+    embeddings, all_labels = gather_batch(net(images[mine]), labels[mine], ctx)
+    LOSSES.build("lifted", {})(embeddings, all_labels).backward()
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def _ddp_worker(rank: int, world: int, init: str, state_path: str, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        grads = _ddp_gradients(torch.load(state_path, weights_only=True), rank, world)
+        if rank == 0:
+            torch.save(grads, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_step_of_a_timm_vit_equals_one_process_step(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    state = build_embedder(_cfg("timm:test_vit")).state_dict()
+    torch.save(state, tmp_path / "state.pt")
+    out = tmp_path / "grads.pt"
+    # fork: the children reuse the imported torch and timm (a fresh interpreter costs seconds).
+    mp.start_processes(  # type: ignore[attr-defined, no-untyped-call]
+        _ddp_worker,
+        args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "state.pt"), str(out)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
+    double: dict[str, torch.Tensor] = torch.load(out, weights_only=True)
+    single = _ddp_gradients(state, 0, 1)
+    assert single.keys() == double.keys() and any(g.abs().sum() > 0 for g in single.values())
+    assert any(name.startswith("backbone.net.blocks") for name in single)
+    for name in single:
+        scale = float(single[name].abs().max()) or 1.0
+        torch.testing.assert_close(double[name], single[name], rtol=1e-4, atol=1e-4 * scale, msg=name)
+
+
 # -- the offline pretrained path ---------------------------------------------------------------------
 
 
