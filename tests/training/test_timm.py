@@ -167,6 +167,16 @@ def test_weights_for_one_channel_adapt_the_first_conv(tmp_path: Path) -> None:
     torch.testing.assert_close(got, reference.get_submodule(first).weight.sum(dim=1, keepdim=True))
 
 
+def test_weights_of_another_input_size_are_resampled_by_timms_filter(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    bigger = timm.create_model("test_vit", pretrained=False, img_size=2 * SIZE).eval()
+    path = _save(bigger.state_dict(), tmp_path / "vit64.safetensors")
+    model = build_embedder(_cfg("timm:test_vit", weights=str(path)))
+    trunk: Any = model.backbone
+    assert trunk.net.pos_embed.shape[1] < bigger.pos_embed.shape[1]  # a 2x2 grid (+ class token) from 4x4
+    torch.testing.assert_close(trunk.net.blocks[0].attn.qkv.weight, bigger.blocks[0].attn.qkv.weight)
+
+
 class _Payload:
     """Pickled code a weights-only load must refuse."""
 
@@ -177,9 +187,11 @@ def test_bad_weights_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not fit timm:test_resnet: \d+ missing keys") as info:
         build(other)
     assert "unexpected keys" in info.value.message and "state_dict of timm model test_resnet" in (info.value.hint or "")
-    shapes = _save(_reference("test_resnet", in_chans=3).state_dict(), tmp_path / "r.pth")
-    with pytest.raises(ConfigError, match="does not fit"):  # a 64-d head where the file has another width
-        build_embedder(_cfg("timm:test_convnext", weights=str(shapes)))
+    state = _reference("test_resnet").state_dict()
+    name = next(k for k, v in state.items() if v.ndim == 4 and k != "conv1.0.weight")
+    state[name] = torch.zeros(1, 1, 1, 1)
+    with pytest.raises(ConfigError, match=f"does not fit timm:test_resnet: .*{name}"):
+        build(_save(state, tmp_path / "shapes.pth"))
     torch.save({"weights": _Payload()}, tmp_path / "code.pth")
     with pytest.raises(ConfigError, match="not a torch state_dict"):
         build(tmp_path / "code.pth")
