@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dmlbench.errors import ConfigError, UnknownNameError
+from dmlbench.errors import ConfigError, EnvironmentFailure, UnknownNameError
 from dmlbench.registry import Registry
 
 if TYPE_CHECKING:
@@ -44,6 +44,19 @@ def is_timm_name(name: str) -> bool:
     return name.startswith(TIMM_PREFIX)
 
 
+def _timm() -> Any:
+    """dmlbench.models.timm_backbone, imported on first use; a missing timm is an environment error."""
+    try:
+        import timm  # noqa: F401
+    except ModuleNotFoundError as err:
+        raise EnvironmentFailure(
+            f"timm:<model> backbones need the timm package ({err})", hint="pip install timm"
+        ) from None
+    from dmlbench.models import timm_backbone
+
+    return timm_backbone
+
+
 class BackboneRegistry(Registry[Any]):
     """The BACKBONES table plus each entry's facts; `timm:<model>` names resolve through timm's own list."""
 
@@ -58,9 +71,7 @@ class BackboneRegistry(Registry[Any]):
 
     def __contains__(self, name: object) -> bool:
         if isinstance(name, str) and is_timm_name(name):
-            from dmlbench.models.timm_backbone import timm_model_known
-
-            return timm_model_known(name.removeprefix(TIMM_PREFIX))
+            return bool(_timm().timm_model_known(name.removeprefix(TIMM_PREFIX)))
         return super().__contains__(name)
 
     def _unknown(self, name: str, err: UnknownNameError) -> UnknownNameError:
@@ -69,9 +80,7 @@ class BackboneRegistry(Registry[Any]):
     def target(self, name: str) -> str:
         """The "module:attr" of `name`; timm names are checked against timm's list (did-you-mean)."""
         if is_timm_name(name):
-            from dmlbench.models.timm_backbone import check_timm_name
-
-            check_timm_name(name.removeprefix(TIMM_PREFIX))
+            _timm().check_timm_name(name.removeprefix(TIMM_PREFIX))
             return _TIMM_TARGET
         try:
             return super().target(name)
@@ -81,9 +90,10 @@ class BackboneRegistry(Registry[Any]):
     def get(self, name: str) -> Any:
         """The factory of `name` (for timm names, the timm factory bound to the model name)."""
         if is_timm_name(name):
-            from dmlbench.models.timm_backbone import check_timm_name, timm_backbone
-
-            return functools.partial(timm_backbone, check_timm_name(name.removeprefix(TIMM_PREFIX)))
+            timm_module = _timm()
+            return functools.partial(
+                timm_module.timm_backbone, timm_module.check_timm_name(name.removeprefix(TIMM_PREFIX))
+            )
         try:
             return super().get(name)
         except UnknownNameError as err:
@@ -92,9 +102,8 @@ class BackboneRegistry(Registry[Any]):
     def info(self, name: str) -> BackboneInfo:
         """The facts of `name` (timm's come from the model's pretrained config)."""
         if is_timm_name(name):
-            from dmlbench.models.timm_backbone import timm_info
-
-            return timm_info(name.removeprefix(TIMM_PREFIX))
+            info: BackboneInfo = _timm().timm_info(name.removeprefix(TIMM_PREFIX))
+            return info
         self.target(name)  # unknown -> did-you-mean
         if name not in self._info:
             raise ValueError(f"backbone {name!r} was registered without its BackboneInfo")
