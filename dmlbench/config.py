@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,7 +26,12 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """`[model]`: the embedder."""
+    """`[model]`: the embedder.
+
+    `backbone` is a registered name or `timm:<model>[.<tag>]`. `mean`, `std`, `interpolation` and
+    `crop_pct` are the input preprocessing; a resolved config records them when the backbone has its
+    own (timm's pretrained config), so evaluation preprocesses exactly as training did.
+    """
 
     backbone: str | None = None
     embedding_dim: int = Field(64, gt=0)
@@ -36,6 +41,11 @@ class ModelConfig(_Section):
     image_size: int | None = Field(None, gt=0)
     in_channels: int | None = Field(None, ge=1, le=3)
     freeze_bn: bool | None = None
+    freeze_backbone: bool = Field(False, description="train only the embedding head; the trunk stays as loaded")
+    mean: list[float] | None = Field(None, min_length=1, max_length=3)
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1, max_length=3)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: float | None = Field(None, gt=0, le=2, description="image_size / resize side for eval crops")
 
 
 class LossConfig(BaseModel):

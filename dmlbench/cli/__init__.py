@@ -69,7 +69,7 @@ def main() -> None:
     from dmlbench.errors import UsageError
 
     # typer raises click's UsageError (vendored inside newer typer); BadParameter is its public subclass.
-    parser_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    parser_error: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     try:
         code = app(standalone_mode=False)
     except parser_error as error:

@@ -54,7 +54,8 @@ def command(
         typer.Option("--pretrained/--no-pretrained", help="ImageNet weights for image backbones.", rich_help_panel=M),
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option(help="Local torchvision .pth for the backbone (offline).", rich_help_panel=M)
+        Path | None,
+        typer.Option(help="Local .safetensors/.pth weights for the backbone (offline).", rich_help_panel=M),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from train/last.pt.", rich_help_panel=R)] = False,
     force: Annotated[
@@ -87,7 +88,8 @@ def command(
         "seed": seed,
         "validation.val_classes": val_classes,
         "model.pretrained": pretrained,
-        "model.weights": str(weights) if weights is not None else None,
+        # absolute: config.toml must still find the file when evaluated from another folder
+        "model.weights": str(weights.resolve()) if weights is not None else None,
         "model.backbone": backbone,
         "model.embedding_dim": embedding_dim,
     }

@@ -35,7 +35,9 @@ BASELINES_DIR = "baselines"  # under the runs root; report finds the folders lik
 
 def baseline_run_id(dataset: str, kind: str, backbone: str, seed: int) -> str:
     """`<dataset>-<kind>-<backbone>-seed<seed>`, a checked folder name (timm:vit_small -> timm-vit_small)."""
-    backbone_name = backbone.replace(":", "-").replace("/", "-")
+    from dmlbench.resolve import backbone_slug
+
+    backbone_name = backbone_slug(backbone)
     return check_name(f"{dataset}-{kind}-{backbone_name}-seed{seed}", "baseline run id")
 
 

@@ -199,6 +199,7 @@ def _evaluate(
     from dmlbench.datasets.torch_data import build_dataset
     from dmlbench.evaluation.embed import embed_dataset
     from dmlbench.evaluation.trained import load_run_embedder, read_run_config
+    from dmlbench.models import preprocessing
     from dmlbench.utils.device import resolve_device
 
     started = time.perf_counter()
@@ -239,7 +240,12 @@ def _evaluate(
     def embed(rows: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
         try:
             dataset = build_dataset(
-                prepared, rows, train=False, image_size=cfg.model.image_size, channels=cfg.model.in_channels
+                prepared,
+                rows,
+                train=False,
+                image_size=cfg.model.image_size,
+                channels=cfg.model.in_channels,
+                **preprocessing(cfg.model),
             )
         except (OSError, ValueError) as err:  # a truncated or foreign images.npy
             raise MissingInputError(

@@ -41,6 +41,7 @@ class TrainData:
         from dmlbench.datasets.splits import held_out_classes
         from dmlbench.datasets.torch_data import build_dataset
         from dmlbench.losses import LOSSES
+        from dmlbench.models import preprocessing
 
         index = prepared.index
         train_frame = index[index["split"] == "train"].reset_index(drop=True)
@@ -77,7 +78,12 @@ class TrainData:
                 hint=f"lower sampler.classes_per_batch to at most {usable}",
             )
         dataset = build_dataset(
-            prepared, train_frame, train=True, image_size=cfg.model.image_size, channels=cfg.model.in_channels
+            prepared,
+            train_frame,
+            train=True,
+            image_size=cfg.model.image_size,
+            channels=cfg.model.in_channels,
+            **preprocessing(cfg.model),
         )
         sampler = PKBatchSampler(labels, p, k, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
         return TrainData(prepared, dataset, val_frame, sampler, int(len(counts)))

@@ -188,7 +188,7 @@ class _Run:
 
     def execute(self, *, resume: bool, evaluate_at_end: bool, catalogs: Sequence[Path]) -> TrainSummary:
         from dmlbench.losses import LOSSES
-        from dmlbench.models import build_embedder
+        from dmlbench.models import backbone_info, build_embedder
 
         cfg, run, ctx = self.cfg, self.run, self.ctx
         seed_everything(cfg.seed)
@@ -196,7 +196,7 @@ class _Run:
         channels_last = bool(
             cfg.schedule.channels_last
             if cfg.schedule.channels_last is not None
-            else self.device.type == "cuda" and cfg.model.backbone != "small_cnn"
+            else self.device.type == "cuda" and backbone_info(cfg.model.backbone or "").channels_last
         )
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -454,6 +454,7 @@ class _Run:
         from dmlbench.evaluation import EvalOptions, evaluate_embeddings
         from dmlbench.evaluation.embed import embed_dataset
         from dmlbench.evaluation.metrics import higher_is_better
+        from dmlbench.models import preprocessing
 
         frame = self.data.val_frame
         dataset = build_dataset(
@@ -462,6 +463,7 @@ class _Run:
             train=False,
             image_size=self.cfg.model.image_size,
             channels=self.cfg.model.in_channels,
+            **preprocessing(self.cfg.model),
         )
         was_training = model.training
         embeddings, labels = embed_dataset(model, dataset, device=self.device, task="validate")
