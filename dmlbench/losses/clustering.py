@@ -2,6 +2,10 @@
 
 The semantics are those of TF 1.x `tf.contrib.losses.metric_learning.cluster_loss` (see
 docs/losses/clustering.md); the loss-augmented inference is vectorised over candidates in torch.
+
+On CUDA the inference runs sync-free (docs/gpu.md): the greedy loop and each PAM sweep have fixed shapes
+and never read a device value on the host, so the host queues kernels without waiting for the device.
+On CPU the data-dependent shortcuts (sparse greedy step, optimistic PAM re-scoring) are faster and stay.
 """
 
 from __future__ import annotations
@@ -53,6 +57,16 @@ def _first_argmax(values: Tensor, tol: float) -> Tensor:
     return torch.argmax(tied.to(torch.uint8))
 
 
+def _row(matrix: Tensor, index: Tensor) -> Tensor:
+    """Row `index` (a one-element device tensor) of `matrix`; `matrix[index]` would read it on the host."""
+    return matrix.index_select(0, index.view(1)).squeeze(0)
+
+
+def _counts(values: Tensor, size: int) -> Tensor:
+    """bincount(values, minlength=size) for values < size; CUDA's bincount reads max(values) on the host."""
+    return torch.zeros(size, dtype=torch.int64, device=values.device).scatter_add_(0, values, torch.ones_like(values))
+
+
 def _assign(dist: Tensor, medoids: Tensor) -> Tensor:
     """Nearest medoid of every point (ties to the earlier medoid); each medoid forms its own cluster."""
     # dist is symmetric; reducing along contiguous rows of [N, k] is much faster than down columns of [k, N]
@@ -68,19 +82,23 @@ class _StepState:
         n = assignment.shape[0]
         device = assignment.device
         self.assignment = assignment
-        self.sizes = torch.bincount(assignment, minlength=k)
+        self.sizes = _counts(assignment, k)
         cells = assignment * n_classes + labels
         # each current (cluster, class) cell is keyed by its smallest member, so cells index an [N] vector
         rep = torch.full((k * n_classes,), n, dtype=torch.int64, device=device)
         rep = rep.scatter_reduce_(0, cells, torch.arange(n, device=device), reduce="amin")
         self.rep = rep[cells]
-        self.cell_count = torch.bincount(self.rep, minlength=n)
+        self.cell_count = _counts(self.rep, n)
 
 
 def _dense_step_stats(
-    captured: Tensor, state: _StepState, labels: Tensor, t: int, tables: ScoreTables
+    captured: Tensor, state: _StepState, labels: Tensor, slot: int, n_clusters: int, tables: ScoreTables
 ) -> CandidateStats:
-    """Statistics of every g(S + [c]) from scatter-adds of the dense [N, N] capture mask."""
+    """Statistics of every clustering "row c's captured points move to cluster `slot`", from scatter-adds.
+
+    `captured` [C, N] is dense; cluster `slot` must be empty in `state` (it is the new cluster) and every
+    candidate clustering has `n_clusters` non-empty clusters. Fixed shapes: no host reads.
+    """
     n = captured.shape[0]
     k = state.sizes.shape[0]
     device = captured.device
@@ -92,7 +110,7 @@ def _dense_step_stats(
     joined.scatter_add_(1, labels.expand(n, n), mask)
     left = torch.zeros(n, k, dtype=int32, device=device).scatter_add_(1, state.assignment.expand(n, n), mask)
     sizes = state.sizes.to(int32) - left
-    sizes[:, t] = mask.sum(dim=1)
+    sizes[:, slot] = mask.sum(dim=1)
     squares = tables.needs_squares
     return CandidateStats(
         cell_xlogx=lookup_sum(tables.xlogx, remaining) + lookup_sum(tables.xlogx, joined),
@@ -100,7 +118,7 @@ def _dense_step_stats(
         size_xlogx=lookup_sum(tables.xlogx, sizes),
         size_sq=lookup_sum(tables.square, sizes) if squares else None,
         emi=lookup_sum(tables.emi, sizes) if tables.emi is not None else None,
-        n_clusters=t + 1,
+        n_clusters=n_clusters,
     )
 
 
@@ -153,7 +171,9 @@ def _sparse_step_stats(
     )
 
 
-def _greedy(dist: Tensor, labels: Tensor, k: int, gamma: float, tables: ScoreTables, tol: float) -> Tensor:
+def _greedy(
+    dist: Tensor, labels: Tensor, k: int, gamma: float, tables: ScoreTables, tol: float, *, sync_free: bool = False
+) -> Tensor:
     """Greedy loss-augmented inference: k steps, each scoring every candidate at once.
 
     Step t adds the candidate c maximising -Σ_j min(curmin_j, d_cj) + γ(1 - score(y, g(S + [c]))). The
@@ -161,6 +181,10 @@ def _greedy(dist: Tensor, labels: Tensor, k: int, gamma: float, tables: ScoreTab
     ties stay with earlier medoids, plus c itself), so every candidate's contingency statistics follow from
     the current table and the [N, N] capture mask. Rows of already-chosen points are scored too and masked
     out of the argmax.
+
+    No step reads a device value on the host (the chosen index stays a device tensor). With `sync_free`
+    every step also has fixed shapes (the dense step); otherwise large batches take the sparse step, whose
+    nonzero/unique have data-dependent sizes (a host read each on CUDA) but which is faster on CPU.
     """
     n = dist.shape[0]
     device = dist.device
@@ -168,22 +192,25 @@ def _greedy(dist: Tensor, labels: Tensor, k: int, gamma: float, tables: ScoreTab
     # t = 0: one cluster holds everything whichever point is chosen, so only the facility term varies
     best = _first_argmax(-dist.sum(dim=1), tol)
     chosen[0] = best
-    taken = torch.zeros(n, dtype=torch.bool, device=device)
-    taken[best] = True
-    curmin = dist[best]
+    taken = torch.zeros(n, dtype=torch.bool, device=device).index_fill_(0, best.view(1), True)
+    curmin = _row(dist, best)
     assignment = torch.zeros(n, dtype=torch.int64, device=device)
     eye = torch.eye(n, dtype=torch.bool, device=device)
-    step_stats = _sparse_step_stats if n >= SPARSE_MIN_N else _dense_step_stats
+    sparse = n >= SPARSE_MIN_N and not sync_free
     for t in range(1, k):
         newmin = torch.minimum(dist, curmin)
         captured = (dist < curmin) | eye
-        stats = step_stats(captured, _StepState(assignment, labels, k, tables.n_classes), labels, t, tables)
+        state = _StepState(assignment, labels, k, tables.n_classes)
+        if sparse:
+            stats = _sparse_step_stats(captured, state, labels, t, tables)
+        else:
+            stats = _dense_step_stats(captured, state, labels, t, t + 1, tables)
         objective = (gamma * (1.0 - tables.margin(stats)) - newmin.sum(dim=1)).masked_fill_(taken, -math.inf)
         best = _first_argmax(objective, tol)
         chosen[t] = best
-        taken[best] = True
-        curmin = newmin[best]
-        assignment = torch.where(captured[best], t, assignment)
+        taken.index_fill_(0, best.view(1), True)
+        curmin = _row(newmin, best)
+        assignment = torch.where(_row(captured, best), t, assignment)
     return chosen
 
 
@@ -268,6 +295,52 @@ def _pam(dist: Tensor, medoids: Tensor, gamma: float, tables: ScoreTables, tol: 
     return medoids
 
 
+def _pam_sync_free(
+    dist: Tensor, medoids: Tensor, gamma: float, tables: ScoreTables, tol: float, *, early_stop: bool = True
+) -> Tensor:
+    """`_pam` with fixed shapes and no host read inside a sweep (the CUDA path); the same medoids.
+
+    Each sweep visits the clusters j = 0..k-1 in order and scores every point as cluster j's new medoid
+    (rows outside the frozen cluster j are masked out), so a sweep is always k steps of one shape. Removing
+    medoid j sends each point to its nearest other medoid; a candidate c then captures the points it is
+    strictly nearer to (ties to the earlier medoid), which is the greedy step's structure, so the greedy
+    step's dense statistics score all candidates. With `early_stop` one host read per sweep (did anything
+    move?) skips the remaining sweeps at a fixed point, as `_pam` does; without it all 5 sweeps run and
+    nothing is read at all.
+    """
+    k = medoids.numel()
+    n = dist.shape[0]
+    device = dist.device
+    medoids = medoids.clone()
+    slot_ids = torch.arange(k, device=device)
+    eye = torch.eye(n, dtype=torch.bool, device=device)
+    for _ in range(PAM_SWEEPS):
+        start = medoids.clone()
+        frozen = _assign(dist, medoids)
+        same_cluster = frozen.unsqueeze(0) == frozen.unsqueeze(1)
+        within = -(dist * same_cluster).sum(dim=0)
+        for j in range(k):
+            to_medoids = dist.index_select(1, medoids)
+            to_medoids.narrow(1, j, 1).fill_(math.inf)  # setitem would lift a host scalar
+            other = to_medoids.argmin(dim=1)
+            other_val = to_medoids.gather(1, other.unsqueeze(1)).squeeze(1)
+            others_are_medoids = torch.zeros(n, dtype=torch.bool, device=device).scatter_(0, medoids, slot_ids != j)
+            # rows: candidates; dist is symmetric, so row c holds d(c, point)
+            wins = (dist < other_val) | ((dist == other_val) & (j < other))
+            # the other medoids keep their own clusters; the replaced medoid becomes an ordinary point
+            wins = (wins & ~others_are_medoids) | eye
+            replaced = medoids.narrow(0, j, 1)
+            owner = other.scatter(0, medoids, slot_ids).scatter_(0, replaced, other.gather(0, replaced))
+            stats = _dense_step_stats(
+                wins, _StepState(owner, tables.labels, k, tables.n_classes), tables.labels, j, k, tables
+            )
+            objective = (within + gamma * (1.0 - tables.margin(stats))).masked_fill_(frozen != j, -math.inf)
+            medoids[j] = _first_argmax(objective, tol)
+        if early_stop and not bool((medoids != start).any()):
+            break
+    return medoids
+
+
 def _within_class_sums(dist: Tensor, labels: Tensor, n_classes: int) -> Tensor:
     """[k, N]: Σ of distances from each point to class c's members, +inf for points outside class c."""
     onehot = torch.nn.functional.one_hot(labels, n_classes).to(dist.dtype)
@@ -287,10 +360,14 @@ def facility_inference(
     pam: bool = True,
     margin_type: str = "nmi",
     nmi_average: str = "arithmetic",
+    sync_free: bool | None = None,
 ) -> FacilityInference:
     """Loss-augmented inference of the clustering loss on a distance matrix, without gradient.
 
     `dist` [N, N] (N ≥ 1) is used in float64; `labels` are int64 class indices 0..k-1, all present.
+    `sync_free` (default: on for every device but the CPU) runs the greedy and PAM loops with fixed shapes
+    and no host reads; the CPU default keeps the faster data-dependent steps. Both give the same medoids
+    (up to the tie tolerance) and the CPU default is bit-identical to the implementation before this option.
     """
     with torch.no_grad():
         dist = dist.detach().to(torch.float64)
@@ -298,8 +375,11 @@ def facility_inference(
         n_classes = int(labels.max()) + 1
         tables = ScoreTables(labels, n_classes, margin_type, nmi_average)
         tol = TIE_RTOL * (float(dist.sum(dim=1).max()) + margin_multiplier)
-        greedy = _greedy(dist, labels, n_classes, margin_multiplier, tables, tol)
-        medoids = _pam(dist, greedy, margin_multiplier, tables, tol) if pam else greedy
+        if sync_free is None:
+            sync_free = dist.device.type != "cpu"
+        greedy = _greedy(dist, labels, n_classes, margin_multiplier, tables, tol, sync_free=sync_free)
+        refine = _pam_sync_free if sync_free else _pam
+        medoids = refine(dist, greedy, margin_multiplier, tables, tol) if pam else greedy
         assignment = _assign(dist, medoids)
         score = float(tables.margin(tables.stats_of(assignment.unsqueeze(0), n_classes))[0])
         return FacilityInference(
