@@ -23,6 +23,9 @@ from dmlbench.losses.base import LossConfigError, LossInputError, MetricLoss, at
 PAM_SWEEPS = 5
 """Number of PAM sweeps, hard-coded in the reference (`pam_max_iter`)."""
 
+PAM_CHUNK = 4
+"""Rounds of the sync-free PAM between two host reads (each round installs at most one changed medoid)."""
+
 SPARSE_MIN_N = 192
 """From this batch size on, the greedy step groups the sparse captured pairs instead of dense [N, N] tables."""
 
@@ -295,48 +298,122 @@ def _pam(dist: Tensor, medoids: Tensor, gamma: float, tables: ScoreTables, tol: 
     return medoids
 
 
-def _pam_sync_free(
-    dist: Tensor, medoids: Tensor, gamma: float, tables: ScoreTables, tol: float, *, early_stop: bool = True
-) -> Tensor:
-    """`_pam` with fixed shapes and no host read inside a sweep (the CUDA path); the same medoids.
+def _pam_iteration(
+    dist: Tensor,
+    medoids: Tensor,
+    frozen: Tensor,
+    within: Tensor,
+    start: Tensor,
+    gamma: float,
+    tables: ScoreTables,
+    tol: float,
+) -> tuple[Tensor, Tensor]:
+    """One round of `_pam`'s inner loop with fixed shapes: install the first changed slot >= `start`.
 
-    Each sweep visits the clusters j = 0..k-1 in order and scores every point as cluster j's new medoid
-    (rows outside the frozen cluster j are masked out), so a sweep is always k steps of one shape. Removing
-    medoid j sends each point to its nearest other medoid; a candidate c then captures the points it is
-    strictly nearer to (ties to the earlier medoid), which is the greedy step's structure, so the greedy
-    step's dense statistics score all candidates. With `early_stop` one host read per sweep (did anything
-    move?) skips the remaining sweeps at a fixed point, as `_pam` does; without it all 5 sweeps run and
-    nothing is read at all.
+    Every point is scored as the new medoid of its frozen cluster (rows of clusters before `start` are
+    masked out), exactly as `_pam` scores its candidates, but the contingency statistics are built densely
+    from the current clustering: replacing slot s by c moves the points c wins out of their clusters, and
+    the points c does not win out of cluster s to their next-nearest medoid (a fixed vector). Cells are
+    keyed by the smallest of the 2N (cluster, class) keys they can have, so every table is [N, 2N] at
+    most. Updates `medoids` in place; returns (the next start, whether a medoid moved), both on device.
+    """
+    n = dist.shape[0]
+    k = medoids.numel()
+    device = dist.device
+    labels, n_classes = tables.labels, tables.n_classes
+    slot_ids = torch.arange(k, device=device)
+    points = torch.arange(n, device=device)
+    to_medoids = dist.index_select(1, medoids)  # [N, k]; dist is symmetric
+    first = to_medoids.argmin(dim=1)
+    first_val = to_medoids.gather(1, first.unsqueeze(1)).squeeze(1)
+    if k > 1:
+        without_first = to_medoids.scatter(1, first.unsqueeze(1), math.inf)
+        second = without_first.argmin(dim=1)
+        second_val = without_first.gather(1, second.unsqueeze(1)).squeeze(1)
+    else:
+        second = torch.zeros_like(first)
+        second_val = torch.full_like(first_val, math.inf)
+    base = first.scatter(0, medoids, slot_ids)  # the current clustering, == _assign(dist, medoids)
+    slot_col = frozen.unsqueeze(1)  # [N, 1]: the slot each candidate row would take over
+    # as in _swap_assignments: each point's cluster if the row's slot lost its medoid, and who wins it
+    replaced_is_first = first.unsqueeze(0) == slot_col
+    other = torch.where(replaced_is_first, second, first)
+    other_val = torch.where(replaced_is_first, second_val, first_val)
+    wins = (dist < other_val) | ((dist == other_val) & (slot_col < other))
+    owner = torch.full((n,), -1, dtype=torch.int64, device=device).scatter_(0, medoids, slot_ids)
+    other_medoid = (owner >= 0) & (owner != slot_col)  # the other slots' medoids keep their clusters
+    wins = (wins & ~other_medoid) | torch.eye(n, dtype=torch.bool, device=device)
+    in_slot = base.unsqueeze(0) == slot_col
+    joins = (wins & ~in_slot).to(torch.int64)  # leave their cluster for the row's slot
+    leaves = (in_slot & ~wins).to(torch.int64)  # leave the row's slot for their next-nearest medoid
+    dest = torch.where(first == base, second, first)
+    keys = torch.cat([base * n_classes + labels, dest * n_classes + labels])
+    rep = torch.full((k * n_classes,), 2 * n, dtype=torch.int64, device=device)
+    rep = rep.scatter_reduce_(0, keys, torch.arange(2 * n, device=device), reduce="amin")
+    ids = rep[keys]
+    id_base, id_dest = ids[:n], ids[n:]
+    cluster_of_id = torch.zeros(2 * n, dtype=torch.int64, device=device).scatter_(
+        0, ids, torch.div(keys, n_classes, rounding_mode="floor")
+    )
+    count = torch.zeros(2 * n, dtype=torch.int64, device=device).scatter_add_(0, id_base, torch.ones_like(id_base))
+    cells = torch.where(cluster_of_id.unsqueeze(0) == slot_col, 0, count.unsqueeze(0))
+    cells = cells.scatter_add(1, id_base.expand(n, n), -joins).scatter_add_(1, id_dest.expand(n, n), leaves)
+    joined = torch.zeros(n, n_classes, dtype=torch.int64, device=device)
+    joined.scatter_add_(1, labels.expand(n, n), wins.to(torch.int64))
+    sizes = torch.where(slot_ids.unsqueeze(0) == slot_col, 0, _counts(base, k).unsqueeze(0))
+    sizes = sizes.scatter_add(1, base.expand(n, n), -joins).scatter_add_(1, dest.expand(n, n), leaves)
+    sizes.scatter_(1, slot_col, wins.sum(dim=1, keepdim=True))
+    squares = tables.needs_squares
+    stats = CandidateStats(
+        cell_xlogx=lookup_sum(tables.xlogx, cells) + lookup_sum(tables.xlogx, joined),
+        cell_sq=lookup_sum(tables.square, cells) + lookup_sum(tables.square, joined) if squares else None,
+        size_xlogx=lookup_sum(tables.xlogx, sizes),
+        size_sq=lookup_sum(tables.square, sizes) if squares else None,
+        emi=lookup_sum(tables.emi, sizes) if tables.emi is not None else None,
+        n_clusters=k,
+    )
+    objective = (within + gamma * (1.0 - tables.margin(stats))).masked_fill_(frozen < start, -math.inf)
+    top = torch.full((k,), -math.inf, dtype=torch.float64, device=device)
+    top = top.scatter_reduce_(0, frozen, objective, reduce="amax")
+    first_tied = torch.where(objective >= top[frozen] - tol, points, n)
+    choice = torch.full((k,), n, dtype=torch.int64, device=device).scatter_reduce_(0, frozen, first_tied, reduce="amin")
+    moved = (choice != medoids) & (slot_ids >= start)
+    any_moved = moved.any()
+    j = moved.to(torch.uint8).argmax().view(1)
+    medoids.scatter_(0, j, torch.where(any_moved, choice.gather(0, j), medoids.gather(0, j)))
+    return torch.where(any_moved, j[0] + 1, k), any_moved
+
+
+def _pam_sync_free(
+    dist: Tensor, medoids: Tensor, gamma: float, tables: ScoreTables, tol: float, *, chunk: int | None = PAM_CHUNK
+) -> Tensor:
+    """`_pam` with fixed shapes and no host read inside its rounds (the CUDA path); the same medoids.
+
+    A sweep repeats `_pam_iteration` (each installs the next changed medoid, as `_pam`'s inner loop) in
+    chunks of `chunk` rounds and reads one flag from the device after each chunk: finished, and whether
+    anything moved (a sweep that moves nothing is a fixed point: the remaining sweeps are skipped). With
+    `chunk=None` every sweep runs k + 1 rounds, enough for any sweep, and nothing is read at all.
     """
     k = medoids.numel()
-    n = dist.shape[0]
-    device = dist.device
     medoids = medoids.clone()
-    slot_ids = torch.arange(k, device=device)
-    eye = torch.eye(n, dtype=torch.bool, device=device)
+    rounds = k + 1 if chunk is None else chunk
+    flags = 0
     for _ in range(PAM_SWEEPS):
-        start = medoids.clone()
         frozen = _assign(dist, medoids)
         same_cluster = frozen.unsqueeze(0) == frozen.unsqueeze(1)
         within = -(dist * same_cluster).sum(dim=0)
-        for j in range(k):
-            to_medoids = dist.index_select(1, medoids)
-            to_medoids.narrow(1, j, 1).fill_(math.inf)  # setitem would lift a host scalar
-            other = to_medoids.argmin(dim=1)
-            other_val = to_medoids.gather(1, other.unsqueeze(1)).squeeze(1)
-            others_are_medoids = torch.zeros(n, dtype=torch.bool, device=device).scatter_(0, medoids, slot_ids != j)
-            # rows: candidates; dist is symmetric, so row c holds d(c, point)
-            wins = (dist < other_val) | ((dist == other_val) & (j < other))
-            # the other medoids keep their own clusters; the replaced medoid becomes an ordinary point
-            wins = (wins & ~others_are_medoids) | eye
-            replaced = medoids.narrow(0, j, 1)
-            owner = other.scatter(0, medoids, slot_ids).scatter_(0, replaced, other.gather(0, replaced))
-            stats = _dense_step_stats(
-                wins, _StepState(owner, tables.labels, k, tables.n_classes), tables.labels, j, k, tables
-            )
-            objective = (within + gamma * (1.0 - tables.margin(stats))).masked_fill_(frozen != j, -math.inf)
-            medoids[j] = _first_argmax(objective, tol)
-        if early_stop and not bool((medoids != start).any()):
+        start = torch.zeros((), dtype=torch.int64, device=dist.device)
+        changed = torch.zeros((), dtype=torch.bool, device=dist.device)
+        while True:
+            for _ in range(rounds):
+                start, moved = _pam_iteration(dist, medoids, frozen, within, start, gamma, tables, tol)
+                changed = changed | moved
+            if chunk is None:
+                break
+            flags = int((start >= k).to(torch.int64) * 2 + changed.to(torch.int64))  # the chunk's one read
+            if flags >= 2:
+                break
+        if chunk is not None and flags == 2:
             break
     return medoids
 

@@ -10,6 +10,7 @@ The CPU default path is pinned bit-identical to that frozen copy (tests/losses/c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -122,15 +123,18 @@ def test_greedy_loop_makes_no_host_reads(margin_type: str, n: int, k: int) -> No
 
 
 @pytest.mark.parametrize("margin_type", ["nmi", "ami", "ari", "vmeasure"])
-def test_pam_sweeps_make_no_host_reads(margin_type: str) -> None:
+def test_pam_rounds_make_no_host_reads(margin_type: str) -> None:
     dist, labels, tables, tol = _setup(40, 10, seed=3, margin_type=margin_type)
     greedy = clustering._greedy(dist, labels, 10, 1.0, tables, tol)
-    fixed, calls = _counted(clustering._pam_sync_free, dist, greedy, 1.0, tables, tol, early_stop=False)
-    assert calls == []
-    # with the early stop, exactly one scalar read per sweep that ran, and nothing else
-    stopped, calls = _counted(clustering._pam_sync_free, dist, greedy, 1.0, tables, tol)
-    assert set(calls) <= {"aten._local_scalar_dense.default"} and 1 <= len(calls) <= clustering.PAM_SWEEPS
-    assert stopped.tolist() == fixed.tolist() == clustering._pam(dist, greedy, 1.0, tables, tol).tolist()
+    expected = clustering._pam(dist, greedy, 1.0, tables, tol).tolist()
+    fixed, calls = _counted(clustering._pam_sync_free, dist, greedy, 1.0, tables, tol, chunk=None)
+    assert calls == [] and fixed.tolist() == expected
+    # in chunks: exactly one scalar read per chunk of rounds, and nothing else
+    for chunk in (1, 4):
+        chunked, calls = _counted(clustering._pam_sync_free, dist, greedy, 1.0, tables, tol, chunk=chunk)
+        assert set(calls) == {"aten._local_scalar_dense.default"}
+        assert len(calls) <= clustering.PAM_SWEEPS * math.ceil(11 / chunk)
+        assert chunked.tolist() == expected
 
 
 def test_the_detector_fires_on_the_previous_implementation() -> None:
