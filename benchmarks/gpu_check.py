@@ -9,8 +9,9 @@ Sections, in order (results are written after each, so a run cut short keeps wha
    tests' tolerances), and the clustering loss's medoids on tie-free batches;
 2. clustering: the clustering loss's forward+backward on CUDA at n = 128 with k = 32, 64, 96 and n = 256
    with k = 64, 128 (median of 20 after warm-up), its greedy and PAM parts alone, the host syncs per call
-   and inside the greedy loop (`torch.cuda.set_sync_debug_mode("warn")`, one warning per sync), and the
-   greedy loop replayed from a CUDA graph (to decide whether capturing it is worth it);
+   and inside the greedy loop (`torch.cuda.set_sync_debug_mode("warn")`, one warning per sync), the
+   PAM variants (a host read every round, every PAM_CHUNK rounds, never, and the CPU path's data-dependent
+   PAM), and the greedy loop replayed from a CUDA graph (to decide whether capturing it is worth it);
 3. train: one training step (`dmlbench.training.loop.train_step`: googlenet, random init, 224 px, batch
    128 = 64 classes x 2, bf16 autocast, channels-last) in images/s for each loss, against the bare
    backbone forward+backward on the same synthetic batch;
@@ -210,6 +211,13 @@ def clustering_timing(device: torch.device, sizes: list[tuple[int, int]], dim: i
             "greedy_ms": _median_ms(greedy, device, repeats),
             "pam_ms": _median_ms(pam, device, repeats),
         }
+        # PAM variants on the same greedy medoids: host reads every round / never / the CPU path's
+        for key, variant in (
+            ("pam_ms_chunk1", functools.partial(clustering._pam_sync_free, chunk=1)),
+            ("pam_ms_no_reads", functools.partial(clustering._pam_sync_free, chunk=None)),
+            ("pam_ms_data_dependent", clustering._pam),
+        ):
+            row[key] = _median_ms(functools.partial(variant, dist, greedy(), 1.0, tables, tol), device, repeats)
         # the whole inference, sync-free vs the data-dependent (CPU default) path on the same device
         for key, flag in (("inference_ms", True), ("inference_ms_data_dependent", False)):
             infer = functools.partial(
@@ -430,6 +438,9 @@ def markdown(results: dict[str, Any]) -> str:
             for r in results["clustering"]["rows"]
         ]
         lines += ["", "## Clustering loss (median ms)", ""] + _table(rows, [*keys, "syncs_in_pam", "graph_replay_ms"])
+        pam_keys = ["n", "k", "pam_ms", "pam_ms_chunk1", "pam_ms_no_reads", "pam_ms_data_dependent"]
+        lines += ["", f"PAM variants (ms; pam_ms uses PAM_CHUNK = {clustering.PAM_CHUNK})", ""]
+        lines += _table(rows, pam_keys)
     if "train" in results:
         train = results["train"]
         lines += ["", f"## Training step ({train['backbone']}, {train['image_size']} px, batch {train['batch']})", ""]
