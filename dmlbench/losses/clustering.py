@@ -3,9 +3,10 @@
 The semantics are those of TF 1.x `tf.contrib.losses.metric_learning.cluster_loss` (see
 docs/losses/clustering.md); the loss-augmented inference is vectorised over candidates in torch.
 
-On CUDA the inference runs sync-free (docs/gpu.md): the greedy loop and each PAM sweep have fixed shapes
-and never read a device value on the host, so the host queues kernels without waiting for the device.
-On CPU the data-dependent shortcuts (sparse greedy step, optimistic PAM re-scoring) are faster and stay.
+On CUDA the inference runs sync-free (docs/gpu.md): the greedy steps and the PAM rounds have fixed shapes
+and never read a device value on the host (PAM reads one flag per chunk of rounds), so the host queues
+kernels without waiting for the device. On CPU the data-dependent steps (sparse greedy step, PAM's
+nonzero/unique) are faster and stay, bit-identical to before.
 """
 
 from __future__ import annotations
@@ -95,13 +96,9 @@ class _StepState:
 
 
 def _dense_step_stats(
-    captured: Tensor, state: _StepState, labels: Tensor, slot: int, n_clusters: int, tables: ScoreTables
+    captured: Tensor, state: _StepState, labels: Tensor, t: int, tables: ScoreTables
 ) -> CandidateStats:
-    """Statistics of every clustering "row c's captured points move to cluster `slot`", from scatter-adds.
-
-    `captured` [C, N] is dense; cluster `slot` must be empty in `state` (it is the new cluster) and every
-    candidate clustering has `n_clusters` non-empty clusters. Fixed shapes: no host reads.
-    """
+    """Statistics of every g(S + [c]) from scatter-adds of the dense [N, N] capture mask (fixed shapes)."""
     n = captured.shape[0]
     k = state.sizes.shape[0]
     device = captured.device
@@ -113,7 +110,7 @@ def _dense_step_stats(
     joined.scatter_add_(1, labels.expand(n, n), mask)
     left = torch.zeros(n, k, dtype=int32, device=device).scatter_add_(1, state.assignment.expand(n, n), mask)
     sizes = state.sizes.to(int32) - left
-    sizes[:, slot] = mask.sum(dim=1)
+    sizes[:, t] = mask.sum(dim=1)
     squares = tables.needs_squares
     return CandidateStats(
         cell_xlogx=lookup_sum(tables.xlogx, remaining) + lookup_sum(tables.xlogx, joined),
@@ -121,7 +118,7 @@ def _dense_step_stats(
         size_xlogx=lookup_sum(tables.xlogx, sizes),
         size_sq=lookup_sum(tables.square, sizes) if squares else None,
         emi=lookup_sum(tables.emi, sizes) if tables.emi is not None else None,
-        n_clusters=n_clusters,
+        n_clusters=t + 1,
     )
 
 
@@ -203,11 +200,8 @@ def _greedy(
     for t in range(1, k):
         newmin = torch.minimum(dist, curmin)
         captured = (dist < curmin) | eye
-        state = _StepState(assignment, labels, k, tables.n_classes)
-        if sparse:
-            stats = _sparse_step_stats(captured, state, labels, t, tables)
-        else:
-            stats = _dense_step_stats(captured, state, labels, t, t + 1, tables)
+        step_stats = _sparse_step_stats if sparse else _dense_step_stats
+        stats = step_stats(captured, _StepState(assignment, labels, k, tables.n_classes), labels, t, tables)
         objective = (gamma * (1.0 - tables.margin(stats)) - newmin.sum(dim=1)).masked_fill_(taken, -math.inf)
         best = _first_argmax(objective, tol)
         chosen[t] = best
