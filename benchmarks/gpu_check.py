@@ -425,11 +425,13 @@ def _table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# dmlbench GPU check", ""]
+    if results["dry_run"]:
+        lines += ["**Dry run**: CPU and tiny sizes; it checks the script, it measures nothing of interest.", ""]
     lines += [f"- {key}: {_fmt(value)}" for key, value in results["environment"].items()]
     lines += ["", "## Criteria", ""] + [f"- {key}: {_fmt(value)}" for key, value in results["criteria"].items()]
     if "parity" in results:
         failed = [r for r in results["parity"]["rows"] + results["parity"]["medoids"] if not r["ok"]]
-        lines += ["", "## Parity (CUDA vs CPU)", "", f"all ok: {results['parity']['ok']}; failures: {len(failed)}"]
+        lines += ["", "## Parity (device vs CPU)", "", f"all ok: {results['parity']['ok']}; failures: {len(failed)}"]
         lines += _table(failed, ["loss", "dtype", "n", "k", "value_diff", "grad_max_diff"]) if failed else []
     if "clustering" in results:
         keys = ["n", "k", "forward_backward_ms", "greedy_ms", "pam_ms", "inference_ms", "inference_ms_data_dependent"]
