@@ -45,7 +45,7 @@ import dmlbench
 import dmlbench.losses.clustering as clustering
 from dmlbench.config import ModelConfig, OptimConfig, ScheduleConfig
 from dmlbench.errors import DmlbenchError
-from dmlbench.evaluation import evaluate_embeddings
+from dmlbench.evaluation import EvalOptions, evaluate_embeddings
 from dmlbench.losses import LOSSES, ClusteringLoss, build_loss
 from dmlbench.losses._distances import pairwise_distance
 from dmlbench.losses._scores import ScoreTables
@@ -324,14 +324,13 @@ def _sop_like(n: int, dim: int, classes: int, seed: int = 0) -> tuple[np.ndarray
 
 
 def _evaluate(embeddings: np.ndarray, labels: np.ndarray, recall_k: list[int], device: str) -> dict[str, float]:
-    """The one call into evaluation (its entry point is being refactored into an options object)."""
-    return evaluate_embeddings(
-        embeddings,
-        labels,
-        recall_k=recall_k,
-        metrics=[*(f"recall@{k}" for k in recall_k), "precision@1", "r_precision", "map@r", "nmi"],
+    """The one call into evaluation."""
+    options = EvalOptions(
+        recall_k=tuple(recall_k),
+        metrics=(*(f"recall@{k}" for k in recall_k), "precision@1", "r_precision", "map@r", "nmi"),
         device=device,
     )
+    return evaluate_embeddings(embeddings, labels, options).metrics
 
 
 def evaluation(device: torch.device, spec: dict[str, Any]) -> dict[str, Any]:
