@@ -165,8 +165,8 @@ def header(table: DatasetTable) -> list[str]:
 def notes(report: Report) -> list[str]:
     """Footnotes shared by every format (plain, unescaped text: each renderer escapes it)."""
     lines = [
-        "Values are percentages: mean ± sample standard deviation [95% confidence interval, Student t with n − 1 "
-        "degrees of freedom] over the n seeds of a group. Runs are seeds of one group only when their configs "
+        "Values are percentages: mean ± sample standard deviation, then the 95% confidence interval of the mean "
+        "in brackets (Student t, n − 1 degrees of freedom), over the n seeds of a group. Runs are seeds of one group only when their configs "
         "agree on everything but the seed. The best trained value per column is marked (every metric is "
         "higher-is-better)."
     ]
@@ -262,7 +262,7 @@ def render_markdown(report: Report, figures: Sequence[RenderedFigure] = ()) -> s
             cells.append("" if row.n is None else str(row.n))
             for metric in table.metrics:
                 cell = row.cells[metric]
-                text = md_escape(cell_text(cell, row))
+                text = cell_text(cell, row)  # numbers and marks only: nothing untrusted to escape
                 cells.append(f"**{text}**" if cell.best else text)
             body.append(cells)
         keys = len(header(table)) - 1 - len(table.metrics)

@@ -467,7 +467,7 @@ def row_label(row: Row) -> str:
     suffix = {"baseline": " baseline", "tuned": " (tuned)", "ensemble": " (ensemble)"}.get(row.kind, "")
     config = ", ".join(f"{k}={v}" for k, v in row.config.items())
     study = f" study {row.tuning.study}" if row.tuning else ""
-    extra = f" [{config}]" if config else ""
+    extra = f" ({config})" if config else ""
     return f"{loss}{suffix}{extra}{study}"
 
 
