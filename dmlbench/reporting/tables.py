@@ -275,7 +275,7 @@ def _differing_keys(members: list[list[RunInfo]], columns: Sequence[str]) -> lis
     configs = [runs[0].config for runs in members]
     keys = sorted({k for c in configs for k in c} - shown)
     differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
-    return [{k: value_text(c[k]) if k in c else "(unset)" for k in differing} for c in configs]
+    return [{k: value_text(c[k]) if k in c else "(default)" for k in differing} for c in configs]
 
 
 def build_report(
