@@ -149,7 +149,10 @@ def study_figures(study: Any, summary: StudySummary, plots_dir: Path) -> tuple[l
         return [], "no complete trial yet: no plots"
     figures: list[RenderedFigure] = []
     missing: list[str] = []
-    with _quiet_optuna():
+    import matplotlib
+
+    # Optuna's plots switch pyplot's global style (ggplot); keep that from leaking into later plots.
+    with _quiet_optuna(), matplotlib.rc_context():
         drawn: list[tuple[str, str, Callable[[], Any]]] = [
             ("history", "optimisation history", lambda: optuna_plots.plot_optimization_history(study))
         ]
