@@ -166,9 +166,9 @@ def notes(report: Report) -> list[str]:
     """Footnotes shared by every format (plain, unescaped text: each renderer escapes it)."""
     lines = [
         "Values are percentages: mean ± sample standard deviation, then the 95% confidence interval of the mean "
-        "in brackets (Student t, n − 1 degrees of freedom), over the n seeds of a group. Runs are seeds of one group only when their configs "
-        "agree on everything but the seed. The best trained value per column is marked (every metric is "
-        "higher-is-better)."
+        "in brackets (Student t, n − 1 degrees of freedom), over the n seeds of a group. Runs are seeds of one "
+        "group only when their configs agree on everything but the seed. The best trained value per column is "
+        "marked (every metric is higher-is-better)."
     ]
     if report.has_ties:
         lines.append(
