@@ -318,7 +318,11 @@ def render_csv(report: Report, figures: Sequence[RenderedFigure] = ()) -> str:
                 [
                     csv_text(plain(table.dataset)),
                     row.kind,
-                    *(csv_text(plain(row.keys.get(c, ""))) for c in group_columns),
+                    # "-" is the paper rows' own placeholder, not data: an empty cell, not "'-".
+                    *(
+                        "" if row.kind == "paper" and row.keys.get(c) == "-" else csv_text(plain(row.keys.get(c, "")))
+                        for c in group_columns
+                    ),
                     *(csv_text(plain(texts[c])) for c in extra),
                     "" if row.n is None else row.n,
                     *values,
