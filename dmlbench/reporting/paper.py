@@ -7,6 +7,8 @@ import importlib.resources
 from dataclasses import dataclass
 from typing import Any
 
+from dmlbench.utils import toml as tomllib
+
 
 @dataclass(frozen=True)
 class PaperRow:
