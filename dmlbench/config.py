@@ -8,29 +8,30 @@ DatasetSpec and the loss registry, and the resolved config is what a run directo
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dmlbench.errors import ConfigError, MissingInputError
+from dmlbench.errors import ConfigError, MissingInputError, from_os_error
 from dmlbench.registry import did_you_mean
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from dmlbench.utils import toml as tomllib
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are never meaningful settings; rejecting them here means a run folder is never created for them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
-    """`[model]`: the embedder."""
+    """`[model]`: the embedder.
+
+    `backbone` is a registered name or `timm:<model>[.<tag>]`. `mean`, `std`, `interpolation` and
+    `crop_pct` are the input preprocessing; a resolved config records them when the backbone has its
+    own (timm's pretrained config), so evaluation preprocesses exactly as training did.
+    """
 
     backbone: str | None = None
     embedding_dim: int = Field(64, gt=0)
@@ -40,17 +41,29 @@ class ModelConfig(_Section):
     image_size: int | None = Field(None, gt=0)
     in_channels: int | None = Field(None, ge=1, le=3)
     freeze_bn: bool | None = None
+    freeze_backbone: bool = Field(False, description="train only the embedding head; the trunk stays as loaded")
+    mean: list[float] | None = Field(None, min_length=1, max_length=3)
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1, max_length=3)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: float | None = Field(None, gt=0, le=2, description="image_size / resize side for eval crops")
 
 
 class LossConfig(BaseModel):
-    """`[loss]`: `name` picks the LOSSES entry; every other key is a keyword argument of that loss."""
+    """`[loss]`: `name` picks the LOSSES entry; every other key is a keyword argument of that loss.
 
-    model_config = ConfigDict(extra="allow")
+    `margin_decay` / `margin_decay_every` are the training loop's, not the loss's: the paper decays the
+    clustering loss's margin multiplier γ exponentially (rate 0.94) but does not say how often, so γ at
+    step s is γ0 x decay^(s // every) steps, or per finished epoch when `margin_decay_every = 0`.
+    """
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = "clustering"
+    margin_decay: float | None = Field(None, gt=0, le=1)
+    margin_decay_every: int = Field(0, ge=0, description="steps between decays; 0 = once per epoch")
 
     def kwargs(self) -> dict[str, Any]:
-        """The loss's keyword arguments (everything but `name`)."""
+        """The loss's keyword arguments (everything but `name` and the margin schedule)."""
         return dict(self.model_extra or {})
 
 
@@ -107,9 +120,11 @@ class TrainConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
 
-def _config_error(err: ValidationError, source: str) -> ConfigError:
+def _config_error(err: ValidationError, source: str | Mapping[str, str]) -> ConfigError:
     first = err.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
+    if not isinstance(source, str):
+        source = source.get(key, source.get("", "the config"))
     if first["type"] == "extra_forbidden":
         parent, _, leaf = key.rpartition(".")
         known = _known_keys(parent)
@@ -162,12 +177,18 @@ def _set_nested(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file into a dict; a missing or malformed file is a user error."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder", hint="pass a TOML file to --config")
     if not path.is_file():
         raise MissingInputError(f"config file {path} does not exist", hint="check the --config path")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}", hint="fix the file's syntax") from err
+        raise ConfigError(f"{path} is not valid TOML: {err}", hint="fix the file's syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8)", hint="pass a TOML config file") from None
+    except OSError as err:
+        raise from_os_error(err, doing="cannot read config file") from None
 
 
 def load_config(
@@ -177,7 +198,10 @@ def load_config(
 ) -> TrainConfig:
     """Build a TrainConfig: defaults < `file` < `overrides` (`--set k=v`) < `flags` (dotted keys, None = not given)."""
     data: dict[str, Any] = read_toml(file) if file is not None else {}
-    source = str(file) if file is not None else "defaults"
+    # Where each key's value came from, so an error blames the flag, --set or file the user wrote.
+    sources: dict[str, str] = {"": str(file) if file is not None else "the defaults"}
+    if file is not None:
+        sources.update(dict.fromkeys(_flat_keys(data), str(file)))
     flag_loss = (flags or {}).get("loss.name")
     file_loss = data.get("loss", {}).get("name", LossConfig().name) if isinstance(data.get("loss"), dict) else None
     if flag_loss is not None and flag_loss != file_loss:
@@ -186,14 +210,39 @@ def load_config(
     for item in overrides:
         path, value = parse_set(item)
         _set_nested(data, path, value)
-        source = "--set" if file is None else f"{file} / --set"
+        sources.update(dict.fromkeys(_flat_keys(value, ".".join(path)), f"--set {item}"))
     for key, value in (flags or {}).items():
         if value is not None:
             _set_nested(data, key.split("."), value)
-    return validate_config(data, source)
+            sources[key] = f"the {FLAG_NAMES.get(key, key)} option"
+    return validate_config(data, sources)
 
 
-def validate_config(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+# The command-line flag that sets a config key, for error messages (flags are what users typed).
+FLAG_NAMES = {
+    "loss.name": "--loss",
+    "dataset": "--dataset",
+    "schedule.epochs": "--epochs",
+    "schedule.steps": "--steps",
+    "seed": "--seed",
+    "validation.val_classes": "--val-classes",
+    "model.pretrained": "--pretrained",
+    "model.weights": "--weights",
+    "model.backbone": "--backbone",
+    "model.embedding_dim": "--embedding-dim",
+}
+
+
+def _flat_keys(value: Any, prefix: str = "") -> list[str]:
+    if isinstance(value, Mapping):
+        keys = [prefix] if prefix else []
+        for key, child in value.items():
+            keys += _flat_keys(child, f"{prefix}.{key}" if prefix else str(key))
+        return keys
+    return [prefix]
+
+
+def validate_config(data: Mapping[str, Any], source: str | Mapping[str, str] = "config") -> TrainConfig:
     """Validate a plain dict against the schema, with did-you-mean for unknown keys."""
     try:
         return TrainConfig.model_validate(dict(data))

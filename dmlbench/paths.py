@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from dmlbench.errors import ConfigError
+
+# What every public function taking a path accepts.
+StrPath = str | os.PathLike[str]
 
 
 def default_data_root() -> Path:

@@ -6,15 +6,13 @@ tune) sees, so the defaults applied here are part of a run's identity.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 from dmlbench.config import LossConfig, TrainConfig
 from dmlbench.errors import ConfigError
 from dmlbench.paths import check_name
 from dmlbench.registry import did_you_mean
-
-# Backbones trained from scratch on tiny grayscale images; everything else is an ImageNet-pretrained trunk.
-SMALL_BACKBONES = frozenset({"small_cnn"})
 
 
 class SpecLike(Protocol):
@@ -43,6 +41,14 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def backbone_slug(backbone: str) -> str:
+    """A backbone name as part of a folder name: `timm:vit_small_patch16_224.dino` -> `timm-vit_small...`.
+
+    A colon in a folder name breaks scp, rsync and Windows; a slash would make two folders.
+    """
+    return backbone.replace(":", "-").replace("/", "-")
+
+
 def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
     """Fill every `None` from the dataset spec and the loss registry; check the loss's keyword arguments."""
     from dmlbench.losses import LOSSES
@@ -52,21 +58,13 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
     resolved = cfg.model_copy(deep=True)
     model, optim, schedule, sampler = resolved.model, resolved.optim, resolved.schedule, resolved.sampler
 
-    from dmlbench.models import BACKBONES
+    from dmlbench.models import backbone_info, resolve_model_defaults
 
     model.backbone = model.backbone or spec.backbone
-    BACKBONES.target(model.backbone)  # unknown backbone -> did-you-mean now, not mid-run
-    kind = "small" if model.backbone in SMALL_BACKBONES else "pretrained"
+    info = backbone_info(model.backbone)  # unknown backbone -> did-you-mean now, not mid-run
+    kind = "pretrained" if info.pretrained_by_default else "small"
     defaults = _KIND_DEFAULTS[kind]
-    if model.image_size is None:
-        model.image_size = spec.image_size
-    if model.in_channels is None:
-        model.in_channels = spec.channels if kind == "small" else 3
-    if model.pretrained is None:
-        model.pretrained = kind == "pretrained"
-    if model.freeze_bn is None:
-        # Fine-tuning a pretrained trunk on P x K batches of a few classes corrupts its BN statistics.
-        model.freeze_bn = kind == "pretrained"
+    resolved.model = model = resolve_model_defaults(model, spec.image_size, spec.channels)
 
     loss_cls = LOSSES.get(resolved.loss.name)
     known = LOSSES.parameters(resolved.loss.name)
@@ -79,9 +77,13 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
             f"loss {resolved.loss.name!r} has no parameter {unknown[0]!r}",
             hint=f"{did_you_mean(unknown[0], accepted)}parameters: {', '.join(accepted) or 'none'}",
         )
+    for name, value in given.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"loss.{name} = {value} is not a finite number", hint=f"give loss.{name} a finite value")
     filled = {k: v for k, v in known.items() if k not in context and v is not None}
     filled.update(given)
-    resolved.loss = LossConfig.model_validate({"name": resolved.loss.name, **filled})
+    schedule_keys = {"margin_decay": resolved.loss.margin_decay, "margin_decay_every": resolved.loss.margin_decay_every}
+    resolved.loss = LossConfig.model_validate({"name": resolved.loss.name, **filled, **schedule_keys})
     if model.normalize is None:
         model.normalize = bool(getattr(loss_cls, "expects_normalized", True))
 
@@ -96,7 +98,7 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
     if schedule.epochs is None:
         schedule.epochs = defaults["epochs"]
     if resolved.run_id is None:
-        backbone_name = model.backbone.replace(":", "-").replace("/", "-")  # timm:vit_small -> timm-vit_small
+        backbone_name = backbone_slug(model.backbone or "")
         loss_name = resolved.loss.name.replace(":", "-")
         resolved.run_id = f"{resolved.dataset}-{loss_name}-{backbone_name}-seed{resolved.seed}"
     check_name(resolved.run_id, "run_id")

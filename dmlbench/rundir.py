@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import json
 import os
 import shutil
-import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dmlbench.errors import ConfigError, EnvironmentFailure, MissingInputError, RunIncompleteError
+from dmlbench.errors import ConfigError, MissingInputError, RunIncompleteError, from_os_error
 from dmlbench.utils.io import SCHEMA_VERSION, append_line, read_json, write_json_atomic, write_text_atomic
+from dmlbench.utils.locks import exclusive_lock, lock_holder
 
 if TYPE_CHECKING:
     from dmlbench.config import TrainConfig
@@ -461,64 +460,35 @@ class RunDir:
     def claim(self, *, holder: str = "train") -> Iterator[None]:
         """Hold the folder's exclusive write lock for the block; a second writer gets an error naming us.
 
-        flock is released by the kernel when the holder dies (SIGKILL included), so a lock left by a dead
-        process is simply taken over. The lock file stays (removing it would race with a waiting writer),
-        except in a folder this claim created and left otherwise empty.
+        A lock left by a dead process is taken over (utils/locks.py). The lock file stays (removing it
+        would race with a waiting writer), except in a folder this claim created and left otherwise empty.
         """
         created = not self.root.exists()
+        lock_existed = self.lock_path.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            handle = self.lock_path.open("a+", encoding="utf-8")
-        except FileExistsError:
-            raise ConfigError(f"{self.root} is a file, not a run folder", hint="pick another --run-dir") from None
-        except NotADirectoryError:
+            lock = exclusive_lock(self.lock_path, holder=holder, what=str(self.root))
+            lock.__enter__()
+        except (FileExistsError, NotADirectoryError):
             raise ConfigError(
-                f"{self.root} is inside a file, not a folder", hint="pick another --run-dir / --runs-root"
-            ) from None
-        except PermissionError as err:
-            raise EnvironmentFailure(
-                f"cannot write to {self.root}: {err.strerror}", hint="pick a writable --run-dir / --runs-root"
+                f"{self.root} is a file or inside one, not a run folder", hint="pick another --run-dir / --runs-root"
             ) from None
         except OSError as err:
-            raise EnvironmentFailure(f"cannot write to {self.root}: {err.strerror}", hint="check the disk") from None
+            raise from_os_error(err, doing=f"cannot write the run folder {self.root}") from None
         try:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                owner = handle.read().strip() or "another process"
-                raise ConfigError(
-                    f"{self.root} is in use by {owner}",
-                    hint="wait for it to finish, or use another --run-dir",
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{holder} pid {os.getpid()} on {socket.gethostname()}\n")
-            handle.flush()
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                handle.truncate()
-                handle.flush()
-                if created and self.is_empty():
-                    self.lock_path.unlink(missing_ok=True)
-                    with contextlib.suppress(OSError):
-                        self.root.rmdir()
+            yield
         finally:
-            handle.close()
+            lock.__exit__(None, None, None)
+            # A claim that ended without a run here leaves no trace of itself.
+            if not lock_existed and not self.exists():
+                self.lock_path.unlink(missing_ok=True)
+            if created and self.is_empty():
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()
 
     def holder(self) -> str | None:
         """Who holds the write lock now ("train pid N on host"), or None when nobody does."""
-        if not self.lock_path.is_file():
-            return None
-        with self.lock_path.open("r", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return handle.read().strip() or "another process"
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return None
+        return lock_holder(self.lock_path)
 
     # -- reuse -----------------------------------------------------------------------------------
 

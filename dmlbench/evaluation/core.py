@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+import dmlbench.evaluation.metrics as M
 from dmlbench.errors import UsageError
-from dmlbench.evaluation import metrics as M
 from dmlbench.evaluation.clustering import DEFAULT_NITER, kmeans_faiss, kmeans_torch
 from dmlbench.evaluation.search import (
     BackendName,
@@ -198,6 +198,30 @@ class EvalOptions:
     tile_size: int = 2048
 
 
+def with_overrides(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOptions:
+    """`options` (default EvalOptions()) with some fields replaced; an unknown field is a UsageError."""
+    import dataclasses
+
+    try:
+        return dataclasses.replace(options or EvalOptions(), **overrides)
+    except TypeError:
+        known = [f.name for f in dataclasses.fields(EvalOptions)]
+        raise UsageError(
+            f"unknown evaluation option(s) {sorted(set(overrides) - set(known))}", hint=f"options: {', '.join(known)}"
+        ) from None
+
+
+def check_options(options: EvalOptions) -> None:
+    """Reject a bad distance, k-means setting or metric selection (UsageError) before any work is done."""
+    if options.distance not in ("cosine", "euclidean"):
+        raise UsageError(f"unknown distance {options.distance!r}", hint="use cosine or euclidean")
+    if options.kmeans_niter < 1 or options.kmeans_nredo < 1:
+        raise UsageError("k-means needs niter >= 1 and nredo >= 1", hint="e.g. kmeans_niter=25, kmeans_nredo=1")
+    if options.tile_size < 1:
+        raise UsageError(f"tile_size must be >= 1, got {options.tile_size}", hint="e.g. tile_size=2048")
+    _select(options.metrics, options.recall_k)
+
+
 def evaluate_embeddings(
     embeddings: Any,
     labels: Any,
@@ -216,15 +240,7 @@ def evaluate_embeddings(
     search the gallery only. Lone queries (no same-class item among the candidates) are counted and
     left out of every retrieval metric. Clustering metrics use the query embeddings.
     """
-    import dataclasses
-
-    try:
-        opts = dataclasses.replace(options or EvalOptions(), **overrides)
-    except TypeError:
-        known = [f.name for f in dataclasses.fields(EvalOptions)]
-        raise UsageError(
-            f"unknown evaluation option(s) {sorted(set(overrides) - set(known))}", hint=f"options: {', '.join(known)}"
-        ) from None
+    opts = with_overrides(options, overrides)
     recall_k, metrics, device, distance = opts.recall_k, opts.metrics, opts.device, opts.distance
     kmeans_niter, kmeans_nredo, seed, backend, tile_size = (
         opts.kmeans_niter,
@@ -234,10 +250,7 @@ def evaluate_embeddings(
         opts.tile_size,
     )
     started = time.perf_counter()
-    if distance not in ("cosine", "euclidean"):
-        raise UsageError(f"unknown distance {distance!r}", hint="use cosine or euclidean")
-    if kmeans_niter < 1 or kmeans_nredo < 1:
-        raise UsageError("k-means needs niter >= 1 and nredo >= 1", hint="e.g. kmeans_niter=25, kmeans_nredo=1")
+    check_options(opts)
     queries = as_matrix(embeddings, "embeddings")
     query_labels = as_labels(labels, queries.shape[0], "labels")
     if (gallery_embeddings is None) != (gallery_labels is None):

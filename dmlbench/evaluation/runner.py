@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import dmlbench
-from dmlbench.errors import ConfigError, MissingInputError, UsageError
+from dmlbench.errors import ConfigError, DmlbenchError, EnvironmentFailure, MissingInputError, UsageError
 from dmlbench.evaluation.clustering import DEFAULT_NITER
-from dmlbench.evaluation.core import EvalOutcome, evaluate_embeddings
+from dmlbench.evaluation.core import EvalOptions, EvalOutcome, check_options, evaluate_embeddings
 from dmlbench.evaluation.search import BackendName, Distance
 from dmlbench.events import Event, EventHandler, emit
+from dmlbench.paths import default_data_root
 from dmlbench.rundir import Manifest, MetricsRecord, RunDir
 from dmlbench.utils.io import atomic_path
 
@@ -28,11 +31,46 @@ SPLITS = ("test", "val")
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What `evaluate` wrote: the metrics and the path of metrics.json."""
+    """What `evaluate` (or `run_baseline`) wrote: the metrics and the path of metrics.json.
+
+    `outcome` is None when nothing was computed (`reused`: a complete baseline with the same config).
+    """
 
     metrics: dict[str, float]
     path: Path
     outcome: EvalOutcome | None = None
+    reused: bool = False
+
+
+def os_failure(err: OSError, path: Path | str, action: str = "write") -> DmlbenchError:
+    """A user-facing error for an OS error on `path`: a wrong kind of path is a usage error (exit 2);
+    permissions, a full disk or a file-size limit are the environment (exit 4)."""
+    # numpy reports a short write as a bare OSError ("N requested and M written"), with no errno
+    reason = err.strerror or str(err) or type(err).__name__
+    if isinstance(err, (IsADirectoryError, NotADirectoryError, FileExistsError)):
+        folder = isinstance(err, IsADirectoryError)
+        what = "a folder where a file belongs" if folder else "a file where a folder belongs"
+        return ConfigError(
+            f"cannot {action} {path}: {reason} ({what})", hint="move that entry away, or pick another folder"
+        )
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or err.errno is None:
+        return EnvironmentFailure(
+            f"cannot {action} {path}: {reason}", hint="free disk space (or raise the file-size limit) and rerun"
+        )
+    if isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.EPERM, errno.EACCES):
+        return EnvironmentFailure(
+            f"cannot {action} {path}: {reason}", hint="make the folder writable, or pick another one"
+        )
+    return EnvironmentFailure(f"cannot {action} {path}: {reason}", hint="check the disk and the path")
+
+
+@contextlib.contextmanager
+def writing(path: Path | str, action: str = "write") -> Iterator[None]:
+    """Turn OSErrors raised while writing `path` into one-line user errors."""
+    try:
+        yield
+    except OSError as err:
+        raise os_failure(err, getattr(err, "filename", None) or path, action) from None
 
 
 def _val_classes(train_labels: np.ndarray, manifest: Manifest, fraction: float, seed: int) -> list[int]:
@@ -69,13 +107,13 @@ def _frames(index: pd.DataFrame, split: str, manifest: Manifest, cfg: Any) -> tu
 
 
 def evaluate(
-    run_dir: Path,
+    run_dir: str | os.PathLike[str],
     *,
     split: str = "test",
     recall_k: Sequence[int] | None = None,
     metrics: Iterable[str] | None = None,
     device: str = "auto",
-    data_root: Path | None = None,
+    data_root: str | os.PathLike[str] | None = None,
     save_embeddings: bool = False,
     batch_size: int = 256,
     distance: Distance = "cosine",
@@ -83,16 +121,37 @@ def evaluate(
     backend: BackendName = "auto",
     on_event: EventHandler | None = None,
     locked: bool = False,
+    catalog: Sequence[str | os.PathLike[str]] = (),
 ) -> EvalResult:
-    """Embed `split` of the run's dataset with its trained model and write `eval/<split>/metrics.json`.
+    """Embed `split` of the run's dataset with the run's model and write `eval/<split>/metrics.json`.
 
-    `recall_k=None` uses the dataset's K values; query/gallery datasets (In-Shop) search the gallery.
-    A metric subset merges into the stored metrics. The run folder is claimed while this writes, unless
-    the caller (training, which evaluates at its end) already holds it: `locked=True`.
+    Any complete run folder works: trained runs, and baselines (their untrained network or raw pixels
+    are rebuilt from config.toml). `recall_k=None` uses the dataset's K values; query/gallery datasets
+    (In-Shop) search the gallery. A metric subset merges into the stored metrics. A generated dataset
+    missing from `data_root` is prepared first. The run folder is claimed while this writes, unless the
+    caller (training, which evaluates at its end) already holds it: `locked=True`.
     """
     run = RunDir(Path(run_dir))
-    if not run.root.is_dir():
+    if not run.root.exists():
         raise MissingInputError(f"run directory {run.root} does not exist", hint="check the path (see `ls runs/`)")
+    if not run.root.is_dir():
+        raise UsageError(f"{run.root} is a file, not a run directory", hint="pass the run's folder (see `ls runs/`)")
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be >= 1, got {batch_size}", hint="e.g. batch_size=256")
+    # Bad options fail now, before the folder is claimed or a single image is embedded.
+    check_options(
+        EvalOptions(
+            recall_k=tuple(recall_k) if recall_k else (1,),
+            metrics=tuple(metrics) if metrics is not None else None,
+            distance=distance,
+            kmeans_niter=kmeans_niter,
+            backend=backend,
+        )
+    )
+    metrics = tuple(metrics) if metrics is not None else None
+    run.require_complete()  # before claiming: a folder that is no finished run gets no lock file either
     claim = contextlib.nullcontext() if locked else run.claim(holder="evaluate")
     with claim:
         return _evaluate(
@@ -101,13 +160,14 @@ def evaluate(
             recall_k=recall_k,
             metrics=metrics,
             device=device,
-            data_root=data_root,
+            data_root=Path(data_root) if data_root is not None else default_data_root(),
             save_embeddings=save_embeddings,
             batch_size=batch_size,
             distance=distance,
             kmeans_niter=kmeans_niter,
             backend=backend,
             on_event=on_event,
+            catalog=catalog,
         )
 
 
@@ -118,27 +178,48 @@ def _evaluate(
     recall_k: Sequence[int] | None,
     metrics: Iterable[str] | None,
     device: str,
-    data_root: Path | None,
+    data_root: Path,
     save_embeddings: bool,
     batch_size: int,
     distance: Distance,
     kmeans_niter: int,
     backend: BackendName,
     on_event: EventHandler | None,
+    catalog: Sequence[str | os.PathLike[str]] = (),
+    model: Any = None,
+    merge: bool = True,
+    manifest: Manifest | None = None,
 ) -> EvalResult:
-    from dmlbench.datasets import open_prepared
+    """Score one run folder the caller has claimed.
+
+    `model` and `manifest` come from a caller that is writing the run right now (a baseline, still
+    marked running until its metrics exist); otherwise both are read from the complete run.
+    """
+    from dmlbench.datasets import open_or_prepare
     from dmlbench.datasets.torch_data import build_dataset
     from dmlbench.evaluation.embed import embed_dataset
-    from dmlbench.models import load_trained_embedder
+    from dmlbench.evaluation.trained import load_run_embedder, read_run_config
+    from dmlbench.models import preprocessing
     from dmlbench.utils.device import resolve_device
 
     started = time.perf_counter()
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
-    manifest = run.require_complete()
+    if manifest is None:
+        manifest = run.require_complete()
     target = resolve_device(device)
-    model, cfg = load_trained_embedder(run.root, target)
-    prepared = open_prepared(cfg.dataset, data_root)
+    if model is None:
+        model, cfg = load_run_embedder(run, manifest, target)
+    else:
+        cfg = read_run_config(run)
+    chosen = tuple(metrics) if metrics is not None else None
+    previous_unreadable = _stored_metrics_unreadable(run, split)
+    if previous_unreadable and merge and chosen is not None:
+        raise MissingInputError(
+            f"{run.metrics_path(split)} is unreadable, so a metric subset cannot be merged into it",
+            hint=f"recompute every metric: `dmlbench evaluate {run.root} --split {split}` (without --metrics)",
+        )
+    prepared = open_or_prepare(cfg.dataset, data_root=data_root, on_event=on_event, catalog=catalog)
     expected = manifest.dataset.fingerprint if manifest.dataset is not None else None
     if expected and expected != prepared.fingerprint:
         emit(
@@ -153,11 +234,24 @@ def _evaluate(
     query_rows, gallery_rows = _frames(prepared.index, split, manifest, cfg)
     if len(query_rows) == 0 or (gallery_rows is not None and len(gallery_rows) == 0):
         raise UsageError(f"split {split!r} of {cfg.dataset} is empty", hint="re-run `dmlbench prepare`")
+    if manifest.kind == "baseline" and manifest.baseline == "raw":
+        check_raw_fits(cfg, len(query_rows) + (len(gallery_rows) if gallery_rows is not None else 0))
 
     def embed(rows: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
-        dataset = build_dataset(
-            prepared, rows, train=False, image_size=cfg.model.image_size, channels=cfg.model.in_channels
-        )
+        try:
+            dataset = build_dataset(
+                prepared,
+                rows,
+                train=False,
+                image_size=cfg.model.image_size,
+                channels=cfg.model.in_channels,
+                **preprocessing(cfg.model),
+            )
+        except (OSError, ValueError) as err:  # a truncated or foreign images.npy
+            raise MissingInputError(
+                f"cannot read the prepared images of {cfg.dataset} in {prepared.root}: {err}",
+                hint=f"re-prepare it: `dmlbench prepare {cfg.dataset} --force`",
+            ) from None
         return embed_dataset(model, dataset, device=target, batch_size=batch_size, task=name, on_event=on_event)
 
     embeddings, labels = embed(query_rows, f"embed {split}" if gallery_rows is None else "embed query")
@@ -169,7 +263,7 @@ def _evaluate(
         embeddings,
         labels,
         recall_k=ks,
-        metrics=tuple(metrics) if metrics is not None else None,
+        metrics=chosen,
         device=device,
         distance=distance,
         gallery_embeddings=gallery,
@@ -202,10 +296,38 @@ def _evaluate(
         metric_seconds=round(outcome.seconds, 3),
         dmlbench_version=dmlbench.__version__,
     )
-    written = run.write_metrics(record)  # written last: its presence means "evaluated"
+    # written last: its presence means "evaluated"; an unreadable old file holds nothing left to keep
+    with writing(run.metrics_path(split)):
+        written = run.write_metrics(record, merge=merge and not previous_unreadable)
     return EvalResult(metrics=written.metrics, path=run.metrics_path(split), outcome=outcome)
 
 
+def _stored_metrics_unreadable(run: RunDir, split: str) -> bool:
+    """True when eval/<split>/metrics.json exists but cannot be parsed (so merging into it is impossible)."""
+    try:
+        run.read_metrics(split)
+    except MissingInputError:
+        return True
+    return False
+
+
+def check_raw_fits(cfg: Any, n_items: int) -> None:
+    """Refuse raw-pixel vectors that cannot fit in memory (EnvironmentFailure) instead of being OOM-killed."""
+    size = int(cfg.model.image_size or 0)
+    dim = int(cfg.model.in_channels or 3) * size * size
+    need = n_items * dim * 4 * 2  # float32 vectors plus their normalised copy
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * physical:
+        raise EnvironmentFailure(
+            f"raw pixels of {n_items} images at {size}x{size} need about {need / 2**30:.1f} GiB, "
+            f"more than this machine's {physical / 2**30:.1f} GiB allow",
+            hint="run the raw baseline on a machine with more memory",
+        )
+
+
 def _save_array(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+    with writing(path), atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.save(handle, array)

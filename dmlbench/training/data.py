@@ -4,32 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from dmlbench.config import TrainConfig
-from dmlbench.errors import ConfigError, MissingInputError
-from dmlbench.events import Event, EventHandler, emit
+from dmlbench.errors import ConfigError
 from dmlbench.training.distributed import DistContext
-
-
-def open_dataset(name: str, data_root: Path, on_event: EventHandler | None, catalog: Sequence[Path] = ()) -> Any:
-    """The prepared dataset; generated and bundled ones (no files to fetch) are prepared on demand."""
-    from dmlbench.datasets import get_spec, open_prepared, prepare
-    from dmlbench.datasets.sources import SOURCES
-
-    try:
-        return open_prepared(name, data_root=data_root)
-    except MissingInputError:
-        spec = get_spec(name, catalog=catalog)
-        if SOURCES.get(spec.source).needs_files:
-            raise
-    # Nothing to download: preparing it here is what lets `dmlbench train` work right after install.
-    emit(on_event, Event("log", "prepare", message=f"preparing {name} in {data_root}"))
-    return prepare(name, data_root=data_root, on_event=on_event, catalog=catalog)
 
 
 @dataclass
@@ -59,6 +41,7 @@ class TrainData:
         from dmlbench.datasets.splits import held_out_classes
         from dmlbench.datasets.torch_data import build_dataset
         from dmlbench.losses import LOSSES
+        from dmlbench.models import preprocessing
 
         index = prepared.index
         train_frame = index[index["split"] == "train"].reset_index(drop=True)
@@ -95,7 +78,12 @@ class TrainData:
                 hint=f"lower sampler.classes_per_batch to at most {usable}",
             )
         dataset = build_dataset(
-            prepared, train_frame, train=True, image_size=cfg.model.image_size, channels=cfg.model.in_channels
+            prepared,
+            train_frame,
+            train=True,
+            image_size=cfg.model.image_size,
+            channels=cfg.model.in_channels,
+            **preprocessing(cfg.model),
         )
         sampler = PKBatchSampler(labels, p, k, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
         return TrainData(prepared, dataset, val_frame, sampler, int(len(counts)))

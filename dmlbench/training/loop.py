@@ -56,6 +56,7 @@ class Parts:
     on_validation: Callable[[int, dict[str, Any]], None] = lambda epoch, values: None
     on_event: EventHandler | None = None
     on_step: Callable[[int, float, float, float], None] | None = None  # (step, loss, lr, images/s)
+    before_step: Callable[[Position], None] | None = None  # e.g. the margin schedule, from the position alone
     pending: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -142,6 +143,8 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
             tick = time.perf_counter()
             todo = epoch_batches[position.batch : remaining]
             for batch_index, (images, labels) in enumerate(parts.loader(todo), start=position.batch):
+                if parts.before_step is not None:
+                    parts.before_step(position)
                 last_loss = train_step(parts, images, labels)
                 if not math.isfinite(last_loss):
                     raise TrainingDivergedError(

@@ -33,7 +33,7 @@ from dmlbench.training.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from dmlbench.training.data import TrainData, batch_loader, open_dataset
+from dmlbench.training.data import TrainData, batch_loader
 from dmlbench.training.distributed import DistContext, barrier, init_process_group
 from dmlbench.training.loop import Parts, run_loop
 from dmlbench.training.optim import build_optimizer, build_scheduler
@@ -94,7 +94,7 @@ def train(
     Every input is checked before the folder is claimed, so a rejected run writes nothing. `train_classes`
     trains on those classes only and validates on the other training classes (tuning's folds).
     """
-    from dmlbench.datasets import get_spec
+    from dmlbench.datasets import get_spec, open_or_prepare
 
     ctx = dist or DistContext()
     data_path, catalogs = Path(data_root), [Path(c) for c in catalog]
@@ -108,7 +108,11 @@ def train(
     _check_reusable(run, resolved, resume=resume, force=force)
     init_process_group(ctx, torch_device)
     # Rank 0 prepares a generated dataset if needed; the others open it once it exists.
-    prepared = open_dataset(resolved.dataset, data_path, on_event, catalogs) if ctx.is_main else None
+    prepared = (
+        open_or_prepare(resolved.dataset, data_root=data_path, on_event=on_event, catalog=catalogs)
+        if ctx.is_main
+        else None
+    )
     barrier(ctx)
     if prepared is None:
         from dmlbench.datasets import open_prepared
@@ -124,6 +128,26 @@ def train(
         if force:
             run.clear()
         return job.execute(resume=resume, evaluate_at_end=evaluate_at_end, catalogs=catalogs)
+
+
+def margin_schedule(cfg: TrainConfig, loss_fn: torch.nn.Module) -> Callable[[Position], None] | None:
+    """γ_s = γ0 x decay^(s // every) (or per finished epoch); computed from the position, so a resumed run
+    continues exactly where it stopped."""
+    decay = cfg.loss.margin_decay
+    if decay is None or decay == 1.0:
+        return None
+    if not hasattr(loss_fn, "margin_multiplier"):
+        raise ConfigError(
+            f"loss {cfg.loss.name!r} has no margin multiplier to decay", hint="drop loss.margin_decay for this loss"
+        )
+    initial = float(getattr(loss_fn, "margin_multiplier"))  # noqa: B009 - a Module attribute mypy cannot see
+    every = cfg.loss.margin_decay_every
+
+    def apply(position: Position) -> None:
+        periods = position.step // every if every else position.epoch
+        setattr(loss_fn, "margin_multiplier", initial * decay**periods)  # noqa: B010
+
+    return apply
 
 
 def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: bool) -> None:
@@ -164,7 +188,7 @@ class _Run:
 
     def execute(self, *, resume: bool, evaluate_at_end: bool, catalogs: Sequence[Path]) -> TrainSummary:
         from dmlbench.losses import LOSSES
-        from dmlbench.models import build_embedder
+        from dmlbench.models import backbone_info, build_embedder
 
         cfg, run, ctx = self.cfg, self.run, self.ctx
         seed_everything(cfg.seed)
@@ -172,7 +196,7 @@ class _Run:
         channels_last = bool(
             cfg.schedule.channels_last
             if cfg.schedule.channels_last is not None
-            else self.device.type == "cuda" and cfg.model.backbone != "small_cnn"
+            else self.device.type == "cuda" and backbone_info(cfg.model.backbone or "").channels_last
         )
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -245,6 +269,7 @@ class _Run:
             log=self._log,
             on_step=self._on_step if ctx.is_main else None,
             on_validation=self._on_validation,
+            before_step=margin_schedule(cfg, loss_fn),
         )
         if not resume and ctx.is_main:
             self._save(model, optimizer, scheduler, scaler, loss_fn, position)
@@ -429,6 +454,7 @@ class _Run:
         from dmlbench.evaluation import EvalOptions, evaluate_embeddings
         from dmlbench.evaluation.embed import embed_dataset
         from dmlbench.evaluation.metrics import higher_is_better
+        from dmlbench.models import preprocessing
 
         frame = self.data.val_frame
         dataset = build_dataset(
@@ -437,6 +463,7 @@ class _Run:
             train=False,
             image_size=self.cfg.model.image_size,
             channels=self.cfg.model.in_channels,
+            **preprocessing(self.cfg.model),
         )
         was_training = model.training
         embeddings, labels = embed_dataset(model, dataset, device=self.device, task="validate")

@@ -70,3 +70,13 @@ def _make_run(
 def make_run() -> Any:
     """Factory: make_run(root, data_root, **options) -> run directory path."""
     return _make_run
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A run folder already evaluated on test (copy it before changing it: it is shared)."""
+    from dmlbench.evaluation import evaluate
+
+    run = _make_run(tmp_path_factory.mktemp("evaluated"), data_root)
+    evaluate(run, data_root=data_root, device="cpu")
+    return run

@@ -10,7 +10,7 @@ import torch
 
 from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 from dmlbench.evaluation import evaluate_embeddings
-from dmlbench.evaluation.io import load_embeddings
+from dmlbench.evaluation.files import load_embeddings
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 6)).astype(np.float32)

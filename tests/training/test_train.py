@@ -65,7 +65,7 @@ def _untrained(cfg: TrainConfig) -> torch.nn.Module:
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_loss_learns_on_digits(loss: str, digits_root: Path, tmp_path: Path) -> None:
-    from dmlbench.models import load_trained_embedder
+    from dmlbench.evaluation.trained import load_trained_embedder
 
     cfg = _cfg(loss, "schedule.epochs=4")
     events: list[Event] = []
@@ -95,7 +95,7 @@ def test_each_loss_learns_on_digits(loss: str, digits_root: Path, tmp_path: Path
 
 
 def test_run_directory_contract(digits_root: Path, tmp_path: Path) -> None:
-    from dmlbench.models import load_trained_embedder
+    from dmlbench.evaluation.trained import load_trained_embedder
 
     summary = train(_cfg("triplet", "schedule.steps=6"), tmp_path / "r", data_root=digits_root, evaluate_at_end=False)
     run = RunDir(summary.run_dir)
