@@ -85,7 +85,7 @@ def ensemble_run(plan: Plan, study: Any, *, on_event: EventHandler | None = None
 
     from dmlbench.datasets import open_prepared
     from dmlbench.evaluation import EvalOptions, evaluate_embeddings
-    from dmlbench.models import load_trained_embedder
+    from dmlbench.evaluation.trained import load_trained_embedder
     from dmlbench.utils.device import resolve_device
 
     best = best_trial(study)

@@ -99,13 +99,13 @@ def default_startup(trials: int) -> int:
 
 def make_plan(options: TuneOptions) -> Plan:
     """Check every input of `options` and fix the study's plan (one-line errors, nothing written to runs)."""
-    from dmlbench.datasets import get_spec
+    from dmlbench.datasets import get_spec, open_or_prepare
     from dmlbench.datasets.splits import class_folds, held_out_classes
     from dmlbench.evaluation.metrics import higher_is_better, metric_info
     from dmlbench.losses import LOSSES
+    from dmlbench.models import backbone_info
     from dmlbench.paths import default_data_root
-    from dmlbench.resolve import SMALL_BACKBONES, resolve_config
-    from dmlbench.training.data import open_dataset
+    from dmlbench.resolve import resolve_config
 
     LOSSES.get(options.loss)  # unknown loss: did-you-mean now
     metric_info(options.metric)
@@ -128,7 +128,7 @@ def make_plan(options: TuneOptions) -> Plan:
     assert base.schedule.epochs is not None and base.sampler.classes_per_batch and base.sampler.samples_per_class
 
     data_root = Path(options.data_root) if options.data_root is not None else default_data_root()
-    prepared = open_dataset(options.dataset, data_root, None, catalogs)
+    prepared = open_or_prepare(options.dataset, data_root=data_root, catalog=catalogs)
     index = prepared.index
     labels = index[index["split"] == "train"]["label"].to_numpy()
     classes = sorted(int(c) for c in set(labels.tolist()))
@@ -148,7 +148,7 @@ def make_plan(options: TuneOptions) -> Plan:
         merged_space_file(options.space_file),
         loss=base.loss.name,
         loss_parameters=list(LOSSES.parameters(base.loss.name)),
-        backbone_kind="small" if base.model.backbone in SMALL_BACKBONES else "pretrained",
+        backbone_kind="pretrained" if backbone_info(base.model.backbone).pretrained_by_default else "small",
         batch_size=base.sampler.classes_per_batch * base.sampler.samples_per_class,
         min_samples_per_class=int(getattr(loss_cls, "min_samples_per_class", 2)),
         min_train_classes=min_train,
