@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dmlbench.models.info import (
-    TIMM_PREFIX,
-    BackboneInfo,
-    BackboneRegistry,
-    is_timm_name,
-    preprocessing,
-    resolve_model_defaults,
-)
+from dmlbench.models.defaults import resolve_model_defaults
+from dmlbench.models.facts import TIMM_PREFIX, BackboneInfo, is_timm_name
+from dmlbench.models.info import preprocessing
+from dmlbench.models.registry import BACKBONES, backbone_info
 
 if TYPE_CHECKING:
     from dmlbench.config import ModelConfig
@@ -31,22 +27,6 @@ __all__ = [
     "preprocessing",
     "resolve_model_defaults",
 ]
-
-_IMAGENET = BackboneInfo(pretrained_by_default=True, channels_last=True, in_channels=3)
-
-BACKBONES = BackboneRegistry()
-# Trained from scratch on the dataset's own size and channels; its few channels gain nothing from NHWC.
-BACKBONES.register(
-    "small_cnn", "dmlbench.models.backbones:small_cnn", BackboneInfo(pretrained_by_default=False, channels_last=False)
-)
-BACKBONES.register("googlenet", "dmlbench.models.backbones:googlenet", _IMAGENET)
-BACKBONES.register("resnet18", "dmlbench.models.backbones:resnet18", _IMAGENET)
-BACKBONES.register("resnet50", "dmlbench.models.backbones:resnet50", _IMAGENET)
-
-
-def backbone_info(name: str) -> BackboneInfo:
-    """The facts of backbone `name` (registered or `timm:<model>`); UnknownNameError with did-you-mean."""
-    return BACKBONES.info(name)
 
 
 def build_embedder(model_cfg: ModelConfig, *, in_channels: int | None = None, load_weights: bool = True) -> Embedder:

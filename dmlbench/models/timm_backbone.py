@@ -20,7 +20,7 @@ from timm.models import adapt_input_conv, get_pretrained_cfg
 from torch import nn
 
 from dmlbench.errors import ConfigError, EnvironmentFailure, UnknownNameError
-from dmlbench.models.info import TIMM_PREFIX, BackboneInfo
+from dmlbench.models.facts import TIMM_PREFIX, BackboneInfo
 from dmlbench.models.weights import read_state_dict
 from dmlbench.registry import did_you_mean
 

@@ -106,9 +106,9 @@ CASES: list[tuple[str, Setup | None, list[str], int, str]] = [
         lambda c: (c["run"] / "manifest.json").write_bytes(b"\xff\xfe\x00garbage"),
         ["{run}"],
         3,
-        "can't decode",
+        "not UTF-8 JSON",
     ),
-    ("config binary", lambda c: (c["run"] / "config.toml").write_bytes(b"\xff\xfe\x00"), ["{run}"], 3, "cannot read"),
+    ("config binary", lambda c: (c["run"] / "config.toml").write_bytes(b"\xff\xfe\x00"), ["{run}"], 2, "not a text file"),
     ("config not TOML", lambda c: (c["run"] / "config.toml").write_text("[model\n"), ["{run}"], 2, "not valid TOML"),
     (
         "dataset name escaping the data root",
@@ -132,7 +132,7 @@ CASES: list[tuple[str, Setup | None, list[str], int, str]] = [
         "cannot be merged",
     ),
     ("prepared images corrupt", _setup_damaged_data, ["{run}", "--data-root", "{tmp}/bad-data"], 3, "cannot read the"),
-    ("data root is a file", None, ["{run}", "--data-root", "{tmp}/afile"], 4, "cannot create"),
+    ("data root is a file", None, ["{run}", "--data-root", "{tmp}/afile"], 2, "is a file or inside one"),
     (
         "embeddings output is a folder",
         lambda c: (c["run"] / "eval" / "test" / "embeddings.npy").mkdir(),
@@ -172,7 +172,7 @@ CASES: list[tuple[str, Setup | None, list[str], int, str]] = [
         None,
         ["--baseline", "raw", "--dataset", "digits", "--runs-root", "{tmp}/afile"],
         2,
-        "inside a file",
+        "is a file or inside one",
     ),
 ]
 
