@@ -108,7 +108,13 @@ CASES: list[tuple[str, Setup | None, list[str], int, str]] = [
         3,
         "not UTF-8 JSON",
     ),
-    ("config binary", lambda c: (c["run"] / "config.toml").write_bytes(b"\xff\xfe\x00"), ["{run}"], 2, "not a text file"),
+    (
+        "config binary",
+        lambda c: (c["run"] / "config.toml").write_bytes(b"\xff\xfe\x00"),
+        ["{run}"],
+        2,
+        "not a text file",
+    ),
     ("config not TOML", lambda c: (c["run"] / "config.toml").write_text("[model\n"), ["{run}"], 2, "not valid TOML"),
     (
         "dataset name escaping the data root",

@@ -396,8 +396,8 @@ def test_train_resume_evaluate_with_a_timm_resnet(digits_root: Path, tmp_path: P
 
 def test_resolved_config_records_timm_preprocessing_and_a_portable_run_id(tmp_path: Path) -> None:
     from dmlbench.config import dump_toml
-    from dmlbench.resolve import resolve_config
     from dmlbench.datasets import get_spec
+    from dmlbench.resolve import resolve_config
 
     cfg = load_config(None, ['model.backbone="timm:test_resnet"'], {"model.pretrained": False})
     resolved = resolve_config(cfg, get_spec("digits"))
