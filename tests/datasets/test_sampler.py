@@ -1,4 +1,4 @@
-"""PKBatchSampler (P classes x K images) and ClassBatchSampler (m images from C classes): exact, deterministic, resumable, shardable."""
+"""PK (P classes x K images) and C-of-m (m images from C classes) samplers: exact, deterministic, resumable."""
 
 from __future__ import annotations
 
