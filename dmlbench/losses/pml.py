@@ -6,9 +6,9 @@ dataset labels to the rows of a loss's per-class parameters, and the `pml:` reso
 
 Per-class parameters (proxies, class weights) are indexed by class. Dataset labels are arbitrary
 integers (CUB's train classes are 1..100, held-out validation classes leave gaps), so every
-class-indexed loss keeps a `class_table` buffer: row r holds the dataset label of parameter row r.
-Labels given in `class_labels` fill it in increasing order at construction; otherwise a label gets the
-next free row when it first appears (in increasing label order within a batch). The table is in
+class-indexed loss keeps a `class_table` buffer: row r holds the dataset label of parameter row r. A
+label gets the next free row when it first appears (in increasing label order within a batch); rows
+are initialised i.i.d., so which row a class gets does not matter, only that it keeps it. The table is in
 `state_dict()`, so a checkpoint restores the mapping with the proxies, and it is the same on every
 DDP rank because every rank computes the loss on the same all-gathered global batch.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -78,7 +78,6 @@ class PMLLoss(MetricLoss):
         miner: nn.Module | None = None,
         *,
         num_classes: int | None = None,
-        class_labels: Iterable[int] | None = None,
         lr_multiplier: float = 1.0,
     ) -> None:
         self.loss, self.miner = loss, miner
@@ -86,16 +85,7 @@ class PMLLoss(MetricLoss):
         self.class_indexed = num_classes is not None
         if num_classes is None:
             return
-        table = torch.full((num_classes,), _EMPTY_ROW, dtype=torch.int64)
-        if class_labels is not None:
-            known = sorted({int(label) for label in class_labels})
-            if len(known) > num_classes:
-                raise LossConfigError(
-                    f"{len(known)} class labels but the loss has {num_classes} class rows",
-                    hint="num_classes must count every training class",
-                )
-            table[: len(known)] = torch.tensor(known, dtype=torch.int64)
-        self.register_buffer("class_table", table)
+        self.register_buffer("class_table", torch.full((num_classes,), _EMPTY_ROW, dtype=torch.int64))
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Validate the batch, map labels (class rows or 0..K-1), mine if a miner is set, return PML's loss."""
@@ -236,9 +226,9 @@ class ProxyAnchorLoss(_ProxyLoss):
         margin: float = 0.1,
         alpha: float = 32.0,
         lr_multiplier: float = PROXY_LR_MULTIPLIER,
-        num_classes: int | None = None,
-        embedding_dim: int | None = None,
-        class_labels: Iterable[int] | None = None,
+        *,
+        num_classes: int,
+        embedding_dim: int,
     ) -> None:
         super().__init__()
         self.margin = _number("margin", margin)
@@ -246,7 +236,7 @@ class ProxyAnchorLoss(_ProxyLoss):
         loss = self._build(
             _pml().losses.ProxyAnchorLoss, num_classes, embedding_dim, margin=self.margin, alpha=self.alpha
         )
-        self._attach(loss, num_classes=num_classes, class_labels=class_labels, lr_multiplier=lr_multiplier)
+        self._attach(loss, num_classes=num_classes, lr_multiplier=lr_multiplier)
 
 
 class NormSoftmaxLoss(_ProxyLoss):
@@ -265,16 +255,16 @@ class NormSoftmaxLoss(_ProxyLoss):
         self,
         temperature: float = 0.1087,
         lr_multiplier: float = PROXY_LR_MULTIPLIER,
-        num_classes: int | None = None,
-        embedding_dim: int | None = None,
-        class_labels: Iterable[int] | None = None,
+        *,
+        num_classes: int,
+        embedding_dim: int,
     ) -> None:
         super().__init__()
         self.temperature = _number("temperature", temperature, positive=True)
         loss = self._build(
             _pml().losses.NormalizedSoftmaxLoss, num_classes, embedding_dim, temperature=self.temperature
         )
-        self._attach(loss, num_classes=num_classes, class_labels=class_labels, lr_multiplier=lr_multiplier)
+        self._attach(loss, num_classes=num_classes, lr_multiplier=lr_multiplier)
 
 
 class ArcFaceLoss(_ProxyLoss):
@@ -295,15 +285,15 @@ class ArcFaceLoss(_ProxyLoss):
         margin: float = 23.22,
         scale: float = 100.0,
         lr_multiplier: float = PROXY_LR_MULTIPLIER,
-        num_classes: int | None = None,
-        embedding_dim: int | None = None,
-        class_labels: Iterable[int] | None = None,
+        *,
+        num_classes: int,
+        embedding_dim: int,
     ) -> None:
         super().__init__()
         self.margin = _number("margin", margin)
         self.scale = _number("scale", scale, positive=True)
         loss = self._build(_pml().losses.ArcFaceLoss, num_classes, embedding_dim, margin=self.margin, scale=self.scale)
-        self._attach(loss, num_classes=num_classes, class_labels=class_labels, lr_multiplier=lr_multiplier)
+        self._attach(loss, num_classes=num_classes, lr_multiplier=lr_multiplier)
 
 
 class SupConLoss(PMLLoss):
@@ -458,7 +448,6 @@ class PMLGenericLoss(PMLLoss):
         lr_multiplier: float = PROXY_LR_MULTIPLIER,
         num_classes: int | None = None,
         embedding_dim: int | None = None,
-        class_labels: Iterable[int] | None = None,
     ) -> None:
         super().__init__()
         name = self.pml_class_name
@@ -493,7 +482,6 @@ class PMLGenericLoss(PMLLoss):
             loss,
             mined,
             num_classes=int(indexed) if isinstance(indexed, int) else None,
-            class_labels=class_labels,
             lr_multiplier=lr_multiplier,
         )
 
