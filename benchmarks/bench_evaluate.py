@@ -66,11 +66,11 @@ def cpu_seconds() -> float:
 
 
 def part_dmlbench(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
-    from dmlbench.evaluation import evaluate_embeddings_detailed
+    from dmlbench.evaluation import evaluate_embeddings
 
     ks = tuple(k for k in RECALL_K if k < len(x))
     t0, c0 = time.perf_counter(), cpu_seconds()
-    out = evaluate_embeddings_detailed(x, y, recall_k=ks, device=args.device, kmeans_niter=args.niter, seed=0)
+    out = evaluate_embeddings(x, y, recall_k=ks, device=args.device, kmeans_niter=args.niter, seed=0)
     return {
         "seconds": time.perf_counter() - t0,
         "cpu_seconds": cpu_seconds() - c0,
@@ -82,10 +82,10 @@ def part_dmlbench(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dic
 
 def part_same(x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     """dmlbench on exactly the metrics the AccuracyCalculator run computes (P@1, R-Precision, MAP@R, NMI)."""
-    from dmlbench.evaluation import evaluate_embeddings_detailed
+    from dmlbench.evaluation import evaluate_embeddings
 
     t0, c0 = time.perf_counter(), cpu_seconds()
-    out = evaluate_embeddings_detailed(
+    out = evaluate_embeddings(
         x, y, metrics=["precision@1", "r_precision", "map@r", "nmi"], device=args.device, kmeans_niter=args.niter
     )
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": cpu_seconds() - c0, "metrics": out.metrics}

@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 
-from dmlbench.config import load_config, resolve_config
+from dmlbench.config import load_config
 from dmlbench.datasets import get_spec, open_prepared, prepare
 from dmlbench.datasets.sampler import PKBatchSampler
 from dmlbench.datasets.torch_data import build_dataset
 from dmlbench.errors import MissingInputError
 from dmlbench.losses import LOSSES
-from dmlbench.models import build_embedder
+from dmlbench.models import backbone_info, build_embedder, preprocessing
+from dmlbench.resolve import resolve_config
 from dmlbench.training.distributed import DistContext
 from dmlbench.training.loop import Parts, train_step
 from dmlbench.training.optim import build_optimizer, build_scheduler
@@ -49,7 +50,14 @@ def bench(
     except MissingInputError:  # not prepared yet (anything else is a real error)
         prepared = prepare(dataset, data_root=data_root, source=source)
     frame = prepared.split("train")
-    data = build_dataset(prepared, frame, train=True, image_size=cfg.model.image_size, channels=cfg.model.in_channels)
+    data = build_dataset(
+        prepared,
+        frame,
+        train=True,
+        image_size=cfg.model.image_size,
+        channels=cfg.model.in_channels,
+        **preprocessing(cfg.model),
+    )
     labels = frame["label"].to_numpy()
     p, k = cfg.sampler.classes_per_batch or 0, cfg.sampler.samples_per_class or 0
     sampler = PKBatchSampler(labels, p, k, seed=0)
@@ -63,7 +71,7 @@ def bench(
     torch.manual_seed(0)
     model = build_embedder(cfg.model.model_copy(update={"pretrained": False})).to(device).train()
     amp_dtype = torch.bfloat16 if device.type == "cuda" else None
-    channels_last = device.type == "cuda" and cfg.model.backbone != "small_cnn"
+    channels_last = device.type == "cuda" and backbone_info(cfg.model.backbone or "").channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim)

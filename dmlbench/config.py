@@ -8,32 +8,30 @@ DatasetSpec and the loss registry, and the resolved config is what a run directo
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dmlbench.errors import ConfigError, MissingInputError
+from dmlbench.errors import ConfigError, MissingInputError, from_os_error
 from dmlbench.registry import did_you_mean
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
-# Backbones trained from scratch on tiny grayscale images; everything else is an ImageNet-pretrained trunk.
-SMALL_BACKBONES = frozenset({"small_cnn"})
+from dmlbench.utils import toml as tomllib
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are never meaningful settings; rejecting them here means a run folder is never created for them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
-    """`[model]`: the embedder."""
+    """`[model]`: the embedder.
+
+    `backbone` is a registered name or `timm:<model>[.<tag>]`. `mean`, `std`, `interpolation` and
+    `crop_pct` are the input preprocessing; a resolved config records them when the backbone has its
+    own (timm's pretrained config), so evaluation preprocesses exactly as training did.
+    """
 
     backbone: str | None = None
     embedding_dim: int = Field(64, gt=0)
@@ -43,17 +41,29 @@ class ModelConfig(_Section):
     image_size: int | None = Field(None, gt=0)
     in_channels: int | None = Field(None, ge=1, le=3)
     freeze_bn: bool | None = None
+    freeze_backbone: bool = Field(False, description="train only the embedding head; the trunk stays as loaded")
+    mean: list[float] | None = Field(None, min_length=1, max_length=3)
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1, max_length=3)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: float | None = Field(None, gt=0, le=2, description="image_size / resize side for eval crops")
 
 
 class LossConfig(BaseModel):
-    """`[loss]`: `name` picks the LOSSES entry; every other key is a keyword argument of that loss."""
+    """`[loss]`: `name` picks the LOSSES entry; every other key is a keyword argument of that loss.
 
-    model_config = ConfigDict(extra="allow")
+    `margin_decay` / `margin_decay_every` are the training loop's, not the loss's: the paper decays the
+    clustering loss's margin multiplier γ exponentially (rate 0.94) but does not say how often, so γ at
+    step s is γ0 x decay^(s // every) steps, or per finished epoch when `margin_decay_every = 0`.
+    """
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = "clustering"
+    margin_decay: float | None = Field(None, gt=0, le=1)
+    margin_decay_every: int = Field(0, ge=0, description="steps between decays; 0 = once per epoch")
 
     def kwargs(self) -> dict[str, Any]:
-        """The loss's keyword arguments (everything but `name`)."""
+        """The loss's keyword arguments (everything but `name` and the margin schedule)."""
         return dict(self.model_extra or {})
 
 
@@ -110,35 +120,11 @@ class TrainConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
 
-class SpecLike(Protocol):
-    """The DatasetSpec fields a config resolves from (the datasets package provides the real class)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def backbone(self) -> str: ...
-    @property
-    def image_size(self) -> int: ...
-    @property
-    def channels(self) -> int: ...
-    @property
-    def default_batch_classes(self) -> int: ...
-    @property
-    def default_batch_per_class(self) -> int: ...
-
-
-# Defaults per backbone kind. The image-benchmark values follow the paper's protocol as recalled in
-# docs (losses.md §7, UNVERIFIED): RMSprop, lr 1e-5, 10x on the new embedding layer.
-# The small CNN trains from scratch, where that lr would barely move in a few epochs.
-_KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "small": {"optim": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "head_lr_multiplier": 1.0, "epochs": 10},
-    "pretrained": {"optim": "rmsprop", "lr": 1e-5, "weight_decay": 0.0, "head_lr_multiplier": 10.0, "epochs": 40},
-}
-
-
-def _config_error(err: ValidationError, source: str) -> ConfigError:
+def _config_error(err: ValidationError, source: str | Mapping[str, str]) -> ConfigError:
     first = err.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
+    if not isinstance(source, str):
+        source = source.get(key, source.get("", "the config"))
     if first["type"] == "extra_forbidden":
         parent, _, leaf = key.rpartition(".")
         known = _known_keys(parent)
@@ -191,12 +177,18 @@ def _set_nested(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file into a dict; a missing or malformed file is a user error."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder", hint="pass a TOML file to --config")
     if not path.is_file():
         raise MissingInputError(f"config file {path} does not exist", hint="check the --config path")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}", hint="fix the file's syntax") from err
+        raise ConfigError(f"{path} is not valid TOML: {err}", hint="fix the file's syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8)", hint="pass a TOML config file") from None
+    except OSError as err:
+        raise from_os_error(err, doing="cannot read config file") from None
 
 
 def load_config(
@@ -206,7 +198,10 @@ def load_config(
 ) -> TrainConfig:
     """Build a TrainConfig: defaults < `file` < `overrides` (`--set k=v`) < `flags` (dotted keys, None = not given)."""
     data: dict[str, Any] = read_toml(file) if file is not None else {}
-    source = str(file) if file is not None else "defaults"
+    # Where each key's value came from, so an error blames the flag, --set or file the user wrote.
+    sources: dict[str, str] = {"": str(file) if file is not None else "the defaults"}
+    if file is not None:
+        sources.update(dict.fromkeys(_flat_keys(data), str(file)))
     flag_loss = (flags or {}).get("loss.name")
     file_loss = data.get("loss", {}).get("name", LossConfig().name) if isinstance(data.get("loss"), dict) else None
     if flag_loss is not None and flag_loss != file_loss:
@@ -215,86 +210,44 @@ def load_config(
     for item in overrides:
         path, value = parse_set(item)
         _set_nested(data, path, value)
-        source = "--set" if file is None else f"{file} / --set"
+        sources.update(dict.fromkeys(_flat_keys(value, ".".join(path)), f"--set {item}"))
     for key, value in (flags or {}).items():
         if value is not None:
             _set_nested(data, key.split("."), value)
-    return validate_config(data, source)
+            sources[key] = f"the {FLAG_NAMES.get(key, key)} option"
+    return validate_config(data, sources)
 
 
-def validate_config(data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+# The command-line flag that sets a config key, for error messages (flags are what users typed).
+FLAG_NAMES = {
+    "loss.name": "--loss",
+    "dataset": "--dataset",
+    "schedule.epochs": "--epochs",
+    "schedule.steps": "--steps",
+    "seed": "--seed",
+    "validation.val_classes": "--val-classes",
+    "model.pretrained": "--pretrained",
+    "model.weights": "--weights",
+    "model.backbone": "--backbone",
+    "model.embedding_dim": "--embedding-dim",
+}
+
+
+def _flat_keys(value: Any, prefix: str = "") -> list[str]:
+    if isinstance(value, Mapping):
+        keys = [prefix] if prefix else []
+        for key, child in value.items():
+            keys += _flat_keys(child, f"{prefix}.{key}" if prefix else str(key))
+        return keys
+    return [prefix]
+
+
+def validate_config(data: Mapping[str, Any], source: str | Mapping[str, str] = "config") -> TrainConfig:
     """Validate a plain dict against the schema, with did-you-mean for unknown keys."""
     try:
         return TrainConfig.model_validate(dict(data))
     except ValidationError as err:
         raise _config_error(err, source) from None
-
-
-def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
-    """Fill every `None` from the dataset spec and the loss registry; check the loss's keyword arguments."""
-    from dmlbench.losses import LOSSES
-
-    if spec.name != cfg.dataset:
-        raise ValueError(f"spec {spec.name!r} does not describe dataset {cfg.dataset!r}")
-    resolved = cfg.model_copy(deep=True)
-    model, optim, schedule, sampler = resolved.model, resolved.optim, resolved.schedule, resolved.sampler
-
-    from dmlbench.models import BACKBONES
-
-    model.backbone = model.backbone or spec.backbone
-    BACKBONES.target(model.backbone)  # unknown backbone -> did-you-mean now, not mid-run
-    kind = "small" if model.backbone in SMALL_BACKBONES else "pretrained"
-    defaults = _KIND_DEFAULTS[kind]
-    if model.image_size is None:
-        model.image_size = spec.image_size
-    if model.in_channels is None:
-        model.in_channels = spec.channels if kind == "small" else 3
-    if model.pretrained is None:
-        model.pretrained = kind == "pretrained"
-    if model.freeze_bn is None:
-        # Fine-tuning a pretrained trunk on P x K batches of a few classes corrupts its BN statistics.
-        model.freeze_bn = kind == "pretrained"
-
-    loss_cls = LOSSES.get(resolved.loss.name)
-    known = LOSSES.parameters(resolved.loss.name)
-    context = {"embedding_dim", "num_classes"}
-    given = resolved.loss.kwargs()
-    unknown = sorted(set(given) - set(known) - context)
-    accepted = sorted(set(_signature_names(loss_cls)) - context)
-    if unknown:
-        raise ConfigError(
-            f"loss {resolved.loss.name!r} has no parameter {unknown[0]!r}",
-            hint=f"{did_you_mean(unknown[0], accepted)}parameters: {', '.join(accepted) or 'none'}",
-        )
-    filled = {k: v for k, v in known.items() if k not in context and v is not None}
-    filled.update(given)
-    resolved.loss = LossConfig.model_validate({"name": resolved.loss.name, **filled})
-    if model.normalize is None:
-        model.normalize = bool(getattr(loss_cls, "expects_normalized", True))
-
-    sampler.classes_per_batch = sampler.classes_per_batch or spec.default_batch_classes
-    sampler.samples_per_class = sampler.samples_per_class or spec.default_batch_per_class
-    optim.name = optim.name or defaults["optim"]
-    optim.lr = optim.lr if optim.lr is not None else defaults["lr"]
-    if optim.weight_decay is None:
-        optim.weight_decay = defaults["weight_decay"]
-    if optim.head_lr_multiplier is None:
-        optim.head_lr_multiplier = defaults["head_lr_multiplier"]
-    if schedule.epochs is None:
-        schedule.epochs = defaults["epochs"]
-    if resolved.run_id is None:
-        resolved.run_id = f"{resolved.dataset}-{resolved.loss.name}-{model.backbone}-seed{resolved.seed}"
-    return resolved
-
-
-def _signature_names(factory: Any) -> list[str]:
-    import inspect
-
-    return [
-        p.name
-        for p in inspect.signature(factory).parameters.values()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
 
 
 def _plain(value: Any) -> Any:

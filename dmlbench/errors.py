@@ -63,3 +63,26 @@ class InterruptedRunError(DmlbenchError):
     """Work stopped by Ctrl-C after saving what can be resumed (exit 130)."""
 
     exit_code = 130
+
+
+def from_os_error(error: OSError, *, doing: str = "") -> DmlbenchError:
+    """The user-fixable reading of an OS error (missing, not a folder, read-only, disk full...), naming the path."""
+    import errno
+
+    where = f" {error.filename}" if error.filename else ""
+    action = f"{doing}: " if doing else ""
+    reason = error.strerror or type(error).__name__
+    code = error.errno
+    if code == errno.ENOENT:
+        return MissingInputError(f"{action}{reason}:{where}", hint="check the path")
+    if code in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        return UsageError(
+            f"{action}{reason}:{where}", hint="pass a file where a file is expected, a folder for a folder"
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return EnvironmentFailure(
+            f"{action}{reason}:{where}", hint="choose a location you can write to, or fix permissions"
+        )
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return EnvironmentFailure(f"{action}{reason}:{where}", hint="free some disk space and run the command again")
+    return EnvironmentFailure(f"{action}{reason}:{where}", hint="check the path and the disk")

@@ -93,16 +93,17 @@ def _is_finished(run_dir: Path) -> bool:
 
     run = RunDir(run_dir)
     try:
-        return run.exists() and run.read_manifest()["status"] == "complete" and run.metrics_path("test").is_file()
+        return run.exists() and run.read_manifest().status == "complete" and run.metrics_path("test").is_file()
     except DmlbenchError:
         return False
 
 
 def _require_same_config(run_dir: Path, resolved: TrainConfig) -> None:
     """A trained run folder is reused only for the very config asked for."""
-    from dmlbench.config import diff_keys, load_config
+    from dmlbench.config import diff_keys
+    from dmlbench.rundir import RunDir
 
-    changed = diff_keys(load_config(run_dir / "config.toml"), resolved)
+    changed = diff_keys(RunDir(run_dir).read_config(), resolved)
     if changed:
         raise ConfigError(  # a ConfigError so that run_bench stops instead of recording a failed combination
             f"{run_dir} holds a finished run with a different config ({', '.join(changed[:4])})",
@@ -133,11 +134,12 @@ def run_bench(
     A combination whose training fails is recorded and the grid goes on; configuration and device errors
     stop it at once.
     """
-    from dmlbench.config import load_config, resolve_config
+    from dmlbench.config import load_config
     from dmlbench.datasets import get_spec, load_catalog, prepare
     from dmlbench.evaluation import evaluate
     from dmlbench.losses import LOSSES
     from dmlbench.reporting import RENDERERS, report
+    from dmlbench.resolve import resolve_config
     from dmlbench.rundir import RunDir
     from dmlbench.training import train
 
@@ -178,7 +180,7 @@ def run_bench(
         action: Action
         try:
             manifest = run.read_manifest() if run.exists() else None
-            if manifest is not None and manifest["status"] == "complete":
+            if manifest is not None and manifest.status == "complete":
                 _require_same_config(run_dir, resolved)  # evaluating it would report another config's run
                 action = "evaluated"
                 emit(on_event, Event("log", "bench", message=f"{label}: trained, evaluating"))

@@ -61,5 +61,29 @@ app.command("env")(env.command)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point; the parser's own usage errors (a bad option value, an unknown command)
+    get our one `error:` + `hint:` too, not a panel or a traceback."""
+    import sys
+
+    from dmlbench.cli._output import print_error
+    from dmlbench.errors import UsageError
+
+    # typer raises click's UsageError (vendored inside newer typer); BadParameter is its public subclass.
+    parser_error: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    try:
+        code = app(standalone_mode=False)
+    except parser_error as error:
+        ctx = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `dmlbench`: the help
+            typer.echo(ctx.get_help())
+            sys.exit(0)
+        command = ctx.command_path if ctx is not None else "dmlbench"
+        message = " ".join(error.format_message().split())  # type: ignore[attr-defined]
+        print_error(UsageError(message, hint=f"see `{command} --help`"))
+        sys.exit(2)
+    except typer.Abort:
+        print_error(UsageError("interrupted", hint="run the command again to continue"))
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -26,7 +26,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from dmlbench.errors import DmlbenchError
+from dmlbench.errors import DmlbenchError, from_os_error
 from dmlbench.events import Event
 
 out = Console(soft_wrap=True)  # results only
@@ -44,7 +44,7 @@ def print_error(error: DmlbenchError) -> None:
 
 
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn DmlbenchError into message + hint + exit code, and Ctrl-C into exit 130."""
+    """Turn DmlbenchError (and OS errors) into message + hint + exit code, and Ctrl-C into exit 130."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -53,6 +53,10 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
         except DmlbenchError as error:
             print_error(error)
             raise typer.Exit(code=error.exit_code) from None
+        except OSError as error:  # a path the user gave is missing, read-only, full...: never a traceback
+            translated = from_os_error(error)
+            print_error(translated)
+            raise typer.Exit(code=translated.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]error:[/] interrupted", highlight=False)
             raise typer.Exit(code=130) from None

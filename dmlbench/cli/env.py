@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import sys
 from pathlib import Path
@@ -14,13 +13,6 @@ from rich.table import Table
 from dmlbench.cli._output import friendly_errors, out, resolve_data_root, resolve_runs_root
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 @friendly_errors
 def command(
     data_root: Annotated[
@@ -29,13 +21,16 @@ def command(
 ) -> None:
     """Print versions, devices, faiss build and data root (paste this into bug reports)."""
     import dmlbench
+    from dmlbench.provenance import git_commit, versions
 
     table = Table(show_header=False, box=None)
     table.add_row("dmlbench", dmlbench.__version__)
     table.add_row("python", f"{platform.python_version()} ({sys.executable})")
     table.add_row("platform", platform.platform())
-    for dist in ("torch", "torchvision", "faiss-cpu", "faiss-gpu", "numpy", "pandas", "scikit-learn"):
-        table.add_row(dist, _version(dist))
+    table.add_row("git commit", git_commit() or "not a git checkout")
+    for dist, version in versions().items():
+        if dist not in ("dmlbench", "python"):
+            table.add_row(dist, version or "not installed")
     try:
         import torch
 

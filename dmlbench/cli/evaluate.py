@@ -1,4 +1,4 @@
-"""`dmlbench evaluate`: score a trained run, or embeddings produced anywhere else."""
+"""`dmlbench evaluate`: score a trained run, embeddings produced anywhere else, or a baseline."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.table import Table
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, setup_logging
+from dmlbench.cli._output import (
+    ProgressRenderer,
+    friendly_errors,
+    out,
+    resolve_data_root,
+    resolve_runs_root,
+    setup_logging,
+)
 from dmlbench.errors import UsageError
+
+S, F, B = "Scoring", "Embeddings files", "Baselines"
 
 
 def _ints(text: str | None) -> list[int] | None:
@@ -26,66 +35,182 @@ def _render(metrics: dict[str, float], info: dict[str, Any], as_json: bool) -> N
     if as_json:
         out.print_json(json.dumps({"metrics": metrics, **info}))
         return
-    table = Table(title=" · ".join(f"{k} {v}" for k, v in info.items() if k != "path"), title_justify="left")
+    shown = {k: v for k, v in info.items() if k not in ("path", "reused")}
+    table = Table(title=" · ".join(f"{k} {v}" for k, v in shown.items()), title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
     out.print(table)
     if "path" in info:
-        out.print(f"wrote {info['path']}", markup=False, highlight=False)
+        verb = "reused" if info.get("reused") else "wrote"
+        out.print(f"{verb} {info['path']}", markup=False, highlight=False)
+
+
+def _refuse(given: dict[str, bool], mode: str, hint: str) -> None:
+    """One usage error naming the first flag that does not apply to `mode`."""
+    for flag, present in given.items():
+        if present:
+            raise UsageError(f"{flag} does not apply to {mode}", hint=hint)
 
 
 @friendly_errors
 def command(
     run_dir: Annotated[Path | None, typer.Argument(help="Run directory written by `dmlbench train`.")] = None,
-    split: Annotated[str, typer.Option(help="Split to embed and score: test or val.")] = "test",
+    split: Annotated[str, typer.Option(help="Split to embed and score: test or val.", rich_help_panel=S)] = "test",
     recall_k: Annotated[
-        str | None, typer.Option("--recall-k", help="Comma-separated K (default: the dataset's).")
+        str | None, typer.Option("--recall-k", help="Comma-separated K (default: the dataset's).", rich_help_panel=S)
     ] = None,
     metrics: Annotated[
-        str | None, typer.Option(help="Comma-separated subset: recall,precision@1,r_precision,map@r,nmi,f1.")
+        str | None,
+        typer.Option(help="Comma-separated subset: recall,precision@1,r_precision,map@r,nmi,f1.", rich_help_panel=S),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (never silently replaced).")] = "auto",
-    distance: Annotated[str, typer.Option(help="cosine (on L2-normalised vectors) or euclidean.")] = "cosine",
-    save_embeddings: Annotated[bool, typer.Option(help="Also write eval/SPLIT/embeddings.npy + labels.npy.")] = False,
-    data_root: Annotated[Path | None, typer.Option(help="Prepared-data folder (env: DMLBENCH_DATA_ROOT).")] = None,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda or cuda:N (never silently replaced).", rich_help_panel=S)
+    ] = "auto",
+    distance: Annotated[
+        str, typer.Option(help="cosine (on L2-normalised vectors) or euclidean.", rich_help_panel=S)
+    ] = "cosine",
+    save_embeddings: Annotated[
+        bool, typer.Option(help="Also write eval/SPLIT/embeddings.npy + labels.npy.", rich_help_panel=S)
+    ] = False,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Prepared-data folder (env: DMLBENCH_DATA_ROOT).", rich_help_panel=S)
+    ] = None,
+    kmeans_niter: Annotated[int, typer.Option(help="k-means iterations for NMI/F1.", rich_help_panel=S)] = 25,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.", rich_help_panel=S)] = False,
+    catalog: Annotated[
+        list[Path] | None,
+        typer.Option("--catalog", help="Extra catalog TOML file with your own datasets.", rich_help_panel=S),
+    ] = None,
     embeddings: Annotated[
-        Path | None, typer.Option(help="Score these embeddings (.npy/.npz/.pt) instead of a run.")
+        Path | None, typer.Option(help="Score these embeddings (.npy/.npz/.pt) instead of a run.", rich_help_panel=F)
     ] = None,
-    labels: Annotated[Path | None, typer.Option(help="Labels for --embeddings (.npy/.npz/.pt).")] = None,
-    kmeans_niter: Annotated[int, typer.Option(help="k-means iterations for NMI/F1.")] = 25,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    labels: Annotated[Path | None, typer.Option(help="Labels for --embeddings.", rich_help_panel=F)] = None,
+    gallery_embeddings: Annotated[
+        Path | None, typer.Option(help="Gallery embeddings (query-vs-gallery protocol).", rich_help_panel=F)
+    ] = None,
+    gallery_labels: Annotated[
+        Path | None, typer.Option(help="Labels for --gallery-embeddings.", rich_help_panel=F)
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Score a baseline instead of a run: untrained or raw (needs --dataset).", rich_help_panel=B),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset of the --baseline.", rich_help_panel=B)] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the untrained network (default 0).", rich_help_panel=B)
+    ] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone (default: the dataset's).", rich_help_panel=B)] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Local backbone weights for --baseline untrained.", rich_help_panel=B)
+    ] = None,
+    runs_root: Annotated[
+        Path | None,
+        typer.Option(help="Parent of run folders; baselines go to RUNS_ROOT/baselines/.", rich_help_panel=B),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute a baseline that is already stored.", rich_help_panel=B)
+    ] = False,
 ) -> None:
-    """Compute Recall@K, P@1, R-Precision, MAP@R, NMI and F1 (definitions: docs/metrics.md)."""
+    """Compute Recall@K, P@1, R-Precision, MAP@R, NMI and F1 (definitions: docs/metrics.md).
+
+    Score a run folder (RUN_DIR), embedding files (--embeddings), or a baseline (--baseline untrained|raw
+    --dataset NAME) written to RUNS_ROOT/baselines/.
+    """
     setup_logging()
     ks = _ints(recall_k)
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     if distance not in ("cosine", "euclidean"):
         raise UsageError(f"unknown --distance {distance!r}", hint="use cosine or euclidean")
     dist: Literal["cosine", "euclidean"] = "cosine" if distance == "cosine" else "euclidean"
-    if (run_dir is None) == (embeddings is None):
-        raise UsageError("give either RUN_DIR or --embeddings (not both)", hint="see `dmlbench evaluate --help`")
+    modes = [name for name, on in (("RUN_DIR", run_dir), ("--embeddings", embeddings), ("--baseline", baseline)) if on]
+    if len(modes) != 1:
+        given = " and ".join(modes) if modes else "none of them"
+        raise UsageError(
+            f"give exactly one of RUN_DIR, --embeddings or --baseline (got {given})",
+            hint="see `dmlbench evaluate --help`",
+        )
+    baseline_only = {
+        "--dataset": dataset is not None,
+        "--seed": seed is not None,
+        "--backbone": backbone is not None,
+        "--weights": weights is not None,
+        "--runs-root": runs_root is not None,
+        "--force": force,
+    }
+    files_only = {
+        "--labels": labels is not None,
+        "--gallery-embeddings": gallery_embeddings is not None,
+        "--gallery-labels": gallery_labels is not None,
+    }
+    catalogs = tuple(catalog or ())
     info: dict[str, Any] = {}
     with ProgressRenderer(quiet=as_json) as progress:
-        if embeddings is not None:
-            from dmlbench.evaluation import evaluate_embeddings_detailed
-            from dmlbench.evaluation.io import load_embeddings
+        if baseline is not None:
+            _refuse(
+                {
+                    **files_only,
+                    "--split": split != "test",
+                    "--recall-k": ks is not None,
+                    "--metrics": chosen is not None,
+                    "--distance": dist != "cosine",
+                    "--save-embeddings": save_embeddings,
+                    "--kmeans-niter": kmeans_niter != 25,
+                },
+                "--baseline",
+                "a baseline scores the test split with every metric, like trained runs; re-score its folder "
+                "with `dmlbench evaluate RUNS_ROOT/baselines/NAME --metrics ...`",
+            )
+            if dataset is None:
+                raise UsageError("--baseline needs --dataset NAME", hint="e.g. --baseline raw --dataset digits")
+            from dmlbench.evaluation.baselines import run_baseline
 
-            loaded = load_embeddings(embeddings, labels)
-            outcome = evaluate_embeddings_detailed(
-                loaded.embeddings,
-                loaded.labels,
+            result = run_baseline(
+                baseline,
+                dataset,
+                runs_root=resolve_runs_root(runs_root),
+                data_root=resolve_data_root(data_root),
+                seed=0 if seed is None else seed,
+                backbone=backbone,
+                device=device,
+                catalog=catalogs,
+                on_event=progress,
+                force=force,
+                weights=weights,
+            )
+            info = {"path": str(result.path), "reused": result.reused}
+            if result.outcome is None:
+                _render(result.metrics, info, as_json)
+                return
+            outcome = result.outcome
+        elif embeddings is not None:
+            _refuse(
+                {**baseline_only, "--split": split != "test", "--save-embeddings": save_embeddings},
+                "--embeddings",
+                "those options are for run folders and baselines",
+            )
+            from dmlbench.evaluation.files import evaluate_files
+
+            outcome = evaluate_files(
+                embeddings,
+                labels,
                 recall_k=ks or (1, 2, 4, 8),
                 metrics=chosen,
                 device=device,
                 distance=dist,
-                gallery_embeddings=loaded.gallery_embeddings,
-                gallery_labels=loaded.gallery_labels,
+                gallery_embeddings=gallery_embeddings,
+                gallery_labels=gallery_labels,
                 kmeans_niter=kmeans_niter,
                 on_event=progress,
             )
-        elif run_dir is not None:
+        else:
+            assert run_dir is not None
+            _refuse(
+                {**baseline_only, **files_only},
+                "a RUN_DIR",
+                "those options are for --baseline and --embeddings",
+            )
             from dmlbench.evaluation import evaluate
 
             result = evaluate(
@@ -99,6 +224,7 @@ def command(
                 distance=dist,
                 kmeans_niter=kmeans_niter,
                 on_event=progress,
+                catalog=catalogs,
             )
             assert result.outcome is not None
             outcome, info = result.outcome, {"path": str(result.path)}

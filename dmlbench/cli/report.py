@@ -37,8 +37,20 @@ def command(
     runs_root: Annotated[
         Path | None, typer.Option(help="Runs folder \\[env: DMLBENCH_RUNS_ROOT; default ./runs].")
     ] = None,
+    studies: Annotated[
+        bool,
+        typer.Option(
+            "--studies",
+            help="Add the tuning studies (RUNS/studies.journal): summary, optimisation history, parameter importances.",
+        ),
+    ] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage of the studies: a journal file or URL (sqlite:///..., postgresql://...)."),
+    ] = None,
 ) -> None:
-    """Turn run folders into a comparison table: every loss per dataset, mean ± std over seeds, paper rows."""
+    """Turn run folders into a comparison table: every loss per dataset, mean ± std and 95% CI over seeds,
+    baselines, tuned rows, paper rows."""
     from dmlbench.reporting import report
     from dmlbench.utils.io import write_text_atomic
 
@@ -52,6 +64,8 @@ def command(
             metrics=split_list(metrics),
             plots_dir=plots,
             on_event=progress,
+            studies=studies,
+            storage=storage,
         )
     if output is None:
         typer.echo(text, nl=False)

@@ -19,6 +19,15 @@ M, D, R = "Model and loss", "Data", "Run"
 def command(
     loss: Annotated[str | None, typer.Option(help="clustering, triplet, lifted or npairs.", rich_help_panel=M)] = None,
     dataset: Annotated[str | None, typer.Option(help="Prepared dataset (default: digits).", rich_help_panel=D)] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(help="Backbone (default: the dataset's; timm:<name> for any timm model).", rich_help_panel=M),
+    ] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="Embedding size (default 64).", rich_help_panel=M)] = None,
+    catalog: Annotated[
+        list[Path] | None,
+        typer.Option(help="Extra dataset catalog TOML (as given to `prepare --catalog`).", rich_help_panel=D),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML experiment config.", rich_help_panel=R)] = None,
     set_: Annotated[
         list[str] | None,
@@ -45,7 +54,8 @@ def command(
         typer.Option("--pretrained/--no-pretrained", help="ImageNet weights for image backbones.", rich_help_panel=M),
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option(help="Local torchvision .pth for the backbone (offline).", rich_help_panel=M)
+        Path | None,
+        typer.Option(help="Local .safetensors/.pth weights for the backbone (offline).", rich_help_panel=M),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from train/last.pt.", rich_help_panel=R)] = False,
     force: Annotated[
@@ -64,10 +74,12 @@ def command(
         _relaunch(nproc_per_node)
         return
     from dmlbench.config import load_config
+    from dmlbench.rundir import RunDir
     from dmlbench.training import DistContext, train
 
-    if config is None and resume and run_dir is not None and (run_dir / "config.toml").is_file():
-        config = run_dir / "config.toml"  # `--resume --run-dir X` alone continues the stored run
+    stored = RunDir(run_dir).config_path if run_dir is not None else None
+    if config is None and resume and stored is not None and stored.is_file():
+        config = stored  # `--resume --run-dir X` alone continues the stored run
     flags = {
         "loss.name": loss,
         "dataset": dataset,
@@ -76,7 +88,10 @@ def command(
         "seed": seed,
         "validation.val_classes": val_classes,
         "model.pretrained": pretrained,
-        "model.weights": str(weights) if weights is not None else None,
+        # absolute: config.toml must still find the file when evaluated from another folder
+        "model.weights": str(weights.resolve()) if weights is not None else None,
+        "model.backbone": backbone,
+        "model.embedding_dim": embedding_dim,
     }
     cfg = load_config(config, set_ or [], flags)
     dist = DistContext(
@@ -94,6 +109,7 @@ def command(
             on_event=renderer,
             evaluate_at_end=not no_eval,
             dist=dist,
+            catalog=catalog or (),
         )
     if dist.is_main:
         metrics = "  ".join(

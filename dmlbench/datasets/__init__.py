@@ -7,7 +7,7 @@ Importing this package never imports torch or PIL; the torch Dataset lives in
 from __future__ import annotations
 
 from dmlbench.datasets.catalog import get_spec, load_catalog
-from dmlbench.datasets.pipeline import prepare
+from dmlbench.datasets.pipeline import open_or_prepare, prepare
 from dmlbench.datasets.prepared import DatasetStatus, PreparedDataset, list_status, load_index, open_prepared
 from dmlbench.datasets.spec import DatasetSpec, FileSpec
 
@@ -20,6 +20,7 @@ __all__ = [
     "list_status",
     "load_catalog",
     "load_index",
+    "open_or_prepare",
     "open_prepared",
     "prepare",
 ]

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import importlib.resources
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError
+from dmlbench.paths import StrPath, check_name
 from dmlbench.registry import did_you_mean
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from dmlbench.utils import toml as tomllib
 
 CATALOG_FILE = "datasets.toml"
 
@@ -39,8 +36,9 @@ def _describe(error: ValidationError) -> tuple[str, str]:
     return field, message
 
 
-def parse_catalog(path: Path) -> dict[str, DatasetSpec]:
+def parse_catalog(path: StrPath) -> dict[str, DatasetSpec]:
     """Parse one catalog file; every error names the file, the table and the field."""
+    path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -57,6 +55,10 @@ def parse_catalog(path: Path) -> dict[str, DatasetSpec]:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: top-level key {name!r} is not a table", hint="each dataset is a [name] table")
         try:
+            check_name(name, "dataset name")  # it becomes <data_root>/<name>/
+        except ConfigError as err:
+            raise ConfigError(f"{path}: [{name}]: {err.message}", hint=err.hint) from None
+        try:
             specs[name] = DatasetSpec(name=name, **table)
         except ValidationError as err:
             field, message = _describe(err)
@@ -68,10 +70,16 @@ def parse_catalog(path: Path) -> dict[str, DatasetSpec]:
             raise ConfigError(
                 f"{path}: [{name}]: {err}", hint="remove the 'name' key; the table name is the name"
             ) from None
+        if specs[name].source not in SOURCES:
+            source = specs[name].source
+            raise ConfigError(
+                f"{path}: [{name}] field 'source': unknown source {source!r}; {did_you_mean(source, SOURCES.names())}",
+                hint=f"known sources: {', '.join(SOURCES.names())}",
+            )
     return specs
 
 
-def load_catalog(extra: Iterable[Path] = ()) -> dict[str, DatasetSpec]:
+def load_catalog(extra: Iterable[StrPath] = ()) -> dict[str, DatasetSpec]:
     """The built-in catalog plus user catalogs; a name defined twice is an error, never an override."""
     builtin = builtin_catalog_path()
     specs = parse_catalog(builtin)
@@ -88,7 +96,7 @@ def load_catalog(extra: Iterable[Path] = ()) -> dict[str, DatasetSpec]:
     return specs
 
 
-def get_spec(name: str, catalog: Iterable[Path] = ()) -> DatasetSpec:
+def get_spec(name: str, catalog: Iterable[StrPath] = ()) -> DatasetSpec:
     """The spec of `name`; UnknownNameError with did-you-mean when it is not in the catalog."""
     specs = load_catalog(catalog)
     if name not in specs:

@@ -250,19 +250,34 @@ def copy_tree(
     return writer.result
 
 
+def refuse_outside_link(path: Path, inside: Path) -> None:
+    """A --from folder may hold links only to places inside it, as archives may hold none that escape."""
+    target = path.resolve()
+    if target != inside and inside not in target.parents:
+        raise ChecksumError(
+            f"refusing {path}: a link to {target}, outside the --from folder",
+            hint="copy the real files into the folder (links that leave it are never followed)",
+        )
+
+
 def _copy_files(
     src: Path, dest: Path, member_map: MemberMap, writer: _Writer, on_event: EventHandler | None, task: str
 ) -> int:
     """Copy the kept files; return how many."""
     count = 0
-    for root, _dirs, files in os.walk(src):
+    inside = src.resolve()
+    for root, dirs, files in os.walk(src):
         rel_root = os.path.relpath(root, src).replace(os.sep, "/")
+        for link in [d for d in dirs if (Path(root) / d).is_symlink()]:
+            refuse_outside_link(Path(root) / link, inside)
         for file_name in files:
             name = file_name if rel_root == "." else f"{rel_root}/{file_name}"
             rel = member_map(name)
             if rel is None:
                 continue
             source_path = Path(root) / file_name
+            if source_path.is_symlink():
+                refuse_outside_link(source_path, inside)
             writer.folder(posixpath.dirname(rel))
             if rel.lower().endswith(IMAGE_SUFFIXES) and not image_magic_ok(read_head(source_path, 8)):
                 writer.result.bad_images.add(rel)

@@ -8,6 +8,7 @@ so that a rerun resumes instead of starting over.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import shutil
@@ -35,6 +36,8 @@ from dmlbench.datasets.sources.base import Source, SourceInputs
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
+from dmlbench.paths import StrPath, check_name
+from dmlbench.utils.locks import exclusive_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,17 +45,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
+PREPARE_LOCK = ".prepare.lock"  # one prepare per dataset folder at a time
 _PAYLOAD = ("images", ARRAY_FILE, "meta", INDEX_FILE)
 
 
 def prepare(
     name: str,
     *,
-    data_root: Path,
-    source: Path | None = None,
+    data_root: StrPath,
+    source: StrPath | None = None,
     force: bool = False,
     on_event: EventHandler | None = None,
-    catalog: Iterable[Path] = (),
+    catalog: Iterable[StrPath] = (),
     spec: DatasetSpec | None = None,
 ) -> PreparedDataset:
     """Prepare dataset `name` under `data_root` and return it; instant when it is already prepared.
@@ -61,6 +65,8 @@ def prepare(
     `catalog` adds user catalog files; `spec` replaces the catalog entry entirely (tests, scripting).
     """
     spec = spec if spec is not None else get_spec(name, catalog)
+    data_root = Path(data_root)
+    source = Path(source) if source is not None else None
     root = dataset_dir(spec.name, data_root)
     if (root / INFO_FILE).is_file() and not force:
         emit(on_event, Event("log", spec.name, message=f"{spec.name} is already prepared in {root}"))
@@ -73,6 +79,30 @@ def prepare(
         )
     try:
         root.mkdir(parents=True, exist_ok=True)
+        lock = exclusive_lock(root / PREPARE_LOCK, holder=f"prepare {spec.name}", what=f"dataset folder {root}")
+        lock.__enter__()
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"{root} is a file or inside one", hint="pass a folder to --data-root") from None
+    except OSError as err:
+        raise EnvironmentFailure(f"cannot create {root}: {err.strerror}", hint="check --data-root") from None
+    try:
+        if (root / INFO_FILE).is_file() and not force:  # another prepare finished while we waited
+            return open_prepared(spec.name, data_root)
+        return _build(spec, reader, source, root, on_event)
+    finally:
+        lock.__exit__(None, None, None)
+        # A failed first prepare leaves nothing behind, not even its lock.
+        if [p.name for p in root.iterdir()] == [PREPARE_LOCK]:
+            (root / PREPARE_LOCK).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                root.rmdir()
+
+
+def _build(
+    spec: DatasetSpec, reader: Source, source: Path | None, root: Path, on_event: EventHandler | None
+) -> PreparedDataset:
+    """Build the dataset in a staging folder and swap it into place (the caller holds the prepare lock)."""
+    try:
         for stale in root.glob(f"{STAGING_PREFIX}*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a run that was killed
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
@@ -185,3 +215,27 @@ def _swap_into_place(staging: Path, root: Path) -> None:
             old.unlink(missing_ok=True)
         if (staging / item).exists():
             (staging / item).replace(old)
+
+
+def open_or_prepare(
+    name: str,
+    *,
+    data_root: StrPath,
+    on_event: EventHandler | None = None,
+    catalog: Iterable[StrPath] = (),
+) -> PreparedDataset:
+    """The prepared dataset `name`; one with nothing to download (digits, synthetic) is prepared here.
+
+    A dataset that needs files keeps `open_prepared`'s MissingInputError naming `dmlbench prepare NAME`.
+    The name is checked first: it may come from an untrusted run folder and becomes a path.
+    """
+    check_name(name, "dataset")
+    root, catalogs = Path(data_root), [Path(c) for c in catalog]
+    try:
+        return open_prepared(name, data_root=root)
+    except MissingInputError:
+        spec = get_spec(name, catalog=catalogs)
+        if SOURCES.get(spec.source).needs_files:
+            raise
+    emit(on_event, Event("log", "prepare", message=f"preparing {name} in {root}"))
+    return prepare(name, data_root=root, on_event=on_event, catalog=catalogs)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import dmlbench
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import MissingInputError
-from dmlbench.paths import default_data_root
+from dmlbench.paths import StrPath, child_path, default_data_root
 from dmlbench.utils.io import SCHEMA_VERSION, read_json, write_json_atomic
 
 if TYPE_CHECKING:
@@ -59,12 +60,12 @@ class PreparedDataset:
         return self.index[self.index["split"] == name].reset_index(drop=True)
 
 
-def dataset_dir(name: str, data_root: Path) -> Path:
-    """Where dataset `name` lives under `data_root`."""
-    return data_root / name
+def dataset_dir(name: str, data_root: StrPath) -> Path:
+    """Where dataset `name` lives under `data_root` (a name that is not a plain name is refused)."""
+    return child_path(Path(data_root), name, "dataset name")
 
 
-def open_prepared(name: str, data_root: Path | None = None) -> PreparedDataset:
+def open_prepared(name: str, data_root: StrPath | None = None) -> PreparedDataset:
     """Open a prepared dataset; MissingInputError (exit 3) naming `dmlbench prepare NAME` when it is not."""
     root = dataset_dir(name, data_root if data_root is not None else default_data_root())
     info_path = root / INFO_FILE
@@ -88,7 +89,7 @@ def open_prepared(name: str, data_root: Path | None = None) -> PreparedDataset:
     return PreparedDataset(name=name, root=root, info=info)
 
 
-def load_index(name: str, data_root: Path | None = None) -> pd.DataFrame:
+def load_index(name: str, data_root: StrPath | None = None) -> pd.DataFrame:
     """index.csv of a prepared dataset as a DataFrame (path relative to the dataset folder, label, split)."""
     return open_prepared(name, data_root).index
 
@@ -148,7 +149,7 @@ class DatasetStatus:
     path: Path
 
 
-def list_status(data_root: Path, catalog: tuple[Path, ...] = ()) -> list[DatasetStatus]:
+def list_status(data_root: StrPath, catalog: Iterable[StrPath] = ()) -> list[DatasetStatus]:
     """Every catalog dataset and whether it is prepared under `data_root`."""
     from dmlbench.datasets.catalog import load_catalog
 

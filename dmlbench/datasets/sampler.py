@@ -8,7 +8,9 @@ PKBatchSampler rules (documented in docs/datasets.md):
 - An epoch has max(1, N // (P * K)) batches, N = number of samples.
 - Everything is drawn from numpy's generator seeded with (seed, epoch): the same on every rank and
   rerun, so a resumed run (start_batch) sees exactly the batches it would have seen.
-- With num_replicas > 1 every rank builds the same global batch and takes its own P / num_replicas classes.
+- With num_replicas > 1 every rank builds the same global batch (flattened class by class) and takes its
+  own contiguous B / num_replicas samples, B = P * K: any world size that divides B works. The losses see
+  the all-gathered global batch, so the split decides only which rank embeds which image.
 
 ClassBatchSampler draws the batches of Song et al. (CVPR 2017): m = batch_size images from C =
 classes_per_batch classes, C/m free (0.25 for CUB/Cars196: 32 classes x 4; 0.75 for SOP: 96 classes in
@@ -25,6 +27,11 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from dmlbench.errors import UsageError
+
+
+def divisors(n: int) -> list[int]:
+    """The world sizes a global batch of n samples splits over evenly."""
+    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _class_groups(array: np.ndarray, min_images: int) -> tuple[list[np.ndarray], int]:
@@ -74,10 +81,12 @@ class PKBatchSampler:
             )
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise UsageError(f"rank {rank} is not in 0..{num_replicas - 1}", hint="check the distributed setup")
-        if classes_per_batch % num_replicas:
+        batch_size = classes_per_batch * samples_per_class
+        if batch_size % num_replicas:
             raise UsageError(
-                f"classes_per_batch={classes_per_batch} cannot be split over {num_replicas} processes",
-                hint=f"use a multiple of {num_replicas}",
+                f"a {classes_per_batch}x{samples_per_class} batch ({batch_size} images) does not split over "
+                f"{num_replicas} processes",
+                hint=f"use a world size that divides {batch_size}: {', '.join(map(str, divisors(batch_size)))}",
             )
         array = np.asarray(labels, dtype=np.int64)
         min_images = 2 if samples_per_class > 1 else 1
@@ -119,9 +128,9 @@ class PKBatchSampler:
 
     def batches(self, epoch: int) -> list[list[int]]:
         """All of this rank's batches for `epoch` (ignores start_batch)."""
-        share = self.classes_per_batch // self.num_replicas
+        share = self.classes_per_batch * self.samples_per_class // self.num_replicas
         lo = self.rank * share
-        return [batch[lo : lo + share].reshape(-1).tolist() for batch in self._global_batches(epoch)]
+        return [batch.reshape(-1)[lo : lo + share].tolist() for batch in self._global_batches(epoch)]
 
     def __iter__(self) -> Iterator[list[int]]:
         """This rank's batches of the current epoch from `start_batch` on; start_batch resets to 0 after."""
@@ -155,10 +164,9 @@ class ClassBatchSampler:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise UsageError(f"rank {rank} is not in 0..{num_replicas - 1}", hint="check the distributed setup")
         if batch_size % num_replicas:
-            working = [w for w in range(1, batch_size + 1) if batch_size % w == 0]
             raise UsageError(
-                f"batch_size={batch_size} cannot be split over {num_replicas} processes",
-                hint=f"world sizes that divide it: {', '.join(map(str, working))}",
+                f"a batch of {batch_size} images does not split over {num_replicas} processes",
+                hint=f"use a world size that divides {batch_size}: {', '.join(map(str, divisors(batch_size)))}",
             )
         base, extra = divmod(batch_size, classes_per_batch)
         self.class_sizes = [base + 1] * extra + [base] * (classes_per_batch - extra)

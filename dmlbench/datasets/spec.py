@@ -70,18 +70,6 @@ class DatasetSpec(BaseModel):
     notes: str = ""
     params: dict[str, int | float | str] = Field(default_factory=dict, description="source-specific settings")
 
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        from dmlbench.datasets.sources import SOURCES
-        from dmlbench.registry import did_you_mean
-
-        if value not in SOURCES:
-            raise ValueError(
-                f"unknown source {value!r}; {did_you_mean(value, SOURCES.names())}known: {SOURCES.names()}"
-            )
-        return value
-
     @field_validator("recall_k")
     @classmethod
     def _increasing(cls, value: tuple[int, ...]) -> tuple[int, ...]:

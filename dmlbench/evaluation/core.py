@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+import dmlbench.evaluation.metrics as M
 from dmlbench.errors import UsageError
-from dmlbench.evaluation import metrics as M
 from dmlbench.evaluation.clustering import DEFAULT_NITER, kmeans_faiss, kmeans_torch
 from dmlbench.evaluation.search import (
     BackendName,
@@ -180,34 +180,77 @@ def _r_metrics_by_rank(
     return rprec, mapr
 
 
-def evaluate_embeddings_detailed(
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to score embeddings: which metrics, which K, on what device, with which distance and k-means.
+
+    `metrics=None` computes every metric; a subset names `recall` (all K), `recall@K` or any metric key.
+    """
+
+    recall_k: Sequence[int] = (1, 2, 4, 8)
+    metrics: Sequence[str] | None = None
+    device: str = "auto"
+    distance: Distance = "cosine"
+    kmeans_niter: int = DEFAULT_NITER
+    kmeans_nredo: int = 1
+    seed: int = 0
+    backend: BackendName = "auto"
+    tile_size: int = 2048
+
+
+def with_overrides(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOptions:
+    """`options` (default EvalOptions()) with some fields replaced; an unknown field is a UsageError."""
+    import dataclasses
+
+    try:
+        return dataclasses.replace(options or EvalOptions(), **overrides)
+    except TypeError:
+        known = [f.name for f in dataclasses.fields(EvalOptions)]
+        raise UsageError(
+            f"unknown evaluation option(s) {sorted(set(overrides) - set(known))}", hint=f"options: {', '.join(known)}"
+        ) from None
+
+
+def check_options(options: EvalOptions) -> None:
+    """Reject a bad distance, k-means setting or metric selection (UsageError) before any work is done."""
+    if options.distance not in ("cosine", "euclidean"):
+        raise UsageError(f"unknown distance {options.distance!r}", hint="use cosine or euclidean")
+    if options.kmeans_niter < 1 or options.kmeans_nredo < 1:
+        raise UsageError("k-means needs niter >= 1 and nredo >= 1", hint="e.g. kmeans_niter=25, kmeans_nredo=1")
+    if options.tile_size < 1:
+        raise UsageError(f"tile_size must be >= 1, got {options.tile_size}", hint="e.g. tile_size=2048")
+    _select(options.metrics, options.recall_k)
+
+
+def evaluate_embeddings(
     embeddings: Any,
     labels: Any,
+    options: EvalOptions | None = None,
     *,
-    recall_k: Sequence[int] = (1, 2, 4, 8),
-    metrics: Iterable[str] | None = None,
-    device: str = "auto",
-    distance: Distance = "cosine",
     gallery_embeddings: Any = None,
     gallery_labels: Any = None,
-    kmeans_niter: int = DEFAULT_NITER,
-    kmeans_nredo: int = 1,
-    seed: int = 0,
-    backend: BackendName = "auto",
-    tile_size: int = 2048,
     on_event: EventHandler | None = None,
+    **overrides: Any,
 ) -> EvalOutcome:
-    """Compute the selected metrics and report lone queries, sizes, backend and time.
+    """Score embeddings: metric values (`recall@K`, `precision@1`, `r_precision`, `map@r`, `nmi`, `f1`),
+    lone-query count, sizes, protocol, backend and time.
 
+    `overrides` are EvalOptions fields replacing those of `options` (`evaluate_embeddings(x, y, metrics=["nmi"])`).
     Without a gallery, every item queries all others (itself excluded by index). With one, queries
     search the gallery only. Lone queries (no same-class item among the candidates) are counted and
     left out of every retrieval metric. Clustering metrics use the query embeddings.
     """
+    opts = with_overrides(options, overrides)
+    recall_k, metrics, device, distance = opts.recall_k, opts.metrics, opts.device, opts.distance
+    kmeans_niter, kmeans_nredo, seed, backend, tile_size = (
+        opts.kmeans_niter,
+        opts.kmeans_nredo,
+        opts.seed,
+        opts.backend,
+        opts.tile_size,
+    )
     started = time.perf_counter()
-    if distance not in ("cosine", "euclidean"):
-        raise UsageError(f"unknown distance {distance!r}", hint="use cosine or euclidean")
-    if kmeans_niter < 1 or kmeans_nredo < 1:
-        raise UsageError("k-means needs niter >= 1 and nredo >= 1", hint="e.g. kmeans_niter=25, kmeans_nredo=1")
+    check_options(opts)
     queries = as_matrix(embeddings, "embeddings")
     query_labels = as_labels(labels, queries.shape[0], "labels")
     if (gallery_embeddings is None) != (gallery_labels is None):
@@ -331,39 +374,3 @@ def evaluate_embeddings_detailed(
         protocol=PROTOCOL_SPLIT if separate else PROTOCOL_SELF,
         recall_k=ks,
     )
-
-
-def evaluate_embeddings(
-    embeddings: Any,
-    labels: Any,
-    *,
-    recall_k: Sequence[int] = (1, 2, 4, 8),
-    metrics: Iterable[str] | None = None,
-    device: str = "auto",
-    distance: Distance = "cosine",
-    gallery_embeddings: Any = None,
-    gallery_labels: Any = None,
-    kmeans_niter: int = DEFAULT_NITER,
-    kmeans_nredo: int = 1,
-    seed: int = 0,
-    backend: BackendName = "auto",
-) -> dict[str, float]:
-    """Metric name -> value in [0, 1]: `recall@K` per K, `precision@1`, `r_precision`, `map@r`, `nmi`, `f1`.
-
-    `metrics` selects a subset (`recall`, `recall@K`, or any key above); see
-    `evaluate_embeddings_detailed` for the lone-query count and the protocol.
-    """
-    return evaluate_embeddings_detailed(
-        embeddings,
-        labels,
-        recall_k=recall_k,
-        metrics=metrics,
-        device=device,
-        distance=distance,
-        gallery_embeddings=gallery_embeddings,
-        gallery_labels=gallery_labels,
-        kmeans_niter=kmeans_niter,
-        kmeans_nredo=kmeans_nredo,
-        seed=seed,
-        backend=backend,
-    ).metrics

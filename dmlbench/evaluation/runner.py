@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import dmlbench
-from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.errors import ConfigError, DmlbenchError, EnvironmentFailure, MissingInputError, UsageError
 from dmlbench.evaluation.clustering import DEFAULT_NITER
-from dmlbench.evaluation.core import EvalOutcome, evaluate_embeddings_detailed
+from dmlbench.evaluation.core import EvalOptions, EvalOutcome, check_options, evaluate_embeddings
 from dmlbench.evaluation.search import BackendName, Distance
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.rundir import RunDir
-from dmlbench.utils.io import atomic_path, write_json_atomic
+from dmlbench.paths import default_data_root
+from dmlbench.rundir import Manifest, MetricsRecord, RunDir
+from dmlbench.utils.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,31 +31,61 @@ SPLITS = ("test", "val")
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What `evaluate` wrote: the metrics and the path of metrics.json."""
+    """What `evaluate` (or `run_baseline`) wrote: the metrics and the path of metrics.json.
+
+    `outcome` is None when nothing was computed (`reused`: a complete baseline with the same config).
+    """
 
     metrics: dict[str, float]
     path: Path
     outcome: EvalOutcome | None = None
+    reused: bool = False
 
 
-def _val_classes(train_labels: np.ndarray, manifest: dict[str, Any], fraction: float, seed: int) -> list[int]:
-    """The training classes held out for validation: the manifest's list, else re-derived like training does."""
-    recorded = manifest.get("val_classes")
-    if isinstance(recorded, list) and recorded:
-        return [int(label) for label in recorded]
-    if fraction <= 0:
+def os_failure(err: OSError, path: Path | str, action: str = "write") -> DmlbenchError:
+    """A user-facing error for an OS error on `path`: a wrong kind of path is a usage error (exit 2);
+    permissions, a full disk or a file-size limit are the environment (exit 4)."""
+    # numpy reports a short write as a bare OSError ("N requested and M written"), with no errno
+    reason = err.strerror or str(err) or type(err).__name__
+    if isinstance(err, (IsADirectoryError, NotADirectoryError, FileExistsError)):
+        folder = isinstance(err, IsADirectoryError)
+        what = "a folder where a file belongs" if folder else "a file where a folder belongs"
+        return ConfigError(
+            f"cannot {action} {path}: {reason} ({what})", hint="move that entry away, or pick another folder"
+        )
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or err.errno is None:
+        return EnvironmentFailure(
+            f"cannot {action} {path}: {reason}", hint="free disk space (or raise the file-size limit) and rerun"
+        )
+    if isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.EPERM, errno.EACCES):
+        return EnvironmentFailure(
+            f"cannot {action} {path}: {reason}", hint="make the folder writable, or pick another one"
+        )
+    return EnvironmentFailure(f"cannot {action} {path}: {reason}", hint="check the disk and the path")
+
+
+@contextlib.contextmanager
+def writing(path: Path | str, action: str = "write") -> Iterator[None]:
+    """Turn OSErrors raised while writing `path` into one-line user errors."""
+    try:
+        yield
+    except OSError as err:
+        raise os_failure(err, getattr(err, "filename", None) or path, action) from None
+
+
+def _val_classes(train_labels: np.ndarray, manifest: Manifest, fraction: float, seed: int) -> list[int]:
+    """The training classes held out for validation: the manifest's list, else the same seeded draw."""
+    from dmlbench.datasets.splits import held_out_classes
+
+    if manifest.val_classes:
+        return list(manifest.val_classes)
+    try:
+        return held_out_classes(train_labels, fraction, seed)
+    except ConfigError:
         return []
-    # mirrors dmlbench.training (which evaluation may not import): a seeded draw over the sorted train classes
-    classes = np.unique(train_labels)
-    n_val = max(2, round(fraction * len(classes)))
-    if n_val >= len(classes):
-        return []
-    return [int(c) for c in np.random.default_rng(seed).choice(classes, size=n_val, replace=False)]
 
 
-def _frames(
-    index: pd.DataFrame, split: str, manifest: dict[str, Any], cfg: Any
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _frames(index: pd.DataFrame, split: str, manifest: Manifest, cfg: Any) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(query rows, gallery rows or None) of `split` from the prepared index."""
     present = set(index["split"].astype(str).unique())
     if split == "test":
@@ -73,41 +107,120 @@ def _frames(
 
 
 def evaluate(
-    run_dir: Path,
+    run_dir: str | os.PathLike[str],
     *,
     split: str = "test",
     recall_k: Sequence[int] | None = None,
     metrics: Iterable[str] | None = None,
     device: str = "auto",
-    data_root: Path | None = None,
+    data_root: str | os.PathLike[str] | None = None,
     save_embeddings: bool = False,
     batch_size: int = 256,
     distance: Distance = "cosine",
     kmeans_niter: int = DEFAULT_NITER,
     backend: BackendName = "auto",
     on_event: EventHandler | None = None,
+    locked: bool = False,
+    catalog: Sequence[str | os.PathLike[str]] = (),
 ) -> EvalResult:
-    """Embed `split` of the run's dataset with its trained model and write `eval/<split>/metrics.json`.
+    """Embed `split` of the run's dataset with the run's model and write `eval/<split>/metrics.json`.
 
-    `recall_k=None` uses the dataset's K values; query/gallery datasets (In-Shop) search the gallery.
+    Any complete run folder works: trained runs, and baselines (their untrained network or raw pixels
+    are rebuilt from config.toml). `recall_k=None` uses the dataset's K values; query/gallery datasets
+    (In-Shop) search the gallery. A metric subset merges into the stored metrics. A generated dataset
+    missing from `data_root` is prepared first. The run folder is claimed while this writes, unless the
+    caller (training, which evaluates at its end) already holds it: `locked=True`.
     """
-    from dmlbench.datasets import open_prepared
+    run = RunDir(Path(run_dir))
+    if not run.root.exists():
+        raise MissingInputError(f"run directory {run.root} does not exist", hint="check the path (see `ls runs/`)")
+    if not run.root.is_dir():
+        raise UsageError(f"{run.root} is a file, not a run directory", hint="pass the run's folder (see `ls runs/`)")
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
+    if batch_size < 1:
+        raise UsageError(f"batch size must be >= 1, got {batch_size}", hint="e.g. batch_size=256")
+    # Bad options fail now, before the folder is claimed or a single image is embedded.
+    check_options(
+        EvalOptions(
+            recall_k=tuple(recall_k) if recall_k else (1,),
+            metrics=tuple(metrics) if metrics is not None else None,
+            distance=distance,
+            kmeans_niter=kmeans_niter,
+            backend=backend,
+        )
+    )
+    metrics = tuple(metrics) if metrics is not None else None
+    run.require_complete()  # before claiming: a folder that is no finished run gets no lock file either
+    claim = contextlib.nullcontext() if locked else run.claim(holder="evaluate")
+    with claim:
+        return _evaluate(
+            run,
+            split=split,
+            recall_k=recall_k,
+            metrics=metrics,
+            device=device,
+            data_root=Path(data_root) if data_root is not None else default_data_root(),
+            save_embeddings=save_embeddings,
+            batch_size=batch_size,
+            distance=distance,
+            kmeans_niter=kmeans_niter,
+            backend=backend,
+            on_event=on_event,
+            catalog=catalog,
+        )
+
+
+def _evaluate(
+    run: RunDir,
+    *,
+    split: str,
+    recall_k: Sequence[int] | None,
+    metrics: Iterable[str] | None,
+    device: str,
+    data_root: Path,
+    save_embeddings: bool,
+    batch_size: int,
+    distance: Distance,
+    kmeans_niter: int,
+    backend: BackendName,
+    on_event: EventHandler | None,
+    catalog: Sequence[str | os.PathLike[str]] = (),
+    model: Any = None,
+    merge: bool = True,
+    manifest: Manifest | None = None,
+) -> EvalResult:
+    """Score one run folder the caller has claimed.
+
+    `model` and `manifest` come from a caller that is writing the run right now (a baseline, still
+    marked running until its metrics exist); otherwise both are read from the complete run.
+    """
+    from dmlbench.datasets import open_or_prepare
     from dmlbench.datasets.torch_data import build_dataset
     from dmlbench.evaluation.embed import embed_dataset
-    from dmlbench.models import load_trained_embedder
+    from dmlbench.evaluation.trained import load_run_embedder, read_run_config
+    from dmlbench.models import preprocessing
     from dmlbench.utils.device import resolve_device
 
     started = time.perf_counter()
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
-    run = RunDir(Path(run_dir))
-    if not run.root.is_dir():
-        raise MissingInputError(f"run directory {run.root} does not exist", hint="check the path (see `ls runs/`)")
-    manifest = run.require_complete()
+    if manifest is None:
+        manifest = run.require_complete()
     target = resolve_device(device)
-    model, cfg = load_trained_embedder(run.root, target)
-    prepared = open_prepared(cfg.dataset, data_root)
-    expected = (manifest.get("dataset") or {}).get("fingerprint")
+    if model is None:
+        model, cfg = load_run_embedder(run, manifest, target)
+    else:
+        cfg = read_run_config(run)
+    chosen = tuple(metrics) if metrics is not None else None
+    previous_unreadable = _stored_metrics_unreadable(run, split)
+    if previous_unreadable and merge and chosen is not None:
+        raise MissingInputError(
+            f"{run.metrics_path(split)} is unreadable, so a metric subset cannot be merged into it",
+            hint=f"recompute every metric: `dmlbench evaluate {run.root} --split {split}` (without --metrics)",
+        )
+    prepared = open_or_prepare(cfg.dataset, data_root=data_root, on_event=on_event, catalog=catalog)
+    expected = manifest.dataset.fingerprint if manifest.dataset is not None else None
     if expected and expected != prepared.fingerprint:
         emit(
             on_event,
@@ -121,11 +234,24 @@ def evaluate(
     query_rows, gallery_rows = _frames(prepared.index, split, manifest, cfg)
     if len(query_rows) == 0 or (gallery_rows is not None and len(gallery_rows) == 0):
         raise UsageError(f"split {split!r} of {cfg.dataset} is empty", hint="re-run `dmlbench prepare`")
+    if manifest.kind == "baseline" and manifest.baseline == "raw":
+        check_raw_fits(cfg, len(query_rows) + (len(gallery_rows) if gallery_rows is not None else 0))
 
     def embed(rows: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
-        dataset = build_dataset(
-            prepared, rows, train=False, image_size=cfg.model.image_size, channels=cfg.model.in_channels
-        )
+        try:
+            dataset = build_dataset(
+                prepared,
+                rows,
+                train=False,
+                image_size=cfg.model.image_size,
+                channels=cfg.model.in_channels,
+                **preprocessing(cfg.model),
+            )
+        except (OSError, ValueError) as err:  # a truncated or foreign images.npy
+            raise MissingInputError(
+                f"cannot read the prepared images of {cfg.dataset} in {prepared.root}: {err}",
+                hint=f"re-prepare it: `dmlbench prepare {cfg.dataset} --force`",
+            ) from None
         return embed_dataset(model, dataset, device=target, batch_size=batch_size, task=name, on_event=on_event)
 
     embeddings, labels = embed(query_rows, f"embed {split}" if gallery_rows is None else "embed query")
@@ -133,11 +259,11 @@ def evaluate(
     if gallery_rows is not None:
         gallery, gallery_labels = embed(gallery_rows, "embed gallery")
     ks = list(recall_k) if recall_k else [int(k) for k in prepared.info.get("recall_k") or (1, 2, 4, 8)]
-    outcome = evaluate_embeddings_detailed(
+    outcome = evaluate_embeddings(
         embeddings,
         labels,
         recall_k=ks,
-        metrics=metrics,
+        metrics=chosen,
         device=device,
         distance=distance,
         gallery_embeddings=gallery,
@@ -147,35 +273,61 @@ def evaluate(
         backend=backend,
         on_event=on_event,
     )
-    out_dir = run.eval_dir(split)
     if save_embeddings:
-        _save_array(out_dir / "embeddings.npy", embeddings)
-        _save_array(out_dir / "labels.npy", labels)
+        _save_array(run.embeddings_path(split), embeddings)
+        _save_array(run.labels_path(split), labels)
         if gallery is not None and gallery_labels is not None:
-            _save_array(out_dir / "gallery_embeddings.npy", gallery)
-            _save_array(out_dir / "gallery_labels.npy", gallery_labels)
-    payload = {
-        "run_id": manifest.get("run_id", run.run_id),
-        "split": split,
-        "metrics": outcome.metrics,
-        "recall_k": outcome.recall_k,
-        "protocol": outcome.protocol,
-        "n_queries": outcome.n_queries,
-        "n_gallery": outcome.n_gallery,
-        "lone_queries": outcome.lone_queries,
-        "embedding_dim": outcome.embedding_dim,
-        "distance": outcome.distance,
-        "backend": outcome.backend,
-        "kmeans_niter": kmeans_niter,
-        "seconds": round(time.perf_counter() - started, 3),
-        "metric_seconds": round(outcome.seconds, 3),
-        "dmlbench_version": dmlbench.__version__,
-    }
-    path = run.metrics_path(split)
-    write_json_atomic(path, payload)  # written last: its presence means "evaluated"
-    return EvalResult(metrics=outcome.metrics, path=path, outcome=outcome)
+            _save_array(run.embeddings_path(split, gallery=True), gallery)
+            _save_array(run.labels_path(split, gallery=True), gallery_labels)
+    record = MetricsRecord(
+        run_id=manifest.run_id,
+        split=split,
+        metrics=outcome.metrics,
+        recall_k=outcome.recall_k,
+        protocol=outcome.protocol,
+        n_queries=outcome.n_queries,
+        n_gallery=outcome.n_gallery,
+        lone_queries=outcome.lone_queries,
+        embedding_dim=outcome.embedding_dim,
+        distance=outcome.distance,
+        backend=outcome.backend,
+        kmeans_niter=kmeans_niter,
+        seconds=round(time.perf_counter() - started, 3),
+        metric_seconds=round(outcome.seconds, 3),
+        dmlbench_version=dmlbench.__version__,
+    )
+    # written last: its presence means "evaluated"; an unreadable old file holds nothing left to keep
+    with writing(run.metrics_path(split)):
+        written = run.write_metrics(record, merge=merge and not previous_unreadable)
+    return EvalResult(metrics=written.metrics, path=run.metrics_path(split), outcome=outcome)
+
+
+def _stored_metrics_unreadable(run: RunDir, split: str) -> bool:
+    """True when eval/<split>/metrics.json exists but cannot be parsed (so merging into it is impossible)."""
+    try:
+        run.read_metrics(split)
+    except MissingInputError:
+        return True
+    return False
+
+
+def check_raw_fits(cfg: Any, n_items: int) -> None:
+    """Refuse raw-pixel vectors that cannot fit in memory (EnvironmentFailure) instead of being OOM-killed."""
+    size = int(cfg.model.image_size or 0)
+    dim = int(cfg.model.in_channels or 3) * size * size
+    need = n_items * dim * 4 * 2  # float32 vectors plus their normalised copy
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * physical:
+        raise EnvironmentFailure(
+            f"raw pixels of {n_items} images at {size}x{size} need about {need / 2**30:.1f} GiB, "
+            f"more than this machine's {physical / 2**30:.1f} GiB allow",
+            hint="run the raw baseline on a machine with more memory",
+        )
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+    with writing(path), atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.save(handle, array)

@@ -2,6 +2,11 @@
 
 The semantics are those of TF 1.x `tf.contrib.losses.metric_learning.cluster_loss` (see
 docs/losses/clustering.md); the loss-augmented inference is vectorised over candidates in torch.
+
+On CUDA the inference runs sync-free (docs/gpu.md): the greedy steps and the PAM rounds have fixed shapes
+and never read a device value on the host (PAM reads one flag per chunk of rounds), so the host queues
+kernels without waiting for the device. On CPU the data-dependent steps (sparse greedy step, PAM's
+nonzero/unique) are faster and stay, bit-identical to before.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from dmlbench.losses.base import LossConfigError, LossInputError, MetricLoss, at
 
 PAM_SWEEPS = 5
 """Number of PAM sweeps, hard-coded in the reference (`pam_max_iter`)."""
+
+PAM_CHUNK = 4
+"""Rounds of the sync-free PAM between two host reads (each round installs at most one changed medoid)."""
 
 SPARSE_MIN_N = 192
 """From this batch size on, the greedy step groups the sparse captured pairs instead of dense [N, N] tables."""
@@ -53,6 +61,16 @@ def _first_argmax(values: Tensor, tol: float) -> Tensor:
     return torch.argmax(tied.to(torch.uint8))
 
 
+def _row(matrix: Tensor, index: Tensor) -> Tensor:
+    """Row `index` (a one-element device tensor) of `matrix`; `matrix[index]` would read it on the host."""
+    return matrix.index_select(0, index.view(1)).squeeze(0)
+
+
+def _counts(values: Tensor, size: int) -> Tensor:
+    """bincount(values, minlength=size) for values < size; CUDA's bincount reads max(values) on the host."""
+    return torch.zeros(size, dtype=torch.int64, device=values.device).scatter_add_(0, values, torch.ones_like(values))
+
+
 def _assign(dist: Tensor, medoids: Tensor) -> Tensor:
     """Nearest medoid of every point (ties to the earlier medoid); each medoid forms its own cluster."""
     # dist is symmetric; reducing along contiguous rows of [N, k] is much faster than down columns of [k, N]
@@ -68,19 +86,19 @@ class _StepState:
         n = assignment.shape[0]
         device = assignment.device
         self.assignment = assignment
-        self.sizes = torch.bincount(assignment, minlength=k)
+        self.sizes = _counts(assignment, k)
         cells = assignment * n_classes + labels
         # each current (cluster, class) cell is keyed by its smallest member, so cells index an [N] vector
         rep = torch.full((k * n_classes,), n, dtype=torch.int64, device=device)
         rep = rep.scatter_reduce_(0, cells, torch.arange(n, device=device), reduce="amin")
         self.rep = rep[cells]
-        self.cell_count = torch.bincount(self.rep, minlength=n)
+        self.cell_count = _counts(self.rep, n)
 
 
 def _dense_step_stats(
     captured: Tensor, state: _StepState, labels: Tensor, t: int, tables: ScoreTables
 ) -> CandidateStats:
-    """Statistics of every g(S + [c]) from scatter-adds of the dense [N, N] capture mask."""
+    """Statistics of every g(S + [c]) from scatter-adds of the dense [N, N] capture mask (fixed shapes)."""
     n = captured.shape[0]
     k = state.sizes.shape[0]
     device = captured.device
@@ -153,7 +171,9 @@ def _sparse_step_stats(
     )
 
 
-def _greedy(dist: Tensor, labels: Tensor, k: int, gamma: float, tables: ScoreTables, tol: float) -> Tensor:
+def _greedy(
+    dist: Tensor, labels: Tensor, k: int, gamma: float, tables: ScoreTables, tol: float, *, sync_free: bool = False
+) -> Tensor:
     """Greedy loss-augmented inference: k steps, each scoring every candidate at once.
 
     Step t adds the candidate c maximising -Σ_j min(curmin_j, d_cj) + γ(1 - score(y, g(S + [c]))). The
@@ -161,6 +181,10 @@ def _greedy(dist: Tensor, labels: Tensor, k: int, gamma: float, tables: ScoreTab
     ties stay with earlier medoids, plus c itself), so every candidate's contingency statistics follow from
     the current table and the [N, N] capture mask. Rows of already-chosen points are scored too and masked
     out of the argmax.
+
+    No step reads a device value on the host (the chosen index stays a device tensor). With `sync_free`
+    every step also has fixed shapes (the dense step); otherwise large batches take the sparse step, whose
+    nonzero/unique have data-dependent sizes (a host read each on CUDA) but which is faster on CPU.
     """
     n = dist.shape[0]
     device = dist.device
@@ -168,22 +192,22 @@ def _greedy(dist: Tensor, labels: Tensor, k: int, gamma: float, tables: ScoreTab
     # t = 0: one cluster holds everything whichever point is chosen, so only the facility term varies
     best = _first_argmax(-dist.sum(dim=1), tol)
     chosen[0] = best
-    taken = torch.zeros(n, dtype=torch.bool, device=device)
-    taken[best] = True
-    curmin = dist[best]
+    taken = torch.zeros(n, dtype=torch.bool, device=device).index_fill_(0, best.view(1), True)
+    curmin = _row(dist, best)
     assignment = torch.zeros(n, dtype=torch.int64, device=device)
     eye = torch.eye(n, dtype=torch.bool, device=device)
-    step_stats = _sparse_step_stats if n >= SPARSE_MIN_N else _dense_step_stats
+    sparse = n >= SPARSE_MIN_N and not sync_free
     for t in range(1, k):
         newmin = torch.minimum(dist, curmin)
         captured = (dist < curmin) | eye
+        step_stats = _sparse_step_stats if sparse else _dense_step_stats
         stats = step_stats(captured, _StepState(assignment, labels, k, tables.n_classes), labels, t, tables)
         objective = (gamma * (1.0 - tables.margin(stats)) - newmin.sum(dim=1)).masked_fill_(taken, -math.inf)
         best = _first_argmax(objective, tol)
         chosen[t] = best
-        taken[best] = True
-        curmin = newmin[best]
-        assignment = torch.where(captured[best], t, assignment)
+        taken.index_fill_(0, best.view(1), True)
+        curmin = _row(newmin, best)
+        assignment = torch.where(_row(captured, best), t, assignment)
     return chosen
 
 
@@ -268,6 +292,126 @@ def _pam(dist: Tensor, medoids: Tensor, gamma: float, tables: ScoreTables, tol: 
     return medoids
 
 
+def _pam_iteration(
+    dist: Tensor,
+    medoids: Tensor,
+    frozen: Tensor,
+    within: Tensor,
+    start: Tensor,
+    gamma: float,
+    tables: ScoreTables,
+    tol: float,
+) -> tuple[Tensor, Tensor]:
+    """One round of `_pam`'s inner loop with fixed shapes: install the first changed slot >= `start`.
+
+    Every point is scored as the new medoid of its frozen cluster (rows of clusters before `start` are
+    masked out), exactly as `_pam` scores its candidates, but the contingency statistics are built densely
+    from the current clustering: replacing slot s by c moves the points c wins out of their clusters, and
+    the points c does not win out of cluster s to their next-nearest medoid (a fixed vector). Cells are
+    keyed by the smallest of the 2N (cluster, class) keys they can have, so every table is [N, 2N] at
+    most. Updates `medoids` in place; returns (the next start, whether a medoid moved), both on device.
+    """
+    n = dist.shape[0]
+    k = medoids.numel()
+    device = dist.device
+    labels, n_classes = tables.labels, tables.n_classes
+    slot_ids = torch.arange(k, device=device)
+    points = torch.arange(n, device=device)
+    to_medoids = dist.index_select(1, medoids)  # [N, k]; dist is symmetric
+    first = to_medoids.argmin(dim=1)
+    first_val = to_medoids.gather(1, first.unsqueeze(1)).squeeze(1)
+    if k > 1:
+        without_first = to_medoids.scatter(1, first.unsqueeze(1), math.inf)
+        second = without_first.argmin(dim=1)
+        second_val = without_first.gather(1, second.unsqueeze(1)).squeeze(1)
+    else:
+        second = torch.zeros_like(first)
+        second_val = torch.full_like(first_val, math.inf)
+    base = first.scatter(0, medoids, slot_ids)  # the current clustering, == _assign(dist, medoids)
+    slot_col = frozen.unsqueeze(1)  # [N, 1]: the slot each candidate row would take over
+    # as in _swap_assignments: each point's cluster if the row's slot lost its medoid, and who wins it
+    replaced_is_first = first.unsqueeze(0) == slot_col
+    other = torch.where(replaced_is_first, second, first)
+    other_val = torch.where(replaced_is_first, second_val, first_val)
+    wins = (dist < other_val) | ((dist == other_val) & (slot_col < other))
+    owner = torch.full((n,), -1, dtype=torch.int64, device=device).scatter_(0, medoids, slot_ids)
+    other_medoid = (owner >= 0) & (owner != slot_col)  # the other slots' medoids keep their clusters
+    wins = (wins & ~other_medoid) | torch.eye(n, dtype=torch.bool, device=device)
+    in_slot = base.unsqueeze(0) == slot_col
+    joins = (wins & ~in_slot).to(torch.int64)  # leave their cluster for the row's slot
+    leaves = (in_slot & ~wins).to(torch.int64)  # leave the row's slot for their next-nearest medoid
+    dest = torch.where(first == base, second, first)
+    keys = torch.cat([base * n_classes + labels, dest * n_classes + labels])
+    rep = torch.full((k * n_classes,), 2 * n, dtype=torch.int64, device=device)
+    rep = rep.scatter_reduce_(0, keys, torch.arange(2 * n, device=device), reduce="amin")
+    ids = rep[keys]
+    id_base, id_dest = ids[:n], ids[n:]
+    cluster_of_id = torch.zeros(2 * n, dtype=torch.int64, device=device).scatter_(
+        0, ids, torch.div(keys, n_classes, rounding_mode="floor")
+    )
+    count = torch.zeros(2 * n, dtype=torch.int64, device=device).scatter_add_(0, id_base, torch.ones_like(id_base))
+    cells = torch.where(cluster_of_id.unsqueeze(0) == slot_col, 0, count.unsqueeze(0))
+    cells = cells.scatter_add(1, id_base.expand(n, n), -joins).scatter_add_(1, id_dest.expand(n, n), leaves)
+    joined = torch.zeros(n, n_classes, dtype=torch.int64, device=device)
+    joined.scatter_add_(1, labels.expand(n, n), wins.to(torch.int64))
+    sizes = torch.where(slot_ids.unsqueeze(0) == slot_col, 0, _counts(base, k).unsqueeze(0))
+    sizes = sizes.scatter_add(1, base.expand(n, n), -joins).scatter_add_(1, dest.expand(n, n), leaves)
+    sizes.scatter_(1, slot_col, wins.sum(dim=1, keepdim=True))
+    squares = tables.needs_squares
+    stats = CandidateStats(
+        cell_xlogx=lookup_sum(tables.xlogx, cells) + lookup_sum(tables.xlogx, joined),
+        cell_sq=lookup_sum(tables.square, cells) + lookup_sum(tables.square, joined) if squares else None,
+        size_xlogx=lookup_sum(tables.xlogx, sizes),
+        size_sq=lookup_sum(tables.square, sizes) if squares else None,
+        emi=lookup_sum(tables.emi, sizes) if tables.emi is not None else None,
+        n_clusters=k,
+    )
+    objective = (within + gamma * (1.0 - tables.margin(stats))).masked_fill_(frozen < start, -math.inf)
+    top = torch.full((k,), -math.inf, dtype=torch.float64, device=device)
+    top = top.scatter_reduce_(0, frozen, objective, reduce="amax")
+    first_tied = torch.where(objective >= top[frozen] - tol, points, n)
+    choice = torch.full((k,), n, dtype=torch.int64, device=device).scatter_reduce_(0, frozen, first_tied, reduce="amin")
+    moved = (choice != medoids) & (slot_ids >= start)
+    any_moved = moved.any()
+    j = moved.to(torch.uint8).argmax().view(1)
+    medoids.scatter_(0, j, torch.where(any_moved, choice.gather(0, j), medoids.gather(0, j)))
+    return torch.where(any_moved, j[0] + 1, k), any_moved
+
+
+def _pam_sync_free(
+    dist: Tensor, medoids: Tensor, gamma: float, tables: ScoreTables, tol: float, *, chunk: int | None = PAM_CHUNK
+) -> Tensor:
+    """`_pam` with fixed shapes and no host read inside its rounds (the CUDA path); the same medoids.
+
+    A sweep repeats `_pam_iteration` (each installs the next changed medoid, as `_pam`'s inner loop) in
+    chunks of `chunk` rounds and reads one flag from the device after each chunk: finished, and whether
+    anything moved (a sweep that moves nothing is a fixed point: the remaining sweeps are skipped). With
+    `chunk=None` every sweep runs k + 1 rounds, enough for any sweep, and nothing is read at all.
+    """
+    k = medoids.numel()
+    medoids = medoids.clone()
+    rounds = k + 1 if chunk is None else chunk
+    flags = 0
+    for _ in range(PAM_SWEEPS):
+        frozen = _assign(dist, medoids)
+        same_cluster = frozen.unsqueeze(0) == frozen.unsqueeze(1)
+        within = -(dist * same_cluster).sum(dim=0)
+        start = torch.zeros((), dtype=torch.int64, device=dist.device)
+        changed = torch.zeros((), dtype=torch.bool, device=dist.device)
+        while True:
+            for _ in range(rounds):
+                start, moved = _pam_iteration(dist, medoids, frozen, within, start, gamma, tables, tol)
+                changed = changed | moved
+            if chunk is None:
+                break
+            flags = int((start >= k).to(torch.int64) * 2 + changed.to(torch.int64))  # the chunk's one read
+            if flags >= 2:
+                break
+        if chunk is not None and flags == 2:
+            break
+    return medoids
+
+
 def _within_class_sums(dist: Tensor, labels: Tensor, n_classes: int) -> Tensor:
     """[k, N]: Σ of distances from each point to class c's members, +inf for points outside class c."""
     onehot = torch.nn.functional.one_hot(labels, n_classes).to(dist.dtype)
@@ -287,10 +431,14 @@ def facility_inference(
     pam: bool = True,
     margin_type: str = "nmi",
     nmi_average: str = "arithmetic",
+    sync_free: bool | None = None,
 ) -> FacilityInference:
     """Loss-augmented inference of the clustering loss on a distance matrix, without gradient.
 
     `dist` [N, N] (N ≥ 1) is used in float64; `labels` are int64 class indices 0..k-1, all present.
+    `sync_free` (default: on for every device but the CPU) runs the greedy and PAM loops with fixed shapes
+    and no host reads; the CPU default keeps the faster data-dependent steps. Both give the same medoids
+    (up to the tie tolerance) and the CPU default is bit-identical to the implementation before this option.
     """
     with torch.no_grad():
         dist = dist.detach().to(torch.float64)
@@ -298,8 +446,11 @@ def facility_inference(
         n_classes = int(labels.max()) + 1
         tables = ScoreTables(labels, n_classes, margin_type, nmi_average)
         tol = TIE_RTOL * (float(dist.sum(dim=1).max()) + margin_multiplier)
-        greedy = _greedy(dist, labels, n_classes, margin_multiplier, tables, tol)
-        medoids = _pam(dist, greedy, margin_multiplier, tables, tol) if pam else greedy
+        if sync_free is None:
+            sync_free = dist.device.type != "cpu"
+        greedy = _greedy(dist, labels, n_classes, margin_multiplier, tables, tol, sync_free=sync_free)
+        refine = _pam_sync_free if sync_free else _pam
+        medoids = refine(dist, greedy, margin_multiplier, tables, tol) if pam else greedy
         assignment = _assign(dist, medoids)
         score = float(tables.margin(tables.stats_of(assignment.unsqueeze(0), n_classes))[0])
         return FacilityInference(

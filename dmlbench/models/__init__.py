@@ -1,27 +1,52 @@
-"""Embedding models: BACKBONES registry (one line per backbone) and the Embedder built from `[model]`.
+"""Embedding models: BACKBONES registry (one line per backbone, with its facts) and the Embedder built from `[model]`.
 
-Importing this package is cheap: backbones are imported on first use.
+Importing this package is cheap: backbones (and timm) are imported on first use. `timm:<model>` names
+reach every timm model through the same registry.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from dmlbench.registry import Registry
+from dmlbench.models.info import (
+    TIMM_PREFIX,
+    BackboneInfo,
+    BackboneRegistry,
+    is_timm_name,
+    preprocessing,
+    resolve_model_defaults,
+)
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import torch
-
-    from dmlbench.config import ModelConfig, TrainConfig
+    from dmlbench.config import ModelConfig
     from dmlbench.models.embedder import Embedder
 
-BACKBONES: Registry[Any] = Registry("backbone")
-BACKBONES.add("small_cnn", "dmlbench.models.backbones:small_cnn")
-BACKBONES.add("googlenet", "dmlbench.models.backbones:googlenet")
-BACKBONES.add("resnet18", "dmlbench.models.backbones:resnet18")
-BACKBONES.add("resnet50", "dmlbench.models.backbones:resnet50")
+__all__ = [
+    "BACKBONES",
+    "TIMM_PREFIX",
+    "BackboneInfo",
+    "backbone_info",
+    "build_embedder",
+    "is_timm_name",
+    "preprocessing",
+    "resolve_model_defaults",
+]
+
+_IMAGENET = BackboneInfo(pretrained_by_default=True, channels_last=True, in_channels=3)
+
+BACKBONES = BackboneRegistry()
+# Trained from scratch on the dataset's own size and channels; its few channels gain nothing from NHWC.
+BACKBONES.register(
+    "small_cnn", "dmlbench.models.backbones:small_cnn", BackboneInfo(pretrained_by_default=False, channels_last=False)
+)
+BACKBONES.register("googlenet", "dmlbench.models.backbones:googlenet", _IMAGENET)
+BACKBONES.register("resnet18", "dmlbench.models.backbones:resnet18", _IMAGENET)
+BACKBONES.register("resnet50", "dmlbench.models.backbones:resnet50", _IMAGENET)
+
+
+def backbone_info(name: str) -> BackboneInfo:
+    """The facts of backbone `name` (registered or `timm:<model>`); UnknownNameError with did-you-mean."""
+    return BACKBONES.info(name)
 
 
 def build_embedder(model_cfg: ModelConfig, *, in_channels: int | None = None, load_weights: bool = True) -> Embedder:
@@ -37,37 +62,19 @@ def build_embedder(model_cfg: ModelConfig, *, in_channels: int | None = None, lo
         raise ValueError("build_embedder needs a resolved [model] (backbone is None)")
     channels = in_channels or model_cfg.in_channels or 3
     weights = Path(model_cfg.weights) if (model_cfg.weights and load_weights) else None
-    backbone = BACKBONES.get(model_cfg.backbone)(
+    # Context reaches only the factories that declare it (image_size: timm's fixed-size models).
+    backbone = BACKBONES.build(
+        model_cfg.backbone,
+        {},
         in_channels=channels,
         pretrained=bool(model_cfg.pretrained) and load_weights and weights is None,
         weights=weights,
+        image_size=model_cfg.image_size,
     )
     return Embedder(
         backbone,
         embedding_dim=model_cfg.embedding_dim,
         normalize=bool(model_cfg.normalize),
         freeze_bn=bool(model_cfg.freeze_bn),
+        freeze_backbone=model_cfg.freeze_backbone,
     )
-
-
-def load_trained_embedder(run_dir: Path, device: torch.device | str = "cpu") -> tuple[Embedder, TrainConfig]:
-    """Rebuild a finished run's embedder from `config.toml` + `train/model.pt` (weights only), in eval mode."""
-    import torch
-
-    from dmlbench.config import load_config
-    from dmlbench.errors import MissingInputError
-    from dmlbench.rundir import RunDir
-
-    run = RunDir(run_dir)
-    run.require_complete()
-    cfg = load_config(run.config_path)
-    model = build_embedder(cfg.model, load_weights=False)
-    try:
-        state = torch.load(run.model_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise MissingInputError(
-            f"cannot load {run.model_path}: {str(err).splitlines()[0]}",
-            hint=f"the run is damaged; retrain with `dmlbench train --run-dir {run.root} --force`",
-        ) from err
-    return model.to(device).eval(), cfg

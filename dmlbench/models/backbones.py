@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dmlbench.errors import ConfigError, EnvironmentFailure, MissingInputError
+from dmlbench.errors import ConfigError, EnvironmentFailure
+from dmlbench.models.weights import read_state_dict
 
 
 class SmallCNN(nn.Module):
@@ -72,18 +73,7 @@ def small_cnn(*, in_channels: int = 1, pretrained: bool = False, weights: Path |
 
 def _imagenet_state(arch: str, enum: Any, pretrained: bool, weights: Path | None) -> dict[str, torch.Tensor] | None:
     if weights is not None:
-        if not weights.is_file():
-            raise MissingInputError(f"weights file {weights} does not exist", hint="check the --weights path")
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for truncated or foreign files
-            raise ConfigError(
-                f"{weights} is not a torch state_dict: {str(err).splitlines()[0]}",
-                hint=f"pass the torchvision {arch} ImageNet .pth file",
-            ) from err
-        if not isinstance(state, dict):
-            raise ConfigError(f"{weights} does not hold a state_dict", hint=f"pass the torchvision {arch} .pth file")
-        return state
+        return read_state_dict(weights, hint=f"pass the torchvision {arch} ImageNet .pth file")
     if not pretrained:
         return None
     try:

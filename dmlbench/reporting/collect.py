@@ -1,14 +1,15 @@
-"""Scan run directories into one tidy table, reading only manifest.json, config.toml and eval metrics.
+"""Scan run directories into one tidy table, through the run-directory owner (`dmlbench.rundir`) only.
 
 Nothing here opens a checkpoint or imports torch: reports must work on run folders copied to a laptop.
+A run folder is untrusted input: its names reach the report as text (escaped by each renderer) and
+become file names only through `dmlbench.paths.check_name`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import sys
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from dmlbench.errors import MissingInputError, RunIncompleteError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from dmlbench.errors import DmlbenchError, MissingInputError, RunIncompleteError
+from dmlbench.rundir import CONFIG, MANIFEST, Manifest, RunDir, find_runs
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +27,17 @@ RUN_HINT = "pass a runs folder or run directories; create runs with `dmlbench be
 
 # Columns a report can group by; `dataset` always separates tables because each has its own Recall@K.
 GROUP_COLUMNS = ("dataset", "loss", "backbone", "embedding_dim", "batch", "seed")
+# Config keys that differ between the seeds of one experiment by construction: never a reason to split.
+SEED_KEYS = frozenset({"seed", "run_id"})
+# Config keys each grouping column stands for: shown in the column, so not repeated in the `config` cell.
+COLUMN_KEYS = {
+    "dataset": ("dataset",),
+    "loss": ("loss.name",),
+    "backbone": ("model.backbone",),
+    "embedding_dim": ("model.embedding_dim",),
+    "batch": ("sampler.classes_per_batch", "sampler.samples_per_class"),
+    "seed": ("seed",),
+}
 
 
 @dataclass
@@ -37,8 +45,13 @@ class RunInfo:
     """Everything a report needs from one run directory."""
 
     run_id: str
-    path: Path
+    run_dir: RunDir
     status: str
+    kind: str = "trained"
+    baseline: str | None = None
+    study: str | None = None
+    tuned_params: dict[str, Any] | None = None
+    tuning_trials: int | None = None
     dataset: str = "?"
     loss: str = "?"
     backbone: str = "?"
@@ -49,7 +62,13 @@ class RunInfo:
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval_protocol: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    # The resolved config, flattened to dotted keys, without the keys seeds differ in (SEED_KEYS).
+    config: dict[str, Any] = field(default_factory=dict)
     excluded: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir.root
 
     @property
     def batch(self) -> str:
@@ -65,12 +84,17 @@ class RunInfo:
         value = getattr(self, column)
         return "?" if value is None else str(value)
 
+    def signature(self) -> tuple[tuple[str, str], ...]:
+        """What must agree for two runs to be seeds of one experiment: the config but seed and names."""
+        return tuple(sorted((key, repr(value)) for key, value in self.config.items()))
+
 
 @dataclass
 class Collection:
     """All runs found, sorted by run id; `included` are complete DML results, the rest carry a reason."""
 
     runs: list[RunInfo]
+    trials: int = 0  # tuning trials found: validation-only runs, never rows
 
     @property
     def included(self) -> list[RunInfo]:
@@ -87,6 +111,7 @@ class Collection:
         records = [
             {
                 "run_id": run.run_id,
+                "kind": run.kind,
                 "dataset": run.dataset,
                 "loss": run.loss,
                 "backbone": run.backbone,
@@ -100,82 +125,116 @@ class Collection:
             for run in self.included
             for metric, value in sorted(run.metrics.items())
         ]
-        columns = ["run_id", *GROUP_COLUMNS, "split", "metric", "value"]
+        columns = ["run_id", "kind", *GROUP_COLUMNS, "split", "metric", "value"]
         return pd.DataFrame.from_records(records, columns=columns)
 
 
-def find_run_dirs(paths: Sequence[Path]) -> list[Path]:
-    """Resolve each path (a runs root or a run dir) to the run directories under it, without duplicates."""
+def find_run_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[RunDir]:
+    """Each path (a runs root, a run dir or its manifest) as the run folders under it, each real folder once.
+
+    The same run reached twice (passed twice, through a symlink, as `a/../a`) counts once: runs are keyed
+    by their resolved path.
+    """
     if not paths:
         raise MissingInputError("no runs folder given", hint=RUN_HINT)
-    found: dict[Path, Path] = {}
-    for path in paths:
+    found: dict[Path, RunDir] = {}
+    for raw in paths:
+        path = Path(raw)
         if not path.exists():
             raise MissingInputError(f"{path} does not exist", hint=RUN_HINT)
         if path.is_file():
-            if path.name != "manifest.json":
+            if RunDir(path.parent).manifest_path != path:
                 raise MissingInputError(f"{path} is not a run directory", hint=RUN_HINT)
             path = path.parent
-        if (path / "manifest.json").is_file():
-            candidates = [path]
-        else:
-            candidates = sorted(m.parent for m in path.rglob("manifest.json") if not _hidden(m.relative_to(path)))
-        if not candidates:
-            raise MissingInputError(f"no runs found under {path} (no manifest.json)", hint=RUN_HINT)
-        for candidate in candidates:
-            found.setdefault(candidate.resolve(), candidate)
-    return sorted(found.values(), key=lambda p: (p.name, str(p)))
+        try:
+            runs = find_runs(path)
+        except OSError as err:
+            raise MissingInputError(f"cannot read {path}: {err.strerror}", hint=RUN_HINT) from None
+        if not runs:
+            raise MissingInputError(f"no runs found under {path} (no {MANIFEST})", hint=RUN_HINT)
+        for run in runs:
+            found.setdefault(run.root.resolve(), run)
+    return sorted(found.values(), key=lambda run: (run.root.name, str(run.root)))
 
 
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
-
-
-def collect(paths: Sequence[Path]) -> Collection:
+def collect(paths: Sequence[str | os.PathLike[str]]) -> Collection:
     """Read every run under `paths`; corrupt files raise, unusable runs are kept with an exclusion reason."""
-    runs = [read_run(run_dir) for run_dir in find_run_dirs(paths)]
+    runs: list[RunInfo] = []
+    trials = 0
+    for run_dir in find_run_dirs(paths):
+        info = read_run(run_dir)
+        if info.kind == "trial":  # validation-only by design: counted, never a row nor a "left out" note
+            trials += 1
+            continue
+        runs.append(info)
     runs.sort(key=lambda r: (r.run_id, str(r.path)))
-    return Collection(runs)
+    return Collection(runs, trials)
 
 
-def read_run(run_dir: Path) -> RunInfo:
-    """Read one run directory per the run-directory contract (docs/architecture.md)."""
-    manifest = _read_json_file(run_dir / "manifest.json", run_dir)
-    run = RunInfo(run_id=str(manifest.get("run_id") or run_dir.name), path=run_dir, status=str(manifest.get("status")))
-    raw_dataset = manifest.get("dataset")
-    dataset_info: dict[str, Any] = raw_dataset if isinstance(raw_dataset, dict) else {}
-    config = _read_config(run_dir / "config.toml", run_dir)
-    _fill_from_config(run, config)
-    if dataset_info.get("name"):
-        run.dataset = str(dataset_info["name"])
-    splits = dataset_info.get("splits")
-    run.splits = {str(k): dict(v) for k, v in splits.items() if isinstance(v, dict)} if isinstance(splits, dict) else {}
+def read_run(run_dir: RunDir) -> RunInfo:
+    """Read one run directory through its owner (manifest, resolved config, test metrics)."""
+    manifest = run_dir.read_manifest()
+    run = RunInfo(
+        run_id=manifest.run_id or run_dir.run_id,
+        run_dir=run_dir,
+        status=manifest.status,
+        kind=manifest.kind,
+        baseline=manifest.baseline,
+        study=manifest.study,
+        tuned_params=manifest.tuned_params,
+        tuning_trials=manifest.tuning_trials,
+    )
+    if run.kind == "trial":
+        return run
+    has_config = run_dir.config_path.is_file()
+    if has_config:
+        _fill_from_config(run, _read_config(run_dir))
+    dataset = manifest.dataset
+    if dataset is not None and dataset.name:
+        run.dataset = dataset.name
+    splits = dataset.splits if dataset is not None else None
+    run.splits = {str(k): dict(v) for k, v in splits.items() if isinstance(v, dict)} if splits else {}
+    if run.kind == "baseline":
+        run.loss = manifest.baseline or "baseline"
 
-    metrics_path = run_dir / "eval" / EVAL_SPLIT / "metrics.json"
-    if metrics_path.is_file():
-        payload = _read_json_file(metrics_path, run_dir)
-        run.metrics = _parse_metrics(payload, metrics_path, run_dir)
-        run.eval_protocol = str(payload["protocol"]) if payload.get("protocol") else None
-        if run.embedding_dim is None and isinstance(payload.get("embedding_dim"), int):
-            run.embedding_dim = payload["embedding_dim"]
-
-    error = manifest.get("error")
-    run.excluded = _exclusion_reason(run, error, dataset_info, config is not None, metrics_path.is_file())
+    record = run_dir.read_metrics(EVAL_SPLIT)
+    if record is not None:
+        run.metrics = {str(name): float(value) for name, value in record.metrics.items()}
+        run.eval_protocol = record.protocol
+        if run.embedding_dim is None and record.embedding_dim is not None:
+            run.embedding_dim = record.embedding_dim
+    run.excluded = _exclusion_reason(run, manifest, has_config, record is not None)
     return run
 
 
-def _exclusion_reason(
-    run: RunInfo, error: object, dataset_info: Mapping[str, Any], has_config: bool, has_metrics: bool
-) -> str | None:
+def _read_config(run_dir: RunDir) -> dict[str, Any]:
+    from dmlbench.config import config_to_dict
+
+    try:
+        config = run_dir.read_config()
+    except (UnicodeDecodeError, OSError) as err:
+        raise RunIncompleteError(
+            f"{run_dir.config_path} is unreadable ({err})", hint=f"restore it or remove {run_dir.root} from the report"
+        ) from None
+    except DmlbenchError as err:
+        raise RunIncompleteError(
+            f"{run_dir.config_path} is corrupt ({err.message})",
+            hint=f"restore it or remove {run_dir.root} from the report",
+        ) from None
+    return config_to_dict(config)
+
+
+def _exclusion_reason(run: RunInfo, manifest: Manifest, has_config: bool, has_metrics: bool) -> str | None:
     if run.status != "complete":
-        return f"status {run.status}" + (f" ({error})" if error else "")
+        return f"status {run.status}" + (f" ({manifest.error})" if manifest.error else "")
     if not has_config:
-        return "no config.toml"
+        return f"no {CONFIG}"
     if not has_metrics:
-        return f"no eval/{EVAL_SPLIT}/metrics.json (run `dmlbench evaluate {run.path}`)"
+        return f"no {EVAL_SPLIT} metrics (run `dmlbench evaluate {run.path}`)"
     if not run.metrics:
-        return f"eval/{EVAL_SPLIT}/metrics.json holds no metrics"
-    overlap = split_overlap(dataset_info.get("train_test_disjoint"), run.splits)
+        return f"its {EVAL_SPLIT} metrics are empty"
+    disjoint = manifest.dataset.train_test_disjoint if manifest.dataset is not None else None
+    overlap = split_overlap(disjoint, run.splits)
     if overlap is not None:
         return f"not a DML result: {overlap}"
     return None
@@ -214,90 +273,40 @@ def _label_range(split: Mapping[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def _read_json_file(path: Path, run_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunIncompleteError(
-            f"{path} is corrupt ({err})",
-            hint=f"re-run `dmlbench evaluate {run_dir}` (metrics) or remove the run folder from the report",
-        ) from err
-    if not isinstance(data, dict):
-        raise RunIncompleteError(f"{path} does not hold a JSON object", hint="remove the run folder from the report")
-    return data
-
-
-def _read_config(path: Path, run_dir: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise RunIncompleteError(
-            f"{path} is corrupt ({err})", hint=f"restore it or remove {run_dir} from the report"
-        ) from err
-
-
-def _parse_metrics(payload: Mapping[str, Any], path: Path, run_dir: Path) -> dict[str, float]:
-    metrics = payload.get("metrics")
-    if not isinstance(metrics, dict):
-        raise RunIncompleteError(
-            f"{path} has no `metrics` object", hint=f"re-run `dmlbench evaluate {run_dir}` to rewrite it"
-        )
-    parsed: dict[str, float] = {}
-    for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RunIncompleteError(
-                f"{path}: metric {name!r} is not a number ({value!r})",
-                hint=f"re-run `dmlbench evaluate {run_dir}` to rewrite it",
-            )
-        if math.isfinite(value):
-            parsed[str(name)] = float(value)
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: {"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            log.warning("%s: metric %s is %s; left out", path, name, value)
-    return parsed
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
-def _get(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _fill_from_config(run: RunInfo, config: Mapping[str, Any] | None) -> None:
-    """Grouping columns from the resolved TrainConfig (dmlbench.config schema), read as plain TOML."""
-    if config is None:
-        return
+def _fill_from_config(run: RunInfo, config: Mapping[str, Any]) -> None:
+    """Grouping columns and the comparability signature from the resolved TrainConfig."""
+    flat = flatten(config)
     for attr, key in (("dataset", "dataset"), ("loss", "loss.name"), ("backbone", "model.backbone")):
-        value = _get(config, key)
+        value = flat.get(key)
         if isinstance(value, str):
             setattr(run, attr, value)
-    run.embedding_dim = _as_int(_get(config, "model.embedding_dim"))
-    run.batch_classes = _as_int(_get(config, "sampler.classes_per_batch"))
-    run.batch_per_class = _as_int(_get(config, "sampler.samples_per_class"))
-    run.seed = _as_int(_get(config, "seed"))
+    run.embedding_dim = _as_int(flat.get("model.embedding_dim"))
+    run.batch_classes = _as_int(flat.get("sampler.classes_per_batch"))
+    run.batch_per_class = _as_int(flat.get("sampler.samples_per_class"))
+    run.seed = _as_int(flat.get("seed"))
+    run.config = {key: value for key, value in flat.items() if key not in SEED_KEYS}
 
 
 def _as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def read_history(run_dir: Path) -> pd.DataFrame:
-    """Training-step rows of train/history.jsonl (step, epoch, loss, ...); a torn last line is skipped."""
-    path = run_dir / "train" / "history.jsonl"
-    rows: list[dict[str, Any]] = []
-    if path.is_file():
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s:%d is not valid JSON; skipped", path, number)
-                continue
-            if isinstance(row, dict) and isinstance(row.get("loss"), int | float) and "step" in row:
-                rows.append(row)
+def read_history(run: RunInfo) -> pd.DataFrame:
+    """Training-step rows of the run's history (step, epoch, loss); a torn or non-finite row is skipped."""
+    rows = [
+        {"step": row.step, "epoch": row.epoch, "loss": row.loss}
+        for row in run.run_dir.read_history().steps
+        if math.isfinite(row.loss)
+    ]
     return pd.DataFrame.from_records(rows, columns=["step", "epoch", "loss"]) if rows else pd.DataFrame()

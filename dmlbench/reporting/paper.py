@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from dmlbench.utils import toml as tomllib
 
 
 @dataclass(frozen=True)

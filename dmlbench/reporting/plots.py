@@ -15,15 +15,22 @@ from typing import Any
 
 import numpy as np
 
+from dmlbench.errors import DmlbenchError
+from dmlbench.paths import check_name
 from dmlbench.reporting.collect import EVAL_SPLIT, Collection, RunInfo, read_history
-from dmlbench.reporting.render import RenderedFigure
-from dmlbench.reporting.tables import DatasetTable, Report, Row, loss_sort_key
+from dmlbench.reporting.render import RenderedFigure, plain
+from dmlbench.reporting.tables import MEASURED, DatasetTable, Report, Row, loss_sort_key
 from dmlbench.utils.io import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 TSNE_MAX_POINTS = 1500
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+
+
+def _text(value: str) -> str:
+    """Untrusted text for matplotlib: one line, and `$` never starts mathtext (which can fail to parse)."""
+    return plain(value).replace("$", r"\$")
 
 
 def _new_figure(width: float, height: float) -> Any:
@@ -47,11 +54,13 @@ def _save(figure: Any, stem: Path) -> bytes:
 
 def _row_label(table: DatasetTable, row: Row) -> str:
     extra = [f"{c}={row.keys[c]}" for c in table.group_by if c != "loss" and _varies(table, c)]
-    return " ".join([row.keys.get("loss", "runs"), *extra])
+    kind = {"baseline": " (baseline)", "tuned": " (tuned)", "ensemble": " (ensemble)"}.get(row.kind, "")
+    config = [f"{k}={v}" for k, v in row.config.items()]
+    return _text(" ".join([row.keys.get("loss", "runs") + kind, *extra, *config]))
 
 
 def _varies(table: DatasetTable, column: str) -> bool:
-    return len({row.keys[column] for row in table.rows if row.kind == "reproduced"}) > 1
+    return len({row.keys[column] for row in table.rows if row.kind in MEASURED}) > 1
 
 
 def _recall_ks(metrics: Sequence[str]) -> list[int]:
@@ -59,35 +68,38 @@ def _recall_ks(metrics: Sequence[str]) -> list[int]:
 
 
 def plot_recall(table: DatasetTable, stem: Path) -> RenderedFigure | None:
-    """Recall@K against K, one line (mean ± std over seeds) per reproduced group, paper rows dashed."""
+    """Recall@K against K, one line (mean ± std over seeds) per row, baselines dotted, paper rows dashed."""
     ks = _recall_ks(table.metrics)
     if not ks:
         return None
     figure = _new_figure(6.0, 4.0)
     axes = figure.add_subplot()
     colors: dict[str, str] = {}
-    reproduced = [r for r in table.rows if r.kind == "reproduced"]
+    reproduced = [r for r in table.rows if r.kind in (*MEASURED, "baseline")]
     for index, row in enumerate(reproduced):
         label = _row_label(table, row)
         color = _COLORS[index % len(_COLORS)]
         colors.setdefault(row.keys.get("loss", label), color)
         cells = [(k, row.cells[f"recall@{k}"]) for k in ks]
-        measured = [(k, c.mean, c.std or 0.0) for k, c in cells if c.mean is not None]
+        measured = [(k, c.mean, c.std or 0.0) for k, c in cells if c.mean is not None and not c.flagged]
         if measured:
             xs, ys, es = zip(*measured, strict=True)
-            axes.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, color=color)
+            style = ":" if row.kind == "baseline" else "-"
+            axes.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, color=color, linestyle=style)
     for row in (r for r in table.rows if r.kind == "paper"):
         published = [(k, row.cells[f"recall@{k}"].mean) for k in ks]
         kept = [(k, v) for k, v in published if v is not None]
         if kept:
             px, py = zip(*kept, strict=True)
             color = colors.get(row.keys["loss"], "#7f7f7f")
-            axes.plot(px, py, linestyle="--", marker="x", color=color, alpha=0.7, label=f"{row.keys['loss']} (paper)")
+            axes.plot(
+                px, py, linestyle="--", marker="x", color=color, alpha=0.7, label=_text(f"{row.keys['loss']} (paper)")
+            )
     axes.set_xscale("log", base=2 if ks[-1] <= 64 else 10)
     axes.set_xticks(ks, [str(k) for k in ks])
     axes.set_xlabel("K")
     axes.set_ylabel("Recall@K (%)")
-    axes.set_title(f"{table.dataset}: Recall@K on the test classes")
+    axes.set_title(_text(f"{table.dataset}: Recall@K on the test classes"))
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small")
     title = f"{table.dataset}: Recall@K (mean ± std over seeds)"
@@ -96,7 +108,7 @@ def plot_recall(table: DatasetTable, stem: Path) -> RenderedFigure | None:
 
 def plot_training(dataset: str, runs: Sequence[RunInfo], stem: Path) -> RenderedFigure | None:
     """Training loss against step from history.jsonl: one panel per loss, one line per run."""
-    histories = [(run, read_history(run.path)) for run in runs]
+    histories = [(run, read_history(run)) for run in runs if run.kind != "baseline"]
     histories = [(run, h) for run, h in histories if not h.empty]
     if not histories:
         return None
@@ -110,14 +122,18 @@ def plot_training(dataset: str, runs: Sequence[RunInfo], stem: Path) -> Rendered
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
             steps = history["step"].to_numpy()[window - 1 :]
             axes.plot(
-                steps, smooth, color=_COLORS[number % len(_COLORS)], linewidth=1.2, label=f"seed {run.key('seed')}"
+                steps,
+                smooth,
+                color=_COLORS[number % len(_COLORS)],
+                linewidth=1.2,
+                label=_text(f"seed {run.key('seed')}" + ("" if run.kind == "trained" else f" ({run.kind})")),
             )
-        axes.set_title(loss)
+        axes.set_title(_text(loss))
         axes.set_xlabel("step")
         axes.set_ylabel("loss")
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize="x-small")
-    figure.suptitle(f"{dataset}: training loss (moving average)")
+    figure.suptitle(_text(f"{dataset}: training loss (moving average)"))
     return RenderedFigure(dataset, stem.name, f"{dataset}: training curves", _save(figure, stem))
 
 
@@ -134,8 +150,7 @@ def plot_tsne(dataset: str, runs: Sequence[RunInfo], stem: Path) -> RenderedFigu
     """2-D Barnes-Hut t-SNE of saved test embeddings coloured by class: one panel per loss (first seed)."""
     chosen: dict[str, RunInfo] = {}
     for run in runs:
-        folder = run.path / "eval" / EVAL_SPLIT
-        if (folder / "embeddings.npy").is_file() and (folder / "labels.npy").is_file():
+        if run.run_dir.embeddings_path(EVAL_SPLIT).is_file() and run.run_dir.labels_path(EVAL_SPLIT).is_file():
             chosen.setdefault(run.loss, run)
     if not chosen:
         return None
@@ -144,14 +159,13 @@ def plot_tsne(dataset: str, runs: Sequence[RunInfo], stem: Path) -> RenderedFigu
     drawn = 0
     for index, loss in enumerate(losses):
         run = chosen[loss]
-        folder = run.path / "eval" / EVAL_SPLIT
         try:
-            embeddings = np.load(folder / "embeddings.npy", allow_pickle=False)
-            labels = np.load(folder / "labels.npy", allow_pickle=False)
+            embeddings = np.load(run.run_dir.embeddings_path(EVAL_SPLIT), allow_pickle=False)
+            labels = np.load(run.run_dir.labels_path(EVAL_SPLIT), allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:  # empty/truncated/pickled: the map is optional, the report not
             log.warning("%s: cannot read saved embeddings (%s); no t-SNE", run.run_id, err)
             continue
-        if len(embeddings) != len(labels) or len(embeddings) < 5:
+        if embeddings.ndim != 2 or labels.ndim != 1 or len(embeddings) != len(labels) or len(embeddings) < 5:
             log.warning("%s: embeddings and labels do not match or are too few; no t-SNE", run.run_id)
             continue
         if len(embeddings) > TSNE_MAX_POINTS:
@@ -163,27 +177,38 @@ def plot_tsne(dataset: str, runs: Sequence[RunInfo], stem: Path) -> RenderedFigu
         cmap = "tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "nipy_spectral"
         codes = np.searchsorted(classes, labels)
         axes.scatter(points[:, 0], points[:, 1], c=codes, cmap=cmap, s=4, linewidths=0, rasterized=True)
-        axes.set_title(f"{loss} ({run.run_id})", fontsize="small")
+        axes.set_title(_text(f"{loss} ({run.run_id})"), fontsize="small")
         axes.set_xticks([])
         axes.set_yticks([])
         drawn += 1
     if not drawn:  # every run's saved embeddings were unusable: no empty figure
         return None
-    figure.suptitle(f"{dataset}: t-SNE of test embeddings, coloured by class")
+    figure.suptitle(_text(f"{dataset}: t-SNE of test embeddings, coloured by class"))
     return RenderedFigure(dataset, stem.name, f"{dataset}: t-SNE of test embeddings", _save(figure, stem))
 
 
-def make_plots(report: Report, collection: Collection, plots_dir: Path) -> list[RenderedFigure]:
-    """Write every plot for the report's datasets under `plots_dir` (PNG + SVG); return them for embedding."""
+def make_plots(report: Report, collection: Collection, plots_dir: Path) -> tuple[list[RenderedFigure], list[str]]:
+    """Write every plot for the report's datasets under `plots_dir` (PNG + SVG); return them for embedding.
+
+    Plot files are named after the dataset, which comes from a run folder: a name that is not a plain
+    name (`dmlbench.paths.check_name`) gets no plot files, and the second list says so.
+    """
     plots_dir.mkdir(parents=True, exist_ok=True)
     figures: list[RenderedFigure] = []
+    skipped: list[str] = []
     for table in report.tables:
+        try:
+            name = check_name(table.dataset, "dataset name")
+        except DmlbenchError:
+            log.warning("dataset name %r is not a plain name: no plot files", table.dataset)
+            skipped.append(table.dataset)
+            continue
         runs = [run for run in collection.included if run.dataset == table.dataset]
         for figure in (
-            plot_recall(table, plots_dir / f"{table.dataset}-recall"),
-            plot_training(table.dataset, runs, plots_dir / f"{table.dataset}-training"),
-            plot_tsne(table.dataset, runs, plots_dir / f"{table.dataset}-tsne"),
+            plot_recall(table, plots_dir / f"{name}-recall"),
+            plot_training(name, runs, plots_dir / f"{name}-training"),
+            plot_tsne(name, runs, plots_dir / f"{name}-tsne"),
         ):
             if figure is not None:
                 figures.append(figure)
-    return figures
+    return figures, skipped

@@ -1,4 +1,5 @@
-"""Aggregate runs into comparison tables: one per dataset, seeds as mean ± std, paper rows and differences."""
+"""Aggregate runs into comparison tables: one per dataset, comparable seeds as mean ± std with a 95%
+Student-t interval, baselines, tuned and ensemble rows, significance against the best, paper rows."""
 
 from __future__ import annotations
 
@@ -6,21 +7,39 @@ import math
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from dmlbench.errors import MissingInputError, UnknownNameError
 from dmlbench.registry import did_you_mean
-from dmlbench.reporting.collect import GROUP_COLUMNS, Collection, RunInfo
+from dmlbench.reporting.collect import COLUMN_KEYS, GROUP_COLUMNS, Collection, RunInfo
 from dmlbench.reporting.paper import PaperResults, PaperRow, load_paper_results
+from dmlbench.reporting.stats import SIGNIFICANCE, t_interval, welch_p_value
+
+if TYPE_CHECKING:
+    from dmlbench.reporting.studies import StudySummary
 
 DEFAULT_GROUP_BY = ("loss", "backbone", "embedding_dim", "batch")
 # The paper's table order: baselines first, the proposed facility-location loss last.
 LOSS_ORDER = ("triplet", "lifted", "npairs", "clustering")
+BASELINE_ORDER = ("raw", "untrained")
 _FIXED_METRIC_ORDER = ("nmi", "f1", "precision@1", "r_precision", "map@r")
 METRIC_LABELS = {"nmi": "NMI", "f1": "F1", "precision@1": "P@1", "r_precision": "RP", "map@r": "MAP@R"}
+# Metrics that are fractions by definition; a value outside [0, 1] is a broken measurement.
+_UNIT_METRICS = re.compile(r"(recall|precision)@\d+|nmi|ami|ari|f1|r_precision|map@r")
+# The metrics a trained loss must beat the baselines on (issue: "on R@1 and NMI").
+BASELINE_METRICS = ("recall@1", "nmi")
 
-RowKind = Literal["reproduced", "paper", "difference"]
+RowKind = Literal["baseline", "reproduced", "tuned", "ensemble", "paper", "difference"]
+# Rows that measure a trained loss: candidates for "best" and for the significance mark.
+MEASURED: tuple[str, ...] = ("reproduced", "tuned", "ensemble")
+_RUN_KIND_ROW: dict[str, RowKind] = {
+    "trained": "reproduced",
+    "baseline": "baseline",
+    "final": "tuned",
+    "ensemble": "ensemble",
+}
+_SECTION_ORDER: tuple[str, ...] = ("baseline", "reproduced", "tuned", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -32,17 +51,36 @@ class Cell:
     count: int = 0
     best: bool = False
     unverified: bool = False
+    ci95: tuple[float, float] | None = None
+    # A value outside the metric's range (or non-finite) in some run: shown with a warning, never best.
+    flagged: bool = False
+    # Not significantly different from the best row of this column (Welch, p >= SIGNIFICANCE).
+    tied: bool = False
+    p_value: float | None = None
+    values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What a tuned (final / ensemble) row was tuned with."""
+
+    study: str
+    params: dict[str, Any]
+    trials: int | None
 
 
 @dataclass(frozen=True)
 class Row:
-    """A reproduced group (mean over seeds), a published paper row, or their difference."""
+    """A group of comparable runs (seeds), a published paper row, or their difference."""
 
     kind: RowKind
     keys: dict[str, str]
     n: int | None
     cells: dict[str, Cell]
     runs: tuple[str, ...] = ()
+    # Config keys (dotted) that set this row apart from rows with the same grouping keys.
+    config: dict[str, str] = field(default_factory=dict)
+    tuning: Tuning | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +92,8 @@ class DatasetTable:
     metrics: tuple[str, ...]
     protocol: dict[str, str]
     rows: tuple[Row, ...]
+    show_config: bool = False
+    show_tuning: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +106,14 @@ class Report:
     paper_citation: str | None = None
     paper_verification: str | None = None
     has_unverified: bool = False
+    # (dataset, run_id, metric, value) of every out-of-range or non-finite value.
+    flagged: tuple[tuple[str, str, str, float], ...] = ()
+    # One sentence per trained row that does not beat the best baseline on R@1 / NMI.
+    baseline_notes: tuple[str, ...] = ()
+    trials: int = 0
+    has_single_runs: bool = False
+    has_ties: bool = False
+    studies: tuple[StudySummary, ...] = ()
 
 
 def metric_label(metric: str) -> str:
@@ -85,6 +133,13 @@ def metric_sort_key(metric: str) -> tuple[int, int, str]:
     if metric in _FIXED_METRIC_ORDER:
         return (2, _FIXED_METRIC_ORDER.index(metric), metric)
     return (3, 0, metric)
+
+
+def in_range(metric: str, value: float) -> bool:
+    """Whether a stored value (a fraction) can be a measurement of `metric`."""
+    if not math.isfinite(value):
+        return False
+    return 0.0 <= value <= 1.0 if _UNIT_METRICS.fullmatch(metric) else True
 
 
 def _normalise_metric(name: str) -> str:
@@ -139,14 +194,34 @@ def _natural(value: str) -> tuple[tuple[int, str], ...]:
     return tuple((int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", value) if part)
 
 
-def _group_sort_key(keys: dict[str, str], group_by: Sequence[str]) -> tuple[object, ...]:
-    return tuple(loss_sort_key(keys[c]) if c == "loss" else _natural(keys[c]) for c in group_by)
+def _row_sort_key(row: Row, group_by: Sequence[str]) -> tuple[object, ...]:
+    keys: list[object] = []
+    for column in group_by:
+        value = row.keys[column]
+        if column == "loss":
+            order = BASELINE_ORDER.index(value) if row.kind == "baseline" and value in BASELINE_ORDER else None
+            keys.append((order, "") if order is not None else loss_sort_key(value))
+        else:
+            keys.append(_natural(value))
+    config = tuple(_natural(f"{k}={v}") for k, v in sorted(row.config.items()))
+    study = row.tuning.study if row.tuning else ""
+    return (_SECTION_ORDER.index(row.kind), *keys, study, config)
 
 
-def _aggregate(values: list[float]) -> Cell:
+def _aggregate(metric: str, values: list[float]) -> Cell:
     percents = [v * 100.0 for v in values]
-    std = statistics.stdev(percents) if len(percents) > 1 else None
-    return Cell(mean=statistics.fmean(percents), std=std, count=len(percents))
+    flagged = not all(in_range(metric, v) for v in values)
+    finite = all(math.isfinite(p) for p in percents)
+    std = statistics.stdev(percents) if len(percents) > 1 and finite else None
+    mean = statistics.fmean(percents) if finite else math.nan
+    return Cell(
+        mean=mean,
+        std=std,
+        count=len(percents),
+        ci95=t_interval(percents),
+        flagged=flagged,
+        values=tuple(percents),
+    )
 
 
 def _format_int(value: object) -> str:
@@ -171,7 +246,8 @@ def _distinct(values: list[str]) -> str:
 
 
 def _protocol(runs: list[RunInfo]) -> dict[str, str]:
-    batches = sorted({(r.batch_classes, r.batch_per_class) for r in runs}, key=str)
+    trained = [r for r in runs if r.kind != "baseline"] or runs  # a raw-pixel baseline has no batch
+    batches = sorted({(r.batch_classes, r.batch_per_class) for r in trained}, key=str)
     batch_text = ", ".join(
         f"{p}x{k} ({p * k} images: {p} classes x {k} per class)" if p and k else "?" for p, k in batches
     )
@@ -184,6 +260,24 @@ def _protocol(runs: list[RunInfo]) -> dict[str, str]:
     }
 
 
+def value_text(value: Any) -> str:
+    """A config or parameter value as short text (floats to 4 significant digits)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(value_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _differing_keys(members: list[list[RunInfo]], columns: Sequence[str]) -> list[dict[str, str]]:
+    """For groups sharing their grouping keys: the config keys (not shown as columns) where they differ."""
+    shown = {key for column in columns for key in COLUMN_KEYS[column]}
+    configs = [runs[0].config for runs in members]
+    keys = sorted({k for c in configs for k in c} - shown)
+    differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+    return [{k: value_text(c[k]) if k in c else "(default)" for k in differing} for c in configs]
+
+
 def build_report(
     collection: Collection,
     *,
@@ -191,12 +285,14 @@ def build_report(
     metrics: Sequence[str] | None = None,
     paper: PaperResults | None = None,
 ) -> Report:
-    """Group the included runs per dataset x `group_by`, aggregate seeds, add paper rows and differences."""
+    """Group comparable runs per dataset x `group_by`, aggregate seeds, mark best and ties, add paper rows."""
     columns = resolve_group_by(group_by)
     included = collection.included
     excluded = tuple((run.run_id, run.excluded or "") for run in collection.excluded)
     if not included:
-        reasons = "; ".join(f"{rid}: {why}" for rid, why in excluded)
+        reasons = (
+            "; ".join(f"{rid}: {why}" for rid, why in excluded) or "only tuning trials, which have no test metrics"
+        )
         raise MissingInputError(
             "no complete DML runs to report", hint=f"every run was left out ({reasons}); finish or re-run them"
         )
@@ -206,6 +302,8 @@ def build_report(
 
     tables: list[DatasetTable] = []
     partial: list[tuple[str, str]] = []
+    flagged: list[tuple[str, str, str, float]] = []
+    baseline_notes: list[str] = []
     used_paper = False
     has_unverified = False
     for dataset in sorted({run.dataset for run in included}):
@@ -214,25 +312,21 @@ def build_report(
         table_metrics = (
             tuple(m for m in chosen if m in present) if chosen else tuple(sorted(present, key=metric_sort_key))
         )
-        groups: dict[tuple[str, ...], list[RunInfo]] = {}
-        for run in runs:
-            groups.setdefault(tuple(run.key(c) for c in columns), []).append(run)
-        reproduced: list[Row] = []
-        for key, members in groups.items():
-            cells: dict[str, Cell] = {}
-            for metric in table_metrics:
-                values = [run.metrics[metric] for run in members if metric in run.metrics]
-                partial.extend((run.run_id, metric) for run in members if metric not in run.metrics)
-                cells[metric] = _aggregate(values) if values else Cell(mean=None)
-            run_ids = tuple(sorted(run.run_id for run in members))
-            reproduced.append(Row("reproduced", dict(zip(columns, key, strict=True)), len(members), cells, run_ids))
-        reproduced.sort(key=lambda row: _group_sort_key(row.keys, columns))
-        reproduced = _mark_best(reproduced, table_metrics)
+        flagged.extend(
+            (dataset, run.run_id, m, run.metrics[m])
+            for run in runs
+            for m in table_metrics
+            if m in run.metrics and not in_range(m, run.metrics[m])
+        )
+        grouped = _group(runs, columns, table_metrics, partial)
+        grouped.sort(key=lambda row: _row_sort_key(row, columns))
+        measured = _mark_best(grouped, table_metrics)
+        baseline_notes.extend(_baseline_notes(dataset, measured, table_metrics))
 
         rows: list[Row] = []
         shown_paper: set[str] = set()
-        for row in reproduced:
-            published = paper.row(dataset, row.keys["loss"]) if "loss" in columns else None
+        for row in measured:
+            published = paper.row(dataset, row.keys["loss"]) if "loss" in columns and row.kind == "reproduced" else None
             if published is None or set(published.metrics).isdisjoint(table_metrics):
                 rows.append(row)
                 continue
@@ -244,8 +338,19 @@ def build_report(
                 rows.append(paper_row)
             rows.append(row)
             rows.append(_difference_row(row, published, table_metrics))
-        tables.append(DatasetTable(dataset, columns, table_metrics, _protocol(runs), tuple(rows)))
+        tables.append(
+            DatasetTable(
+                dataset,
+                columns,
+                table_metrics,
+                _protocol(runs),
+                tuple(rows),
+                show_config=any(row.config for row in rows),
+                show_tuning=any(row.tuning is not None for row in rows),
+            )
+        )
 
+    every_row = [row for table in tables for row in table.rows if row.kind in (*MEASURED, "baseline")]
     return Report(
         tables=tuple(tables),
         excluded=excluded,
@@ -253,7 +358,50 @@ def build_report(
         paper_citation=paper.citation if used_paper else None,
         paper_verification=paper.verification if used_paper else None,
         has_unverified=has_unverified,
+        flagged=tuple(sorted(set(flagged), key=lambda f: (f[0], f[1], f[2]))),
+        baseline_notes=tuple(baseline_notes),
+        trials=collection.trials,
+        has_single_runs=any(row.n == 1 for row in every_row),
+        has_ties=any(cell.tied for row in every_row for cell in row.cells.values()),
     )
+
+
+def _group(
+    runs: list[RunInfo], columns: Sequence[str], metrics: Sequence[str], partial: list[tuple[str, str]]
+) -> list[Row]:
+    """Rows of comparable runs: same kind, grouping keys, study and config (but seed and names)."""
+    buckets: dict[tuple[RowKind, tuple[str, ...], str], dict[tuple[tuple[str, str], ...], list[RunInfo]]] = {}
+    for run in runs:
+        kind = _RUN_KIND_ROW.get(run.kind, "reproduced")
+        bucket = buckets.setdefault((kind, tuple(run.key(c) for c in columns), run.study or ""), {})
+        bucket.setdefault(run.signature(), []).append(run)
+    rows: list[Row] = []
+    for (kind, key, _study), variants in buckets.items():
+        members = [variants[signature] for signature in sorted(variants)]
+        differing = _differing_keys(members, columns) if len(members) > 1 else [{} for _ in members]
+        for group, config in zip(members, differing, strict=True):
+            cells: dict[str, Cell] = {}
+            for metric in metrics:
+                values = [run.metrics[metric] for run in group if metric in run.metrics]
+                partial.extend((run.run_id, metric) for run in group if metric not in run.metrics)
+                cells[metric] = _aggregate(metric, values) if values else Cell(mean=None)
+            rows.append(
+                Row(
+                    kind,
+                    dict(zip(columns, key, strict=True)),
+                    len(group),
+                    cells,
+                    tuple(sorted(run.run_id for run in group)),
+                    config,
+                    _tuning(group) if kind in ("tuned", "ensemble") else None,
+                )
+            )
+    return rows
+
+
+def _tuning(group: list[RunInfo]) -> Tuning:
+    first = group[0]
+    return Tuning(study=first.study or "?", params=dict(first.tuned_params or {}), trials=first.tuning_trials)
 
 
 def _paper_row(paper: PaperResults, published: PaperRow, columns: Sequence[str], metrics: Sequence[str]) -> Row:
@@ -271,28 +419,81 @@ def _difference_row(row: Row, published: PaperRow, metrics: Sequence[str]) -> Ro
     """Reproduced minus published, in percentage points; unverified published values stay marked."""
     cells = {}
     for metric in metrics:
-        ours, theirs = row.cells[metric].mean, published.metrics.get(metric)
+        cell, theirs = row.cells[metric], published.metrics.get(metric)
+        ours = None if cell.flagged else cell.mean
         diff = ours - theirs if ours is not None and theirs is not None else None
         cells[metric] = Cell(mean=diff, unverified=diff is not None and metric in published.unverified)
-    return Row("difference", dict(row.keys), None, cells, row.runs)
+    return Row("difference", dict(row.keys), None, cells, row.runs, dict(row.config))
+
+
+def _usable(cell: Cell) -> bool:
+    return cell.mean is not None and not cell.flagged and math.isfinite(cell.mean)
 
 
 def _mark_best(rows: list[Row], metrics: Sequence[str]) -> list[Row]:
-    """Bold the highest mean per column; only meaningful when there is something to compare."""
-    if len(rows) < 2:
+    """Per column: bold the highest trained mean; mark the rows Welch's test cannot tell from it.
+
+    Only meaningful with two trained rows or more; flagged (out-of-range) values never count.
+    """
+    candidates = [row for row in rows if row.kind in MEASURED]
+    if len(candidates) < 2:
         return rows
-    best: dict[str, float] = {}
+    updates: dict[int, dict[str, Cell]] = {id(row): dict(row.cells) for row in rows}
     for metric in metrics:
-        means = [row.cells[metric].mean for row in rows if row.cells[metric].mean is not None]
-        if means:
-            best[metric] = max(m for m in means if m is not None)
-    marked = []
+        usable = [row for row in candidates if _usable(row.cells[metric])]
+        if not usable:
+            continue
+        top = max(row.cells[metric].mean or 0.0 for row in usable)
+        best_rows = [row for row in usable if math.isclose(row.cells[metric].mean or 0.0, top, abs_tol=1e-12)]
+        reference = max(best_rows, key=lambda row: row.cells[metric].count).cells[metric]
+        for row in usable:
+            cell = row.cells[metric]
+            if any(row is b for b in best_rows):
+                updates[id(row)][metric] = replace(cell, best=True)
+                continue
+            p = welch_p_value(reference.values, cell.values)
+            updates[id(row)][metric] = replace(cell, tied=p is not None and p >= SIGNIFICANCE, p_value=p)
+    return [
+        Row(row.kind, row.keys, row.n, updates[id(row)], row.runs, row.config, row.tuning)
+        if row.kind in MEASURED
+        else row
+        for row in rows
+    ]
+
+
+def row_label(row: Row) -> str:
+    """A row named for sentences: loss, what kind of row, and what sets it apart."""
+    loss = row.keys.get("loss", "runs")
+    suffix = {"baseline": " baseline", "tuned": " (tuned)", "ensemble": " (ensemble)"}.get(row.kind, "")
+    config = ", ".join(f"{k}={v}" for k, v in row.config.items())
+    study = f" study {row.tuning.study}" if row.tuning else ""
+    extra = f" ({config})" if config else ""
+    return f"{loss}{suffix}{extra}{study}"
+
+
+def _baseline_notes(dataset: str, rows: Sequence[Row], metrics: Sequence[str]) -> list[str]:
+    """Name every trained row that does not beat the best baseline on R@1 and NMI (per dataset)."""
+    baselines = [row for row in rows if row.kind == "baseline"]
+    checked = [m for m in BASELINE_METRICS if m in metrics]
+    if not baselines or not checked:
+        return []
+    notes: list[str] = []
     for row in rows:
-        cells = {
-            m: Cell(c.mean, c.std, c.count, best=c.mean is not None and math.isclose(c.mean, best[m], abs_tol=1e-12))
-            if m in best
-            else c
-            for m, c in row.cells.items()
-        }
-        marked.append(Row(row.kind, row.keys, row.n, cells, row.runs))
-    return marked
+        if row.kind not in MEASURED:
+            continue
+        failures = []
+        for metric in checked:
+            cell = row.cells[metric]
+            best = max(
+                (b for b in baselines if _usable(b.cells[metric])),
+                key=lambda b: b.cells[metric].mean or 0.0,
+                default=None,
+            )
+            if best is None or not _usable(cell):
+                continue
+            theirs, ours = best.cells[metric].mean or 0.0, cell.mean or 0.0
+            if ours <= theirs:
+                failures.append(f"{metric_label(metric)} {ours:.2f} ≤ {theirs:.2f} ({best.keys.get('loss', '?')})")
+        if failures:
+            notes.append(f"{dataset}: {row_label(row)} does not beat the baselines: {'; '.join(failures)}.")
+    return notes

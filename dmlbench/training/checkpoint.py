@@ -71,8 +71,9 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler | None,
     position: Position,
     best: dict[str, Any] | None,
+    loss_fn: torch.nn.Module | None = None,
 ) -> None:
-    """Write last.pt atomically."""
+    """Write last.pt atomically (the loss's state too: proxies and other learnable loss parameters)."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -84,6 +85,7 @@ def save_checkpoint(
         "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
         "rng": rng_states(),
         "best": best,
+        "loss": loss_fn.state_dict() if loss_fn is not None else {},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -6,9 +6,11 @@ this module owns only the order of operations, checkpoints and progress.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,7 +53,10 @@ class Parts:
     write_history: Callable[[list[dict[str, Any]]], None] = lambda rows: None
     validate: Callable[[int], dict[str, Any] | None] = lambda epoch: None
     log: Callable[[str], None] = lambda message: None
+    on_validation: Callable[[int, dict[str, Any]], None] = lambda epoch, values: None
     on_event: EventHandler | None = None
+    on_step: Callable[[int, float, float, float], None] | None = None  # (step, loss, lr, images/s)
+    before_step: Callable[[Position], None] | None = None  # e.g. the margin schedule, from the position alone
     pending: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -115,10 +120,20 @@ def checkpoint(parts: Parts, position: Position) -> None:
     parts.save_checkpoint(position)
 
 
-def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -> Position:
+@dataclass(frozen=True)
+class LoopResult:
+    """Where the loop stopped, its last loss and its throughput (median of the last steps' images/s)."""
+
+    position: Position
+    last_loss: float | None
+    images_per_s: float | None
+
+
+def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -> LoopResult:
     """Train from `position` until `total_steps`; checkpoint every N steps and every epoch."""
     started = time.perf_counter() - seconds_before
     last_loss = math.nan
+    recent_rates: collections.deque[float] = collections.deque(maxlen=50)
     try:
         while position.step < parts.total_steps:
             epoch_batches = parts.batches(position.epoch)
@@ -128,6 +143,8 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
             tick = time.perf_counter()
             todo = epoch_batches[position.batch : remaining]
             for batch_index, (images, labels) in enumerate(parts.loader(todo), start=position.batch):
+                if parts.before_step is not None:
+                    parts.before_step(position)
                 last_loss = train_step(parts, images, labels)
                 if not math.isfinite(last_loss):
                     raise TrainingDivergedError(
@@ -136,8 +153,11 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
                     )
                 position.batch, position.step = batch_index + 1, position.step + 1
                 elapsed = time.perf_counter() - tick
-                lr = parts.scheduler.get_last_lr()[0]
+                lr = float(parts.scheduler.get_last_lr()[0])
                 images_per_s = parts.global_batch_size / max(elapsed, 1e-9)
+                recent_rates.append(images_per_s)
+                if parts.on_step is not None:
+                    parts.on_step(position.step, last_loss, lr, images_per_s)
                 parts.pending.append(
                     {
                         "step": position.step,
@@ -164,6 +184,7 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
             flush(parts)
             val = parts.validate(position.epoch)
             if val is not None:
+                parts.on_validation(position.epoch, val)
                 parts.pending.append({"epoch": position.epoch, "val": val})
             parts.log(
                 f"epoch {position.epoch} done: step {position.step}, loss {last_loss:.5g}"
@@ -178,4 +199,8 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
             hint="continue with `dmlbench train --resume` (same --run-dir)",
         ) from None
     checkpoint(parts, position)
-    return position
+    return LoopResult(
+        position=position,
+        last_loss=last_loss if math.isfinite(last_loss) else None,
+        images_per_s=float(statistics.median(recent_rates)) if recent_rates else None,
+    )

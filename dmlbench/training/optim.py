@@ -10,13 +10,19 @@ from dmlbench.config import OptimConfig, ScheduleConfig
 from dmlbench.models.embedder import Embedder
 
 
-def build_optimizer(model: Embedder, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """RMSprop (paper), AdamW or SGD with two parameter groups: backbone at lr, head at lr x multiplier."""
+def build_optimizer(model: Embedder, cfg: OptimConfig, loss_fn: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+    """RMSprop (paper), AdamW or SGD: backbone at lr, head at lr x head multiplier, loss parameters
+    (proxies, class weights) at lr x the loss's own `param_lr_multiplier` (proxy-anchor's paper: 100).
+    """
     assert cfg.lr is not None and cfg.head_lr_multiplier is not None and cfg.weight_decay is not None
     groups = [
         {"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": cfg.lr},
-        {"params": list(model.head.parameters()), "lr": cfg.lr * cfg.head_lr_multiplier},
+        {"params": [p for p in model.head.parameters() if p.requires_grad], "lr": cfg.lr * cfg.head_lr_multiplier},
     ]
+    loss_params = [p for p in loss_fn.parameters() if p.requires_grad] if loss_fn is not None else []
+    if loss_params:
+        multiplier = float(getattr(loss_fn, "param_lr_multiplier", 1.0))
+        groups.append({"params": loss_params, "lr": cfg.lr * multiplier})
     if cfg.name == "rmsprop":
         # alpha=0.9 is TensorFlow's RMSProp decay, the optimizer the paper's code base used.
         return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=0.9, eps=1e-8, weight_decay=cfg.weight_decay)

@@ -1,30 +1,30 @@
-"""`train()`: build the parts of a run (data, model, optimizer, run directory), run the loop, finish.
+"""`train()`: check everything, claim the run folder, build the parts, run the loop, finish.
 
-The loop itself is in loop.py; this file is the set-up and the bookkeeping around it.
+The loop is loop.py, the data split and sampler data.py, config resolution resolve.py, files rundir.py;
+this module only puts them in order.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
-import platform
+import math
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-import dmlbench
-from dmlbench.config import TrainConfig, config_to_dict, diff_keys, dump_toml, load_config, resolve_config
-from dmlbench.errors import ConfigError, DmlbenchError, InterruptedRunError, MissingInputError
+from dmlbench.config import TrainConfig, config_to_dict, diff_keys, dump_toml
+from dmlbench.errors import ConfigError, DmlbenchError, InterruptedRunError
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.rundir import RunDir, now_iso
+from dmlbench.paths import child_path
+from dmlbench.resolve import resolve_config
+from dmlbench.rundir import DatasetRecord, Manifest, RunDir, RunKind, now_iso
 from dmlbench.training.checkpoint import (
     Position,
     export_weights,
@@ -33,11 +33,12 @@ from dmlbench.training.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
+from dmlbench.training.data import TrainData, batch_loader
 from dmlbench.training.distributed import DistContext, barrier, init_process_group
 from dmlbench.training.loop import Parts, run_loop
 from dmlbench.training.optim import build_optimizer, build_scheduler
 from dmlbench.utils.device import resolve_device
-from dmlbench.utils.io import append_line, atomic_path, write_text_atomic
+from dmlbench.utils.io import atomic_path
 from dmlbench.utils.seed import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -64,56 +65,98 @@ class TrainSummary:
     config: TrainConfig | None = field(default=None, repr=False)
 
 
+@dataclass
+class TrainHooks:
+    """Calls into a caller's code during training (tuning feeds its pruner from `on_validation`)."""
+
+    on_validation: Callable[[int, dict[str, Any]], None] | None = None
+
+
 def train(
     cfg: TrainConfig,
-    run_dir: Path | None = None,
+    run_dir: str | PathLike[str] | None = None,
     *,
-    data_root: Path,
-    runs_root: Path = Path("runs"),
+    data_root: str | PathLike[str],
+    runs_root: str | PathLike[str] = "runs",
     resume: bool = False,
     force: bool = False,
     device: str = "auto",
     on_event: EventHandler | None = None,
     evaluate_at_end: bool = True,
     dist: DistContext | None = None,
+    catalog: Sequence[str | PathLike[str]] = (),
+    train_classes: Sequence[int] | None = None,
+    kind: RunKind = "trained",
+    hooks: TrainHooks | None = None,
 ) -> TrainSummary:
-    """Train the embedder `cfg` describes into `run_dir` (default `runs_root/<run_id>`); evaluate on test at the end."""
-    from dmlbench.datasets import get_spec
+    """Train the embedder `cfg` describes into `run_dir` (default `runs_root/<run_id>`); evaluate on test at the end.
+
+    Every input is checked before the folder is claimed, so a rejected run writes nothing. `train_classes`
+    trains on those classes only and validates on the other training classes (tuning's folds).
+    """
+    from dmlbench.datasets import get_spec, open_or_prepare
 
     ctx = dist or DistContext()
+    data_path, catalogs = Path(data_root), [Path(c) for c in catalog]
     torch_device = resolve_device(device)
     if ctx.enabled and torch_device.type == "cuda" and torch_device.index is None:
         torch_device = torch.device("cuda", ctx.local_rank)  # one GPU per torchrun process
         torch.cuda.set_device(torch_device)
-    resolved = resolve_config(cfg, get_spec(cfg.dataset))
+    resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=catalogs))
     assert resolved.run_id is not None
-    run = RunDir(run_dir if run_dir is not None else runs_root / resolved.run_id)
+    run = RunDir(Path(run_dir) if run_dir is not None else child_path(Path(runs_root), resolved.run_id, "run_id"))
     _check_reusable(run, resolved, resume=resume, force=force)
     init_process_group(ctx, torch_device)
-    if force and ctx.is_main:
-        _clear_run(run)
-    # Rank 0 prepares `digits` if needed; the others open it once it exists.
-    prepared = _open_dataset(resolved.dataset, data_root, on_event) if ctx.is_main else None
+    # Rank 0 prepares a generated dataset if needed; the others open it once it exists.
+    prepared = (
+        open_or_prepare(resolved.dataset, data_root=data_path, on_event=on_event, catalog=catalogs)
+        if ctx.is_main
+        else None
+    )
     barrier(ctx)
     if prepared is None:
         from dmlbench.datasets import open_prepared
 
-        prepared = open_prepared(resolved.dataset, data_root=data_root)
-    data = _TrainData.build(prepared, resolved, ctx)
-    return _Run(resolved, run, data, torch_device, ctx, on_event if ctx.is_main else None, data_root).execute(
-        resume=resume, evaluate_at_end=evaluate_at_end
-    )
+        prepared = open_prepared(resolved.dataset, data_root=data_path)
+    data = TrainData.build(prepared, resolved, ctx, train_classes=train_classes)
+    job = _Run(resolved, run, data, torch_device, ctx, on_event if ctx.is_main else None, data_path, kind, hooks)
+    if not ctx.is_main:
+        return job.execute(resume=resume, evaluate_at_end=False, catalogs=catalogs)
+    with run.claim(holder="train"):
+        # Checked again under the lock: another writer may have finished this folder meanwhile.
+        _check_reusable(run, resolved, resume=resume, force=force)
+        if force:
+            run.clear()
+        return job.execute(resume=resume, evaluate_at_end=evaluate_at_end, catalogs=catalogs)
+
+
+def margin_schedule(cfg: TrainConfig, loss_fn: torch.nn.Module) -> Callable[[Position], None] | None:
+    """γ_s = γ0 x decay^(s // every) (or per finished epoch); computed from the position, so a resumed run
+    continues exactly where it stopped."""
+    decay = cfg.loss.margin_decay
+    if decay is None or decay == 1.0:
+        return None
+    if not hasattr(loss_fn, "margin_multiplier"):
+        raise ConfigError(
+            f"loss {cfg.loss.name!r} has no margin multiplier to decay", hint="drop loss.margin_decay for this loss"
+        )
+    initial = float(getattr(loss_fn, "margin_multiplier"))  # noqa: B009 - a Module attribute mypy cannot see
+    every = cfg.loss.margin_decay_every
+
+    def apply(position: Position) -> None:
+        periods = position.step // every if every else position.epoch
+        setattr(loss_fn, "margin_multiplier", initial * decay**periods)  # noqa: B010
+
+    return apply
 
 
 def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: bool) -> None:
     """Refuse a run folder holding another run (or nothing, on --resume) before any work starts."""
     if not run.exists() or force:
-        if resume and not force:
-            raise MissingInputError(f"nothing to resume: {run.root} holds no run", hint="drop --resume to start it")
         run.check_reusable(same_config=True, resume=resume, force=force)
         return
     try:
-        stored = load_config(run.config_path)
+        stored = run.read_config()
     except DmlbenchError:
         stored = None
     if stored is None:
@@ -123,140 +166,6 @@ def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: 
     run.check_reusable(same_config=not changed, resume=resume, force=force)
 
 
-def _clear_run(run: RunDir) -> None:
-    """--force: remove this contract's files (never anything else in the folder)."""
-    for path in (run.train_dir, run.root / "eval"):
-        if path.is_dir():
-            shutil.rmtree(path)
-    for path in (run.manifest_path, run.config_path):
-        path.unlink(missing_ok=True)
-
-
-def _open_dataset(name: str, data_root: Path, on_event: EventHandler | None) -> Any:
-    from dmlbench.datasets import open_prepared, prepare
-
-    try:
-        return open_prepared(name, data_root=data_root)
-    except MissingInputError:
-        if name != "digits":
-            raise
-    # The embedded default dataset is prepared on demand so `dmlbench train` works right after install.
-    emit(on_event, Event("log", "prepare", message=f"preparing {name} in {data_root}"))
-    return prepare(name, data_root=data_root, on_event=on_event)
-
-
-@dataclass
-class _TrainData:
-    prepared: Any
-    dataset: Any
-    val_frame: Any
-    sampler: Any
-    num_classes: int
-
-    @staticmethod
-    def build(prepared: Any, cfg: TrainConfig, ctx: DistContext) -> _TrainData:
-        from dmlbench.datasets.sampler import PKBatchSampler
-        from dmlbench.datasets.torch_data import build_dataset
-        from dmlbench.losses import LOSSES
-
-        index = prepared.index
-        train_frame = index[index["split"] == "train"].reset_index(drop=True)
-        val_frame = train_frame.iloc[:0]
-        if cfg.validation.val_classes > 0:
-            from dmlbench.evaluation.metrics import metric_info
-
-            metric_info(cfg.validation.metric)  # a typo fails now, not after the first epoch of training
-            classes = np.unique(train_frame["label"].to_numpy())
-            n_val = max(2, round(cfg.validation.val_classes * len(classes)))
-            if n_val >= len(classes):
-                raise ConfigError(
-                    f"validation.val_classes={cfg.validation.val_classes} leaves no training classes "
-                    f"({len(classes)} in the train split)",
-                    hint="use a smaller --val-classes",
-                )
-            held_out = np.random.default_rng(cfg.seed).choice(classes, size=n_val, replace=False)
-            is_val = train_frame["label"].isin(held_out)
-            val_frame = train_frame[is_val].reset_index(drop=True)
-            train_frame = train_frame[~is_val].reset_index(drop=True)
-        labels = train_frame["label"].to_numpy().astype(np.int64)
-        p, k = cfg.sampler.classes_per_batch, cfg.sampler.samples_per_class
-        assert p is not None and k is not None and cfg.model.image_size is not None
-        need_k = int(getattr(LOSSES.get(cfg.loss.name), "min_samples_per_class", 2))
-        if k < need_k:
-            raise ConfigError(
-                f"loss {cfg.loss.name!r} needs at least {need_k} images per class in a batch, "
-                f"but sampler.samples_per_class = {k}",
-                hint=f"use --set sampler.samples_per_class={need_k} (or more)",
-            )
-        _, counts = np.unique(labels, return_counts=True)
-        # The sampler draws K with replacement from small classes but needs two images for a positive pair.
-        usable = int((counts >= min(2, k)).sum())
-        if p > usable:
-            held = f" after holding out {val_frame['label'].nunique()} validation classes" if len(val_frame) else ""
-            raise ConfigError(
-                f"a {p}x{k} batch needs {p} classes, but the train split of {cfg.dataset!r}{held} has {usable} "
-                "usable classes",
-                hint=f"lower sampler.classes_per_batch to at most {usable}",
-            )
-        if p % ctx.world_size:
-            raise ConfigError(
-                f"sampler.classes_per_batch={p} does not split over {ctx.world_size} processes",
-                hint=f"use a multiple of {ctx.world_size}",
-            )
-        dataset = build_dataset(
-            prepared, train_frame, train=True, image_size=cfg.model.image_size, channels=cfg.model.in_channels
-        )
-        sampler = PKBatchSampler(labels, p, k, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
-        return _TrainData(prepared, dataset, val_frame, sampler, int(len(counts)))
-
-
-def batch_loader(
-    dataset: Any, batches: Sequence[Sequence[int]], *, num_workers: int = 0, pin_memory: bool = False
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (images, labels) for each index list: vectorised `get_batch` when the dataset has it."""
-    if hasattr(dataset, "get_batch"):
-        for indices in batches:
-            images, labels = dataset.get_batch(list(indices))
-            yield torch.as_tensor(images), torch.as_tensor(labels)
-        return
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers, pin_memory=pin_memory
-    )
-    for images, labels in loader:
-        yield images, labels
-
-
-def _versions() -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "dmlbench": dmlbench.__version__,
-        "torch": torch.__version__,
-        "torchvision": version("torchvision"),
-        "faiss": version("faiss-cpu") or version("faiss-gpu-cu12"),
-        "python": platform.python_version(),
-    }
-
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(dmlbench.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
-
-
 class _Run:
     """One training run's state and bookkeeping (only rank 0 writes)."""
 
@@ -264,19 +173,22 @@ class _Run:
         self,
         cfg: TrainConfig,
         run: RunDir,
-        data: _TrainData,
+        data: TrainData,
         device: torch.device,
         ctx: DistContext,
         on_event: EventHandler | None,
         data_root: Path,
+        kind: RunKind,
+        hooks: TrainHooks | None,
     ) -> None:
         self.cfg, self.run, self.data, self.device, self.ctx = cfg, run, data, device, ctx
-        self.on_event, self.data_root = on_event, data_root
+        self.on_event, self.data_root, self.kind, self.hooks = on_event, data_root, kind, hooks or TrainHooks()
         self.best: dict[str, Any] | None = None
+        self.tensorboard: Any = None
 
-    def execute(self, *, resume: bool, evaluate_at_end: bool) -> TrainSummary:
+    def execute(self, *, resume: bool, evaluate_at_end: bool, catalogs: Sequence[Path]) -> TrainSummary:
         from dmlbench.losses import LOSSES
-        from dmlbench.models import build_embedder
+        from dmlbench.models import backbone_info, build_embedder
 
         cfg, run, ctx = self.cfg, self.run, self.ctx
         seed_everything(cfg.seed)
@@ -284,14 +196,14 @@ class _Run:
         channels_last = bool(
             cfg.schedule.channels_last
             if cfg.schedule.channels_last is not None
-            else self.device.type == "cuda" and cfg.model.backbone != "small_cnn"
+            else self.device.type == "cuda" and backbone_info(cfg.model.backbone or "").channels_last
         )
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         loss_fn = LOSSES.build(
             cfg.loss.name, cfg.loss.kwargs(), embedding_dim=cfg.model.embedding_dim, num_classes=self.data.num_classes
         ).to(self.device)
-        optimizer = build_optimizer(model, cfg.optim)
+        optimizer = build_optimizer(model, cfg.optim, loss_fn)
         steps_per_epoch = len(self.data.sampler.batches(0))
         epochs = cfg.schedule.epochs or 1
         total_steps = cfg.schedule.steps or epochs * steps_per_epoch
@@ -303,6 +215,8 @@ class _Run:
         if resume:
             payload = load_checkpoint(run.last_checkpoint, run_id=self._run_id)
             model.load_state_dict(payload["model"])
+            if payload.get("loss"):
+                loss_fn.load_state_dict(payload["loss"])
             optimizer.load_state_dict(payload["optimizer"])
             scheduler.load_state_dict(payload["scheduler"])
             if scaler is not None and payload["scaler"] is not None:
@@ -317,7 +231,8 @@ class _Run:
                     f"{run.root} already trained {position.step} steps; nothing to resume",
                     hint="raise --epochs/--steps to continue, or --force to start over",
                 )
-            seconds_before = self._truncate_history(position) if ctx.is_main else 0.0
+            if ctx.is_main:
+                seconds_before = run.truncate_history(step=position.step, epoch=position.epoch)
             emit(self.on_event, Event("log", "train", message=f"resuming {self._run_id} from step {position.step}"))
         if ctx.is_main:
             self._start_manifest(resume=resume)
@@ -329,14 +244,13 @@ class _Run:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         model.train()
-        batches_of = self.data.sampler.batches
         parts = Parts(
             model=wrapped,
             loss_fn=loss_fn,
             optimizer=optimizer,
             scheduler=scheduler,
             scaler=scaler,
-            batches=batches_of,
+            batches=self.data.sampler.batches,
             loader=lambda lists: batch_loader(
                 self.data.dataset, lists, num_workers=cfg.schedule.num_workers, pin_memory=self.device.type == "cuda"
             ),
@@ -349,16 +263,19 @@ class _Run:
             amp_dtype=amp_dtype,
             channels_last=channels_last,
             on_event=self.on_event,
-            save_checkpoint=lambda pos: self._save(model, optimizer, scheduler, scaler, pos),
+            save_checkpoint=lambda pos: self._save(model, optimizer, scheduler, scaler, loss_fn, pos),
             write_history=self._write_history,
             validate=lambda epoch: self._validate(model, epoch),
             log=self._log,
+            on_step=self._on_step if ctx.is_main else None,
+            on_validation=self._on_validation,
+            before_step=margin_schedule(cfg, loss_fn),
         )
         if not resume and ctx.is_main:
-            self._save(model, optimizer, scheduler, scaler, position)
+            self._save(model, optimizer, scheduler, scaler, loss_fn, position)
         started = time.perf_counter()
         try:
-            position = run_loop(parts, position, seconds_before=seconds_before)
+            outcome = run_loop(parts, position, seconds_before=seconds_before)
         except InterruptedRunError as err:
             self._finish_status("interrupted", err.message, position)
             raise
@@ -368,8 +285,13 @@ class _Run:
         except BaseException as err:
             self._finish_status("failed", f"{type(err).__name__}: {err}", position)
             raise
+        finally:
+            self._close_tensorboard()
+        position = outcome.position
         seconds = time.perf_counter() - started
-        final_loss, images_per_s = self._last_history_row()
+        final_loss, images_per_s = outcome.last_loss, outcome.images_per_s
+        if final_loss is None and ctx.is_main:  # resumed after the last step: the loop ran no step
+            final_loss = run.read_history().last_loss()
         if ctx.is_main:
             use_best = self.best is not None and run.best_path.is_file()
             if use_best:
@@ -385,8 +307,10 @@ class _Run:
             from dmlbench.evaluation import evaluate
 
             emit(self.on_event, Event("log", "evaluate", message="evaluating on the test split"))
-            result = evaluate(run.root, data_root=self.data_root, device=str(self.device), on_event=self.on_event)
-            test_metrics = dict(getattr(result, "metrics", {}) or {})
+            result = evaluate(
+                run.root, data_root=self.data_root, device=str(self.device), on_event=self.on_event, locked=True
+            )
+            test_metrics = dict(result.metrics)
         return TrainSummary(
             run_dir=run.root,
             run_id=self._run_id,
@@ -420,42 +344,42 @@ class _Run:
     # -- files (rank 0) ----------------------------------------------------------------------------
 
     def _start_manifest(self, *, resume: bool) -> None:
+        from dmlbench.provenance import git_commit, versions
+
         run, cfg = self.run, self.cfg
         info = dict(getattr(self.data.prepared, "info", {}) or {})
-        previous = run.read_manifest() if resume and run.exists() else {}
+        previous = run.read_manifest() if resume and run.exists() else None
         run.write_manifest(
-            {
-                "run_id": self._run_id,
-                "status": "running",
-                "created": previous.get("created", now_iso()),
-                "finished": None,
-                "versions": _versions(),
-                "git_commit": _git_commit(),
-                "device": str(self.device),
-                "world_size": self.ctx.world_size,
-                "dataset": {
-                    "name": cfg.dataset,
-                    "fingerprint": getattr(self.data.prepared, "fingerprint", None),
-                    "protocol": info.get("protocol"),
-                    "splits": info.get("splits"),
-                    "train_test_disjoint": info.get("train_test_disjoint"),
-                },
-                # evaluation reads this list instead of re-deriving the held-out classes.
-                "val_classes": sorted(int(label) for label in self.data.val_frame["label"].unique()),
-                "error": None,
-                "last_step": previous.get("last_step", 0),
-                "last_epoch": previous.get("last_epoch", 0),
-            }
+            Manifest(
+                run_id=self._run_id,
+                kind=self.kind,
+                status="running",
+                created=previous.created if previous is not None else now_iso(),
+                versions=versions(),
+                git_commit=git_commit(),
+                device=str(self.device),
+                world_size=self.ctx.world_size,
+                dataset=DatasetRecord(
+                    name=cfg.dataset,
+                    fingerprint=getattr(self.data.prepared, "fingerprint", None),
+                    protocol=info.get("protocol"),
+                    splits=info.get("splits"),
+                    train_test_disjoint=info.get("train_test_disjoint"),
+                ),
+                val_classes=self.data.val_classes,
+                last_step=previous.last_step if previous is not None else 0,
+                last_epoch=previous.last_epoch if previous is not None else 0,
+            )
         )
         run.write_config(dump_toml(cfg))
         if not resume:
-            write_text_atomic(run.history_path, "")
+            run.start_history()
         self._log(("resumed " if resume else "started ") + json.dumps(config_to_dict(cfg), sort_keys=True))
 
     def _finish_status(self, status: str, error: str | None, position: Position) -> None:
         if self.ctx.is_main and self.run.exists():
             if status != "complete":
-                self._truncate_history(position)
+                self.run.truncate_history(step=position.step, epoch=position.epoch)
             self.run.set_status(status, error=error, last_step=position.step, last_epoch=position.epoch)  # type: ignore[arg-type]
             self._log(f"{status}" + (f": {error}" if error else ""))
 
@@ -465,6 +389,7 @@ class _Run:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         scaler: torch.amp.GradScaler | None,
+        loss_fn: torch.nn.Module,
         position: Position,
     ) -> None:
         if self.ctx.is_main:
@@ -477,53 +402,47 @@ class _Run:
                 scaler=scaler,
                 position=position,
                 best=self.best,
+                loss_fn=loss_fn,
             )
 
     def _write_history(self, rows: list[dict[str, Any]]) -> None:
-        if self.ctx.is_main and rows:
-            append_line(self.run.history_path, "\n".join(json.dumps(row) for row in rows))
+        if self.ctx.is_main:
+            self.run.append_history(rows)
 
     def _log(self, message: str) -> None:
         if self.ctx.is_main:
             logger.debug(message)
             self.run.log(message)
 
-    def _read_history(self) -> list[dict[str, Any]]:
-        path = self.run.history_path
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line torn by a kill mid-write
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+    # -- TensorBoard (rank 0) ----------------------------------------------------------------------
 
-    def _truncate_history(self, position: Position) -> float:
-        """Keep each row once, up to the checkpoint (later rows are replayed); return the seconds so far."""
-        kept, seen = [], set()
-        for row in self._read_history():
-            key = ("step", row["step"]) if "step" in row else ("val", row.get("epoch"))
-            is_step = key[0] == "step" and row["step"] <= position.step
-            is_val = key[0] == "val" and "val" in row and row["epoch"] <= position.epoch
-            if (is_step or is_val) and key not in seen:
-                seen.add(key)
-                kept.append(row)
-        write_text_atomic(self.run.history_path, "".join(json.dumps(row) + "\n" for row in kept))
-        steps = [row for row in kept if "step" in row]
-        return float(steps[-1]["seconds"]) if steps else 0.0
+    def _writer(self) -> Any:
+        if self.tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter
 
-    def _last_history_row(self) -> tuple[float | None, float | None]:
-        if not self.ctx.is_main:
-            return None, None
-        steps = [row for row in self._read_history() if "step" in row]
-        if not steps:
-            return None, None
-        tail = steps[-min(len(steps), 50) :]
-        return float(steps[-1]["loss"]), float(np.median([row["images_per_s"] for row in tail]))
+            self.tensorboard = SummaryWriter(log_dir=str(self.run.tensorboard_dir))
+        return self.tensorboard
+
+    def _on_step(self, step: int, loss: float, lr: float, images_per_s: float) -> None:
+        writer = self._writer()
+        writer.add_scalar("train/loss", loss, step)
+        writer.add_scalar("train/lr", lr, step)
+        writer.add_scalar("train/images_per_s", images_per_s, step)
+
+    def _on_validation(self, epoch: int, values: dict[str, Any]) -> None:
+        if self.ctx.is_main:
+            writer = self._writer()
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    writer.add_scalar(f"val/{name}", value, epoch)
+            writer.flush()
+        if self.hooks.on_validation is not None:
+            self.hooks.on_validation(epoch, values)
+
+    def _close_tensorboard(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     # -- validation on held-out training classes ------------------------------------------------------
 
@@ -532,8 +451,10 @@ class _Run:
         if len(self.data.val_frame) == 0 or epoch % cfg.every or not self.ctx.is_main:
             return None
         from dmlbench.datasets.torch_data import build_dataset
-        from dmlbench.evaluation import evaluate_embeddings
+        from dmlbench.evaluation import EvalOptions, evaluate_embeddings
+        from dmlbench.evaluation.embed import embed_dataset
         from dmlbench.evaluation.metrics import higher_is_better
+        from dmlbench.models import preprocessing
 
         frame = self.data.val_frame
         dataset = build_dataset(
@@ -542,23 +463,13 @@ class _Run:
             train=False,
             image_size=self.cfg.model.image_size,
             channels=self.cfg.model.in_channels,
+            **preprocessing(self.cfg.model),
         )
-        chunks = [list(range(i, min(i + 256, len(frame)))) for i in range(0, len(frame), 256)]
         was_training = model.training
-        model.eval()
-        embedded: list[torch.Tensor] = []
-        with torch.no_grad():
-            for images, _ in batch_loader(dataset, chunks, num_workers=self.cfg.schedule.num_workers):
-                embedded.append(model(images.to(self.device)).float().cpu())
+        embeddings, labels = embed_dataset(model, dataset, device=self.device, task="validate")
         model.train(was_training)
-        metrics = {cfg.metric, "recall@1"}
-        values = evaluate_embeddings(
-            torch.cat(embedded).numpy(),
-            frame["label"].to_numpy(),
-            metrics=sorted(metrics),
-            device="cpu",
-            seed=self.cfg.seed,
-        )
+        options = EvalOptions(metrics=tuple(sorted({cfg.metric, "recall@1"})), device="cpu", seed=self.cfg.seed)
+        values = evaluate_embeddings(embeddings, labels, options).metrics
         if cfg.metric not in values:
             raise ConfigError(f"validation.metric {cfg.metric!r} is not a metric", hint=f"use one of {sorted(values)}")
         value = float(values[cfg.metric])

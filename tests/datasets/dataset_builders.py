@@ -350,7 +350,7 @@ def assert_nothing_left(data_root: Path, name: str) -> None:
     root = data_root / name
     if not root.exists():
         return
-    leftovers = sorted(p.name for p in root.iterdir() if p.name != "raw")
+    leftovers = sorted(p.name for p in root.iterdir() if p.name not in ("raw", ".prepare.lock"))
     assert leftovers == [], f"half-prepared dataset left behind: {leftovers}"
     assert not (root / INFO_FILE).exists()
     assert not (root / INDEX_FILE).exists()

@@ -71,7 +71,7 @@ def test_happy_mini_then_force(cub_mini: Built, server: FileServer, data_root: P
     assert frame.groupby("split")["label"].nunique().to_dict() == {"test": 2, "train": 2}
     forced = _run(tmp_path, data_root, _mini_spec(cub_mini, [url]), "--force")
     assert forced.exit_code == 0, forced.output
-    assert sorted(p.name for p in (data_root / NAME).iterdir()) == [
+    assert sorted(p.name for p in (data_root / NAME).iterdir() if p.name != ".prepare.lock") == [
         "images",
         "index.csv",
         "meta",

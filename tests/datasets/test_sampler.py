@@ -73,8 +73,19 @@ def test_too_many_classes_is_a_usage_error() -> None:
     with pytest.raises(UsageError) as info:
         PKBatchSampler(LABELS, 10, 2, seed=0)
     assert "only 9 classes" in info.value.message and "classes_per_batch <= 9" in (info.value.hint or "")
-    with pytest.raises(UsageError, match="cannot be split over 3"):
+    with pytest.raises(UsageError, match=r"4x2 batch \(8 images\) does not split over 3") as split:
         PKBatchSampler(LABELS, 4, 2, seed=0, num_replicas=3, rank=0)
+    assert "1, 2, 4, 8" in (split.value.hint or "")
+
+
+def test_ranks_split_the_global_batch_by_samples() -> None:
+    # 3 classes x 2 images = 6 samples over 3 ranks: no rank holds a whole class, and together they
+    # hold exactly the one-process batch, in order.
+    whole = PKBatchSampler(LABELS, 3, 2, seed=5).batches(0)
+    parts = [PKBatchSampler(LABELS, 3, 2, seed=5, num_replicas=3, rank=r).batches(0) for r in range(3)]
+    for step, batch in enumerate(whole):
+        assert [i for part in parts for i in part[step]] == batch
+        assert all(len(part[step]) == 2 for part in parts)
 
 
 def test_works_as_a_dataloader_batch_sampler() -> None:
@@ -154,8 +165,8 @@ def test_ranks_take_contiguous_image_slices_of_one_global_batch(world: int) -> N
 def test_world_size_must_divide_the_batch() -> None:
     with pytest.raises(UsageError) as info:
         ClassBatchSampler(SOP_LIKE, 12, 4, seed=0, num_replicas=5, rank=0)
-    assert "cannot be split over 5" in info.value.message
-    assert info.value.hint == "world sizes that divide it: 1, 2, 3, 4, 6, 12"
+    assert "12 images does not split over 5" in info.value.message
+    assert info.value.hint == "use a world size that divides 12: 1, 2, 3, 4, 6, 12"
 
 
 def test_bad_class_counts_are_usage_errors() -> None:

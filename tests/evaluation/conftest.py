@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dmlbench.config import ModelConfig, TrainConfig, dump_toml
-from dmlbench.rundir import RunDir
+from dmlbench.rundir import Manifest, RunDir
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +54,14 @@ def _make_run(
     torch.save(saved.state_dict(), run.model_path)
     prepared = open_prepared("digits", data_root)
     run.write_manifest(
-        {
-            "run_id": run.run_id,
-            "status": status,
-            "dataset": {"name": "digits", "fingerprint": prepared.fingerprint},
-            **(manifest_extra or {}),
-        }
+        Manifest.model_validate(
+            {
+                "run_id": run.run_id,
+                "status": status,
+                "dataset": {"name": "digits", "fingerprint": prepared.fingerprint},
+                **(manifest_extra or {}),
+            }
+        )
     )
     return run.root
 
@@ -68,3 +70,13 @@ def _make_run(
 def make_run() -> Any:
     """Factory: make_run(root, data_root, **options) -> run directory path."""
     return _make_run
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A run folder already evaluated on test (copy it before changing it: it is shared)."""
+    from dmlbench.evaluation import evaluate
+
+    run = _make_run(tmp_path_factory.mktemp("evaluated"), data_root)
+    evaluate(run, data_root=data_root, device="cpu")
+    return run

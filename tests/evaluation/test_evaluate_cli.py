@@ -36,7 +36,7 @@ def test_external_embeddings_json_matches_the_python_api(files: tuple[Path, Path
     )
     assert result.exit_code == 0, result.stderr
     body = json.loads(result.stdout)
-    assert body["metrics"] == pytest.approx(evaluate_embeddings(X, Y, recall_k=(1, 2, 4), device="cpu"))
+    assert body["metrics"] == pytest.approx(evaluate_embeddings(X, Y, recall_k=(1, 2, 4), device="cpu").metrics)
     assert body["n_queries"] == 30 and body["lone_queries"] == 0
 
 
@@ -57,8 +57,8 @@ def test_table_output_and_metric_subset(files: tuple[Path, Path], tmp_path: Path
         (["--embeddings", "{x}", "--labels", "{y}", "--recall-k", "1,64"], 2, "recall@64"),
         (["--embeddings", "{x}", "--labels", "{y}", "--metrics", "recal"], 2, "unknown metric"),
         (["--embeddings", "{x}", "--labels", "{y}", "--distance", "l1"], 2, "unknown --distance"),
-        (["{x}", "--embeddings", "{x}", "--labels", "{y}"], 2, "either RUN_DIR or --embeddings"),
-        ([], 2, "either RUN_DIR or --embeddings"),
+        (["{x}", "--embeddings", "{x}", "--labels", "{y}"], 2, "exactly one of RUN_DIR, --embeddings or --baseline"),
+        ([], 2, "exactly one of RUN_DIR, --embeddings or --baseline"),
         (["{missing}"], 3, "does not exist"),
         (["--embeddings", "{nan}", "--labels", "{y}"], 2, "NaN or inf"),
     ],
@@ -105,3 +105,43 @@ def test_run_dir_end_to_end(tmp_path: Path, data_root: Path, make_run: Any) -> N
     assert json.loads(again.stdout)["metrics"] == pytest.approx(written["metrics"])
     result = invoke(str(run_dir), "--data-root", str(data_root), "--split", "val")
     assert result.exit_code == 2 and "no validation split" in result.stderr
+
+
+def test_baseline_through_the_cli_writes_then_reuses_its_folder(tmp_path: Path, data_root: Path) -> None:
+    args = ["--baseline", "raw", "--dataset", "digits", "--runs-root", str(tmp_path), "--data-root", str(data_root)]
+    first = invoke(*args, "--json", "--device", "cpu")
+    assert first.exit_code == 0, first.stderr
+    body = json.loads(first.stdout)
+    folder = tmp_path / "baselines" / "digits-raw-small_cnn-seed0"
+    assert body["path"] == str(folder / "eval" / "test" / "metrics.json") and body["reused"] is False
+    assert body["metrics"] == json.loads((folder / "eval" / "test" / "metrics.json").read_text())["metrics"]
+    assert body["n_queries"] == 896 and body["protocol"] == "query=gallery, self excluded by index"
+    again = invoke(*args)
+    assert again.exit_code == 0, again.stderr
+    assert "reused" in again.stdout and "recall@1" in again.stdout
+    untrained = invoke("--baseline", "untrained", "--dataset", "digits", "--seed", "2", *args[4:], "--json")
+    assert untrained.exit_code == 0, untrained.stderr
+    assert (tmp_path / "baselines" / "digits-untrained-small_cnn-seed2" / "manifest.json").is_file()
+
+
+def test_gallery_files_through_the_cli(files: tuple[Path, Path], tmp_path: Path) -> None:
+    np.save(tmp_path / "gx.npy", X[::3])
+    np.save(tmp_path / "gy.npy", Y[::3])
+    result = invoke(
+        "--embeddings",
+        str(files[0]),
+        "--labels",
+        str(files[1]),
+        "--gallery-embeddings",
+        str(tmp_path / "gx.npy"),
+        "--gallery-labels",
+        str(tmp_path / "gy.npy"),
+        "--json",
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, result.stderr
+    body = json.loads(result.stdout)
+    expected = evaluate_embeddings(X, Y, device="cpu", gallery_embeddings=X[::3], gallery_labels=Y[::3])
+    assert body["protocol"] == "query vs gallery" and body["n_gallery"] == 10
+    assert body["metrics"] == pytest.approx(expected.metrics)

@@ -10,7 +10,7 @@ import torch
 
 from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 from dmlbench.evaluation import evaluate_embeddings
-from dmlbench.evaluation.io import load_embeddings
+from dmlbench.evaluation.files import load_embeddings
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 6)).astype(np.float32)
@@ -44,9 +44,10 @@ def test_bad_input_is_a_usage_error_with_hint(
 
 
 def test_torch_tensors_and_float_labels_are_accepted() -> None:
-    direct = evaluate_embeddings(X, Y, device="cpu", metrics=["recall"])
+    direct = evaluate_embeddings(X, Y, device="cpu", metrics=["recall"]).metrics
     assert (
-        evaluate_embeddings(torch.from_numpy(X), torch.from_numpy(Y.astype(np.float32)), metrics=["recall"]) == direct
+        evaluate_embeddings(torch.from_numpy(X), torch.from_numpy(Y.astype(np.float32)), metrics=["recall"]).metrics
+        == direct
     )
 
 
@@ -54,8 +55,9 @@ def test_bfloat16_tensors_are_accepted(tmp_path: Path) -> None:
     # numpy has no bfloat16: a plain .numpy() raises TypeError
     half = torch.from_numpy(X).to(torch.bfloat16)
     as_float = half.float().numpy()
-    assert evaluate_embeddings(half, Y, device="cpu", metrics=["recall"]) == evaluate_embeddings(
-        as_float, Y, device="cpu", metrics=["recall"]
+    assert (
+        evaluate_embeddings(half, Y, device="cpu", metrics=["recall"]).metrics
+        == evaluate_embeddings(as_float, Y, device="cpu", metrics=["recall"]).metrics
     )
     torch.save({"embeddings": half, "labels": torch.from_numpy(Y)}, tmp_path / "half.pt")
     assert np.array_equal(load_embeddings(tmp_path / "half.pt").embeddings, as_float)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dmlbench.evaluation import core, evaluate_embeddings_detailed
+from dmlbench.evaluation import core, evaluate_embeddings
 from dmlbench.evaluation import metrics as M
 from dmlbench.events import Event
 
@@ -20,9 +20,9 @@ KS = (1, 2, 4, 8, 16)
 def _both_paths(monkeypatch: pytest.MonkeyPatch, x: np.ndarray, y: np.ndarray, **options: Any) -> tuple[Any, Any]:
     """The same evaluation with the k-NN list of R neighbours, then with the rank path."""
     monkeypatch.setattr(core, "LARGE_R_MIN", 10**9)
-    listed = evaluate_embeddings_detailed(x, y, recall_k=KS, metrics=R_METRICS, device="cpu", **options)
+    listed = evaluate_embeddings(x, y, recall_k=KS, metrics=R_METRICS, device="cpu", **options)
     monkeypatch.setattr(core, "LARGE_R_MIN", 0)
-    ranked = evaluate_embeddings_detailed(x, y, recall_k=KS, metrics=R_METRICS, device="cpu", **options)
+    ranked = evaluate_embeddings(x, y, recall_k=KS, metrics=R_METRICS, device="cpu", **options)
     return listed, ranked
 
 
@@ -87,7 +87,7 @@ def test_default_threshold_searches_few_neighbours_for_large_classes() -> None:
     x, y = _clustered(rng, 2 * core.LARGE_R_MIN + 400, 2, 8, 3.0)  # R ~ LARGE_R_MIN + 200
     assert int(np.bincount(y).max()) - 1 > core.LARGE_R_MIN
     events: list[Event] = []
-    out = evaluate_embeddings_detailed(
+    out = evaluate_embeddings(
         x, y, recall_k=(1, 4), metrics=R_METRICS, device="cpu", backend="faiss", on_event=events.append
     )
     started = [e.task for e in events if e.kind == "start"]
@@ -174,7 +174,7 @@ def test_rank_path_on_faiss_cpu_does_not_load_torch() -> None:
         "core.LARGE_R_MIN = 0\n"
         "x = np.random.default_rng(0).normal(size=(60, 4)).astype('float32')\n"
         "events = []\n"
-        "out = E.evaluate_embeddings_detailed(x, np.arange(60) % 3, device='cpu', on_event=events.append)\n"
+        "out = E.evaluate_embeddings(x, np.arange(60) % 3, device='cpu', on_event=events.append)\n"
         "assert out.backend.startswith('faiss-cpu'), out.backend\n"
         "assert any(e.task.startswith('rank') for e in events)\n"
         "assert 'torch' not in sys.modules\n"
@@ -186,9 +186,9 @@ def test_rank_path_alone_skips_the_neighbour_search() -> None:
     rng = np.random.default_rng(15)
     x, y = _clustered(rng, 2 * core.LARGE_R_MIN + 400, 2, 8, 3.0)
     events: list[Event] = []
-    only_r = evaluate_embeddings_detailed(
+    only_r = evaluate_embeddings(
         x, y, metrics=["r_precision", "map@r"], device="cpu", backend="faiss", on_event=events.append
     )
     assert [e.task for e in events if e.kind == "start"] == ["rank R-precision/MAP@R"]
-    both = evaluate_embeddings_detailed(x, y, recall_k=(1, 4), metrics=R_METRICS, device="cpu", backend="faiss")
+    both = evaluate_embeddings(x, y, recall_k=(1, 4), metrics=R_METRICS, device="cpu", backend="faiss")
     assert only_r.metrics == {key: both.metrics[key] for key in ("r_precision", "map@r")}

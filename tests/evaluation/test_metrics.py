@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 from dmlbench.errors import UnknownNameError, UsageError
-from dmlbench.evaluation import METRICS, evaluate_embeddings, evaluate_embeddings_detailed, higher_is_better
+from dmlbench.evaluation import METRICS, evaluate_embeddings, higher_is_better
 from dmlbench.evaluation import metrics as M
 
 # 1-D points with exact ties; items 0, 1, 2 coincide (duplicates), so "drop the first column" would
@@ -35,7 +35,7 @@ RETRIEVAL = ["recall", "precision@1", "r_precision", "map@r"]
 
 @pytest.mark.parametrize("backend", ["faiss", "torch"])
 def test_hand_computed_ties_and_duplicates(backend: str) -> None:
-    out = evaluate_embeddings_detailed(
+    out = evaluate_embeddings(
         POINTS, LABELS, recall_k=(1, 2, 3, 4), metrics=RETRIEVAL, distance="euclidean", device="cpu", backend=backend
     )
     assert out.metrics == pytest.approx(EXPECTED)
@@ -47,7 +47,7 @@ def test_lone_queries_are_counted_and_left_out() -> None:
     # item 5 is the only member of class 2 and far from everything: the other rows keep their lists
     points = np.vstack([POINTS, [[100.0]]]).astype(np.float32)
     labels = np.append(LABELS, 2)
-    out = evaluate_embeddings_detailed(
+    out = evaluate_embeddings(
         points, labels, recall_k=(1, 2, 3, 4), metrics=RETRIEVAL, distance="euclidean", device="cpu"
     )
     assert out.lone_queries == 1
@@ -128,7 +128,9 @@ def test_metric_table_and_unknown_names() -> None:
 
 
 def test_metric_subset_and_recall_keys() -> None:
-    out = evaluate_embeddings(POINTS, LABELS, recall_k=(1, 2), metrics=["recall@3", "map@r"], distance="euclidean")
+    out = evaluate_embeddings(
+        POINTS, LABELS, recall_k=(1, 2), metrics=["recall@3", "map@r"], distance="euclidean"
+    ).metrics
     assert list(out) == ["recall@3", "map@r"]
     assert out["recall@3"] == pytest.approx(1.0)
 

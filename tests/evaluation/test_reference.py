@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from dmlbench.evaluation import evaluate_embeddings_detailed
+from dmlbench.evaluation import evaluate_embeddings
 from dmlbench.evaluation.clustering import kmeans_faiss
 
 KS = (1, 2, 4, 8, 16)
@@ -66,7 +66,7 @@ def _clustered(rng: np.random.Generator, n: int, classes: int, dim: int, noise: 
 def test_cosine_matches_reference(backend: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x, y = _clustered(rng, 240, 30, 12, 1.0)  # some classes end up with one item: lone queries
-    out = evaluate_embeddings_detailed(
+    out = evaluate_embeddings(
         x,
         y,
         recall_k=KS,
@@ -86,7 +86,7 @@ def test_euclidean_integer_grid_with_many_exact_ties(backend: str) -> None:
     rng = np.random.default_rng(7)
     x = rng.integers(0, 3, size=(200, 3)).astype(np.float32)
     y = rng.integers(0, 12, size=200)
-    out = evaluate_embeddings_detailed(
+    out = evaluate_embeddings(
         x,
         y,
         recall_k=KS,
@@ -108,7 +108,7 @@ def test_query_vs_gallery_matches_reference(backend: str) -> None:
     q, qy, g, gy = x[:100], y[:100], x[100:], y[100:]
     qy = qy.copy()
     qy[0] = 999  # a query whose class is absent from the gallery: lone
-    out = evaluate_embeddings_detailed(
+    out = evaluate_embeddings(
         q,
         qy,
         recall_k=KS,
@@ -128,7 +128,7 @@ def test_clustering_metrics_match_sklearn_on_the_same_clustering() -> None:
     rng = np.random.default_rng(5)
     x = rng.integers(-4, 5, size=(300, 6)).astype(np.float32)  # euclidean: no normalisation in between
     y = rng.integers(0, 10, size=300)
-    out = evaluate_embeddings_detailed(
+    out = evaluate_embeddings(
         x, y, metrics=["nmi", "f1"], device="cpu", distance="euclidean", backend="faiss", kmeans_niter=10, seed=3
     )
     clusters = kmeans_faiss(x, 10, niter=10, nredo=1, seed=3)
@@ -145,13 +145,13 @@ def test_clustering_metrics_match_sklearn_on_the_same_clustering() -> None:
 def test_clustering_recovers_separated_classes(backend: str) -> None:
     rng = np.random.default_rng(2)
     x, y = _clustered(rng, 400, 8, 16, 0.05)
-    out = evaluate_embeddings_detailed(x, y, metrics=["nmi", "f1"], device="cpu", backend=backend, kmeans_nredo=10)
+    out = evaluate_embeddings(x, y, metrics=["nmi", "f1"], device="cpu", backend=backend, kmeans_nredo=10)
     assert out.metrics["nmi"] > 0.95 and out.metrics["f1"] > 0.9
 
 
 def test_seeded_kmeans_is_reproducible() -> None:
     rng = np.random.default_rng(4)
     x, y = _clustered(rng, 300, 20, 8, 1.0)
-    first = evaluate_embeddings_detailed(x, y, metrics=["nmi", "f1"], device="cpu", seed=11).metrics
-    again = evaluate_embeddings_detailed(x, y, metrics=["nmi", "f1"], device="cpu", seed=11).metrics
+    first = evaluate_embeddings(x, y, metrics=["nmi", "f1"], device="cpu", seed=11).metrics
+    again = evaluate_embeddings(x, y, metrics=["nmi", "f1"], device="cpu", seed=11).metrics
     assert first == again

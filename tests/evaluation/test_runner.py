@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dmlbench.errors import MissingInputError, RunIncompleteError, UsageError
-from dmlbench.evaluation import evaluate, evaluate_embeddings_detailed
+from dmlbench.evaluation import evaluate, evaluate_embeddings
 from dmlbench.evaluation.embed import embed_dataset
 from dmlbench.events import Event
 from dmlbench.utils.io import sha256_file
@@ -44,7 +44,7 @@ def test_evaluate_writes_metrics_json(tmp_path: Path, data_root: Path, make_run:
     emb = np.load(run_dir / "eval" / "test" / "embeddings.npy")
     labels = np.load(run_dir / "eval" / "test" / "labels.npy")
     assert emb.shape == (896, 16) and set(np.unique(labels)) == {5, 6, 7, 8, 9}
-    again = evaluate_embeddings_detailed(emb, labels, device="cpu", seed=0)
+    again = evaluate_embeddings(emb, labels, device="cpu", seed=0)
     assert again.metrics == pytest.approx(body["metrics"])
     tasks = {e.task for e in events if e.kind == "finish"}
     assert "embed test" in tasks and "k-means k=5" in tasks and any(t.startswith("search k=") for t in tasks)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dmlbench.errors import DeviceError, EnvironmentFailure
-from dmlbench.evaluation import evaluate_embeddings_detailed
+from dmlbench.evaluation import evaluate_embeddings
 from dmlbench.evaluation import search as S
 
 BACKENDS = ["faiss", "torch"]
@@ -66,7 +66,7 @@ def test_backends_agree_on_random_cosine_metrics() -> None:
     x = rng.normal(size=(500, 32)).astype(np.float32)
     y = rng.integers(0, 40, size=500)
     runs = [
-        evaluate_embeddings_detailed(x, y, recall_k=(1, 10, 100), device="cpu", backend=b, metrics=["recall", "map@r"])
+        evaluate_embeddings(x, y, recall_k=(1, 10, 100), device="cpu", backend=b, metrics=["recall", "map@r"])
         for b in BACKENDS
     ]
     assert runs[0].metrics == pytest.approx(runs[1].metrics, abs=1e-12)
@@ -107,8 +107,8 @@ def test_cuda_backends_agree_with_cpu() -> None:
     rng = np.random.default_rng(3)
     y = rng.integers(0, 150, size=2000)
     x = (rng.normal(size=(150, 64))[y] + 0.8 * rng.normal(size=(2000, 64))).astype(np.float32)
-    cpu = evaluate_embeddings_detailed(x, y, recall_k=(1, 10, 100), device="cpu", backend="faiss")
-    gpu = evaluate_embeddings_detailed(x, y, recall_k=(1, 10, 100), device="cuda", backend="torch")
+    cpu = evaluate_embeddings(x, y, recall_k=(1, 10, 100), device="cpu", backend="faiss")
+    gpu = evaluate_embeddings(x, y, recall_k=(1, 10, 100), device="cuda", backend="torch")
     assert gpu.backend.startswith("torch-cuda")
     for key in ("recall@1", "recall@10", "recall@100", "precision@1", "r_precision", "map@r"):
         assert gpu.metrics[key] == pytest.approx(cpu.metrics[key], abs=2e-3)  # float32 near-ties only
@@ -129,7 +129,7 @@ def test_importing_and_the_faiss_cpu_path_do_not_load_torch() -> None:
         "import dmlbench.evaluation as E\n"
         "assert 'torch' not in sys.modules and 'faiss' not in sys.modules\n"
         "x = np.random.default_rng(0).normal(size=(50, 4)).astype('float32')\n"
-        "out = E.evaluate_embeddings_detailed(x, np.arange(50) % 5, device='cpu')\n"
+        "out = E.evaluate_embeddings(x, np.arange(50) % 5, device='cpu')\n"
         "assert out.backend.startswith('faiss-cpu'), out.backend\n"
         "assert 'torch' not in sys.modules\n"
     )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+import dmlbench.losses.clustering as clustering
 from dmlbench.losses import LOSSES, ClusteringLoss, build_loss
+from dmlbench.losses._distances import pairwise_distance
+from dmlbench.losses._scores import ScoreTables
 
 
 @pytest.mark.gpu
@@ -41,3 +44,26 @@ def test_cuda_medoids_match_cpu(margin_type: str) -> None:
     assert cuda.medoids.device.type == "cuda"
     assert cuda.medoids.cpu().tolist() == cpu.medoids.tolist()
     assert cuda.score == pytest.approx(cpu.score, abs=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("n", "k"), [(128, 64), (256, 64)])
+def test_cuda_greedy_and_pam_sweeps_never_sync(n: int, k: int) -> None:
+    """CUDA's own sync detector raises on any host sync inside the greedy loop and the PAM sweeps."""
+    gen = torch.Generator().manual_seed(n + k)
+    x = torch.nn.functional.normalize(torch.randn(n, 64, generator=gen, dtype=torch.float64), dim=1).cuda()
+    labels = (torch.randperm(n, generator=gen) % k).cuda()
+    dist = pairwise_distance(x)
+    tables = ScoreTables(labels, k)
+    tol = clustering.TIE_RTOL * (float(dist.sum(dim=1).max()) + 1.0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        greedy = clustering._greedy(dist, labels, k, 1.0, tables, tol, sync_free=True)
+        medoids = clustering._pam_sync_free(dist, greedy, 1.0, tables, tol, early_stop=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    cpu_tables = ScoreTables(labels.cpu(), k)
+    cpu_greedy = clustering._greedy(dist.cpu(), labels.cpu(), k, 1.0, cpu_tables, tol)
+    assert greedy.cpu().tolist() == cpu_greedy.tolist()
+    assert medoids.cpu().tolist() == clustering._pam(dist.cpu(), cpu_greedy, 1.0, cpu_tables, tol).tolist()

@@ -10,10 +10,11 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
-from dmlbench.config import load_config, resolve_config
+from dmlbench.config import load_config
 from dmlbench.errors import ConfigError, UnknownNameError
 from dmlbench.losses import LOSSES, LossConfigError, LossInputError, MetricLoss, SearchParam
 from dmlbench.losses.pml import PMLLoss, pml_class_names
+from dmlbench.resolve import resolve_config
 
 NAMED = ["contrastive", "multisimilarity", "proxyanchor", "normsoftmax", "arcface", "supcon"]
 PROXY = ["proxyanchor", "normsoftmax", "arcface"]

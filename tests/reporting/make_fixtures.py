@@ -1,4 +1,4 @@
-"""Regenerate tests/reporting/fixtures/run-folders: hand-made run folders in the run-directory contract.
+"""Regenerate tests/reporting/fixtures/run-folders: hand-made run folders, written through dmlbench.rundir.
 
 Run `python tests/reporting/make_fixtures.py` after changing it, then regenerate the golden files with
 `DMLBENCH_UPDATE_GOLDEN=1 pytest tests/reporting`. The numbers are invented (deterministic from a seed);
@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import tomli_w
+
+from dmlbench.rundir import DatasetRecord, Manifest, MetricsRecord, RunDir
 
 ROOT = Path(__file__).parent / "fixtures" / "run-folders"
 
@@ -73,28 +75,27 @@ def write_run(
     if not disjoint:
         splits["train"].update({"classes": 10, "label_min": 0, "label_max": 9, "images": 1437})
         splits["test"].update({"classes": 10, "label_min": 0, "label_max": 9, "images": 360})
-    manifest = {
-        "schema_version": 1,
-        "run_id": run_id,
-        "status": status,
-        "created": "2026-01-01T00:00:00+00:00",
-        "finished": None if status == "running" else "2026-01-01T00:05:00+00:00",
-        "versions": {"dmlbench": "0.1.0", "torch": "2.14.1", "torchvision": "0.29.1", "faiss": "1.9.0"},
-        "git_commit": None,
-        "device": "cpu",
-        "world_size": 1,
-        "dataset": {
-            "name": dataset,
-            "fingerprint": f"{dataset}-fingerprint",
-            "protocol": "class-split",
-            "splits": splits,
-            "train_test_disjoint": disjoint,
-        },
-        "error": "NaN loss at step 12" if status == "failed" else None,
-        "last_step": 40,
-        "last_epoch": 2,
-    }
-    (run / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    run_dir = RunDir(run)
+    run_dir.write_manifest(
+        Manifest(
+            run_id=run_id,
+            status=status,  # type: ignore[arg-type]
+            created="2026-01-01T00:00:00+00:00",
+            finished=None if status == "running" else "2026-01-01T00:05:00+00:00",
+            versions={"dmlbench": "0.1.0", "torch": "2.14.1", "torchvision": "0.29.1", "faiss": "1.9.0"},
+            device="cpu",
+            dataset=DatasetRecord(
+                name=dataset,
+                fingerprint=f"{dataset}-fingerprint",
+                protocol="class-split",
+                splits=splits,
+                train_test_disjoint=disjoint,
+            ),
+            error="NaN loss at step 12" if status == "failed" else None,
+            last_step=40,
+            last_epoch=2,
+        )
+    )
     p, k = BATCH[dataset]
     config = {
         "dataset": dataset,
@@ -106,44 +107,43 @@ def write_run(
         "optim": {"name": "adamw", "lr": 0.001},
         "schedule": {"epochs": 2},
     }
-    (run / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
+    run_dir.write_config(tomli_w.dumps(config))
     rng = np.random.default_rng(seed + 100 * len(loss))
     history = []
     for step in range(40):
         value = 1.5 * np.exp(-step / 15) + 0.1 + 0.05 * rng.random()
         row = {"step": step + 1, "epoch": step // 20, "loss": round(float(value), 5), "lr": 0.001}
-        history.append(json.dumps(row | {"images_per_s": 800.0, "seconds": round(0.05 * (step + 1), 3)}))
-    (run / "train").mkdir()
-    (run / "train" / "history.jsonl").write_text("\n".join(history) + "\n", encoding="utf-8")
+        history.append(row | {"images_per_s": 800.0, "seconds": round(0.05 * (step + 1), 3)})
+    run_dir.train_dir.mkdir()
+    run_dir.start_history()
+    run_dir.append_history(history)
     if metrics:
         values = _metrics(dataset, loss, seed)
         if drop_metric:
             values.pop(drop_metric)
-        payload = {
-            "schema_version": 1,
-            "run_id": run_id,
-            "split": "test",
-            "metrics": values,
-            "recall_k": RECALL_K[dataset],
-            "protocol": "query=gallery, self excluded by index",
-            "n_queries": SPLITS[dataset]["test"]["images"],
-            "n_gallery": SPLITS[dataset]["test"]["images"],
-            "lone_queries": 0,
-            "embedding_dim": 64,
-            "distance": "cosine",
-            "backend": "faiss-cpu",
-            "seconds": 0.5,
-            "dmlbench_version": "0.1.0",
-        }
-        (run / "eval" / "test").mkdir(parents=True)
-        (run / "eval" / "test" / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        record = MetricsRecord(
+            run_id=run_id,
+            split="test",
+            metrics=values,
+            recall_k=RECALL_K[dataset],
+            protocol="query=gallery, self excluded by index",
+            n_queries=SPLITS[dataset]["test"]["images"],
+            n_gallery=SPLITS[dataset]["test"]["images"],
+            lone_queries=0,
+            embedding_dim=64,
+            distance="cosine",
+            backend="faiss-cpu",
+            seconds=0.5,
+            dmlbench_version="0.1.0",
+        )
+        run_dir.write_metrics(record, merge=False)
     if embeddings:
         rng = np.random.default_rng(seed)
         labels = np.repeat(np.arange(5, 10), 40)
         centers = rng.normal(size=(10, 16)) * 3
         points = centers[labels] + rng.normal(size=(len(labels), 16))
-        np.save(run / "eval" / "test" / "embeddings.npy", points.astype(np.float32))
-        np.save(run / "eval" / "test" / "labels.npy", labels.astype(np.int64))
+        np.save(run_dir.embeddings_path("test"), points.astype(np.float32))
+        np.save(run_dir.labels_path("test"), labels.astype(np.int64))
 
 
 def main() -> None:

@@ -101,15 +101,16 @@ def test_bench_unknown_format_fails_before_training(tmp_path: Path) -> None:
 
 def test_bench_refuses_to_evaluate_a_trained_run_of_another_config(tmp_path: Path) -> None:
     from dmlbench.benchmark import run_bench
-    from dmlbench.config import dump_toml, load_config, resolve_config
+    from dmlbench.config import dump_toml, load_config
     from dmlbench.datasets import get_spec
     from dmlbench.errors import ConfigError
-    from dmlbench.rundir import RunDir
+    from dmlbench.resolve import resolve_config
+    from dmlbench.rundir import Manifest, RunDir
 
     # Trained (complete) but never evaluated, with another learning rate than the bench asks for.
     other = resolve_config(load_config(None, ["optim.lr=0.5"], {"loss.name": "triplet"}), get_spec("digits"))
     run = RunDir(tmp_path / "runs" / "digits-triplet-small_cnn-seed0")
-    run.write_manifest({"run_id": run.run_id, "status": "complete"})
+    run.write_manifest(Manifest(run_id=run.run_id, status="complete"))
     run.write_config(dump_toml(other))
     with pytest.raises(ConfigError, match="different config.*optim.lr"):
         run_bench(losses=["triplet"], seeds=1, runs_root=tmp_path / "runs", data_root=tmp_path / "data", device="cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,3 +55,38 @@ def test_html_report_renders_table_and_images(fixture_runs: Path, tmp_path: Path
     assert dark > 0.002, "no text was drawn"
     blue = (np.abs(pixels - MATPLOTLIB_BLUE).sum(axis=2) < 30).sum()
     assert blue > 200, "no plot lines visible: the embedded images did not render"
+
+
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  const root = document.documentElement;
+  const wraps = [...document.querySelectorAll("div.table-wrap")];
+  document.body.dataset.pageWidth = String(root.scrollWidth);
+  document.body.dataset.viewWidth = String(root.clientWidth);
+  document.body.dataset.scrolling = String(wraps.filter(w => w.scrollWidth > w.clientWidth).length);
+  const tables = [...document.querySelectorAll("table.results")];
+  document.body.dataset.wrapped = String(tables.filter(t => t.parentElement.classList.contains("table-wrap")).length);
+});
+</script>"""
+
+
+def test_wide_tables_scroll_in_their_own_box(tmp_path: Path) -> None:
+    """A table wider than the window scrolls inside its box; the page itself never gets wider than the window."""
+    from report_runs import seeds
+
+    metrics = {f"recall@{k}": 0.5 + k / 1000 for k in range(1, 31)} | {"nmi": 0.6}
+    for lr in ("0.001", "0.0001"):
+        seeds(tmp_path / "runs", f"lr{lr}", [metrics, metrics], overrides=[f"optim.lr={lr}"], run_id=None)
+    page = tmp_path / "report.html"
+    text = report([tmp_path / "runs"], fmt="html").replace("</body>", MEASURE + "</body>")
+    page.write_text(text, encoding="utf-8")
+    dom = chromium(
+        ["--window-size=800,600", "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri()],
+        tmp_path / "profile",
+    )
+    found = dict(re.findall(r'data-(page-width|view-width|scrolling|wrapped)="(\d+)"', dom.stdout))
+    assert found.keys() == {"page-width", "view-width", "scrolling", "wrapped"}, dom.stdout[-2000:]
+    assert int(found["view-width"]) <= 800
+    assert int(found["page-width"]) <= int(found["view-width"]), "a wide table widened the page"
+    assert found["scrolling"] == "1", "the wide table does not scroll in its box"
+    assert found["wrapped"] == "1"

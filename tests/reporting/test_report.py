@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dmlbench.errors import MissingInputError, RunIncompleteError, UnknownNameError
+from dmlbench.errors import MissingInputError, UnknownNameError
 from dmlbench.reporting import collect, report
 from dmlbench.reporting.collect import split_overlap
 from dmlbench.reporting.paper import load_paper_results
@@ -97,8 +97,9 @@ def test_aggregation_and_best_marking(fixture_runs: Path) -> None:
     ]
     mean = sum(clustering_r1) / 3 * 100
     std = (sum((v * 100 - mean) ** 2 for v in clustering_r1) / 2) ** 0.5
+    half = 4.302652729911275 * std / 3**0.5  # Student t, 2 degrees of freedom, 97.5% quantile
     assert rows["clustering"][4] == "3"
-    assert rows["clustering"][6] == f"**{mean:.2f} ± {std:.2f}**"
+    assert rows["clustering"][6] == f"**{mean:.2f} ± {std:.2f} [{mean - half:.2f}, {mean + half:.2f}]**"
     assert rows["lifted"][4] == "1" and "±" not in rows["lifted"][6]  # one seed: no std
     assert rows["triplet"][4] == "2"  # the failed third seed is not averaged in
 
@@ -197,7 +198,7 @@ def test_only_overlapping_runs_is_an_error(tmp_path: Path) -> None:
 
 def test_corrupt_metrics_is_an_error(runs_copy: Path) -> None:
     (runs_copy / "digits-npairs-small_cnn-seed1" / "eval" / "test" / "metrics.json").write_text('{"metrics": {')
-    with pytest.raises(RunIncompleteError, match="metrics.json is corrupt") as info:
+    with pytest.raises(MissingInputError, match="metrics.json is unreadable") as info:
         report([runs_copy], fmt="markdown")
     assert info.value.hint and "dmlbench evaluate" in info.value.hint
 
@@ -206,7 +207,7 @@ def test_complete_run_without_metrics_is_left_out(runs_copy: Path) -> None:
     (runs_copy / "digits-npairs-small_cnn-seed1" / "eval" / "test" / "metrics.json").unlink()
     found = {run.run_id: run.excluded for run in collect([runs_copy]).runs}
     assert found["digits-npairs-small_cnn-seed1"] is not None
-    assert "no eval/test/metrics.json" in found["digits-npairs-small_cnn-seed1"]
+    assert "no test metrics" in found["digits-npairs-small_cnn-seed1"]
 
 
 def test_unknown_metric_and_group_by(fixture_runs: Path) -> None:
@@ -262,7 +263,7 @@ def test_cli_defaults_to_runs_root_and_writes_output(fixture_runs: Path, tmp_pat
         (("report", "{runs}", "--format", "mardown"), 2, "did you mean 'markdown'"),
         (("report", "{runs}", "--metrics", "nmii"), 2, "did you mean 'nmi'"),
         (("report", "{runs}", "--group-by", "seeds"), 2, "did you mean 'seed'"),
-        (("report", "{corrupt}"), 3, "is corrupt"),
+        (("report", "{corrupt}"), 3, "is unreadable"),
     ],
 )
 def test_cli_bad_input(args: tuple[str, ...], exit_code: int, message: str, runs_copy: Path, tmp_path: Path) -> None:

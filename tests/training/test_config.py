@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dmlbench.config import TrainConfig, dump_toml, load_config, parse_set, resolve_config
+from dmlbench.config import TrainConfig, dump_toml, load_config, parse_set
 from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError
+from dmlbench.resolve import resolve_config
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
 

@@ -141,12 +141,13 @@ def test_nproc_per_node_trains_with_torchrun(digits_root: Path, tmp_path: Path) 
             "dmlbench",
             "train",
             "--loss",
-            "triplet",
-            "--set",
-            "sampler.classes_per_batch=4",
+            "clustering",  # digits' 5 x 8 batch: 5 classes do not split over 2 ranks, its 40 samples do
+            "--dataset",
+            "digits",
+            "--device",
+            "cpu",
             "--steps",
             "4",
-            "--no-eval",
             "--quiet",
             "--data-root",
             str(digits_root),
@@ -165,3 +166,5 @@ def test_nproc_per_node_trains_with_torchrun(digits_root: Path, tmp_path: Path) 
     manifest = (tmp_path / "r" / "manifest.json").read_text()
     assert '"world_size": 2' in manifest and '"status": "complete"' in manifest
     assert result.stdout.count("4 steps") == 1  # only rank 0 reports
+    assert "recall@1" in result.stdout  # and it evaluated the test split
+    assert (tmp_path / "r" / "eval" / "test" / "metrics.json").is_file()

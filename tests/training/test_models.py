@@ -85,3 +85,21 @@ def test_googlenet_from_scratch_gives_1024_features_and_frozen_bn() -> None:
     assert model.head.in_features == 1024
     with torch.no_grad():
         assert model(torch.rand(2, 3, 64, 64)).shape == (2, 64)
+
+
+def test_torchvision_weights_may_also_be_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None)
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    model = build_embedder(ModelConfig(backbone="resnet18", weights=str(path), normalize=True))
+    trunk: Any = model.backbone
+    torch.testing.assert_close(trunk.net.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+
+
+def test_unknown_backbone_hint_mentions_timm() -> None:
+    with pytest.raises(UnknownNameError) as info:
+        build_embedder(ModelConfig(backbone="resnet34", normalize=True))
+    assert "resnet50" in (info.value.hint or "") and "timm:<model>" in (info.value.hint or "")

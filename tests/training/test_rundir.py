@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from dmlbench.errors import ConfigError, MissingInputError, RunIncompleteError
-from dmlbench.rundir import RunDir
+from dmlbench.rundir import Manifest, RunDir
 
 
 def _manifest(run: RunDir, status: str = "running") -> None:
-    run.write_manifest({"run_id": run.run_id, "status": status, "created": "t", "finished": None, "error": None})
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.write_manifest(Manifest(run_id=run.run_id, status=status, created="t"))
 
 
 def test_paths_follow_the_contract(tmp_path: Path) -> None:
@@ -29,9 +30,9 @@ def test_status_transitions(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "r")
     assert run.status() is None
     _manifest(run)
-    assert run.read_manifest()["schema_version"] == 1
+    assert run.read_manifest().schema_version == 1
     manifest = run.set_status("failed", error="loss became nan at step 3", last_step=2)
-    assert manifest["status"] == "failed" and manifest["finished"] and manifest["last_step"] == 2
+    assert manifest.status == "failed" and manifest.finished and manifest.last_step == 2
     assert run.status() == "failed"
     with pytest.raises(RunIncompleteError, match="failed"):
         run.require_complete()

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from dmlbench.config import TrainConfig, load_config, resolve_config
+from dmlbench.config import TrainConfig, load_config
 from dmlbench.events import Event
+from dmlbench.resolve import resolve_config
 from dmlbench.rundir import RunDir
 from dmlbench.training import TrainingDivergedError, train
 
@@ -48,7 +49,7 @@ def _scores(model: torch.nn.Module, data_root: Path, split: str) -> dict[str, fl
     images, labels = dataset.get_batch(list(range(len(frame))))
     with torch.no_grad():
         embeddings = model.eval()(images).numpy()
-    return evaluate_embeddings(embeddings, labels.numpy(), metrics=["recall@1", "nmi"], device="cpu")
+    return evaluate_embeddings(embeddings, labels.numpy(), metrics=["recall@1", "nmi"], device="cpu").metrics
 
 
 def _untrained(cfg: TrainConfig) -> torch.nn.Module:
@@ -64,13 +65,13 @@ def _untrained(cfg: TrainConfig) -> torch.nn.Module:
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_loss_learns_on_digits(loss: str, digits_root: Path, tmp_path: Path) -> None:
-    from dmlbench.models import load_trained_embedder
+    from dmlbench.evaluation.trained import load_trained_embedder
 
     cfg = _cfg(loss, "schedule.epochs=4")
     events: list[Event] = []
     summary = train(cfg, tmp_path / "run", data_root=digits_root, on_event=events.append)
     run = RunDir(tmp_path / "run")
-    assert summary.status == "complete" and run.read_manifest()["status"] == "complete"
+    assert summary.status == "complete" and run.read_manifest().status == "complete"
     losses = [row["loss"] for row in _history(run.root) if "step" in row]
     assert len(losses) == summary.steps and summary.epochs == 4
     assert np.mean(losses[-10:]) < np.mean(losses[:10]), losses
@@ -94,16 +95,17 @@ def test_each_loss_learns_on_digits(loss: str, digits_root: Path, tmp_path: Path
 
 
 def test_run_directory_contract(digits_root: Path, tmp_path: Path) -> None:
-    from dmlbench.models import load_trained_embedder
+    from dmlbench.evaluation.trained import load_trained_embedder
 
     summary = train(_cfg("triplet", "schedule.steps=6"), tmp_path / "r", data_root=digits_root, evaluate_at_end=False)
     run = RunDir(summary.run_dir)
     manifest = run.read_manifest()
-    assert manifest["run_id"] == "digits-triplet-small_cnn-seed0"
-    assert manifest["dataset"]["name"] == "digits" and len(manifest["dataset"]["fingerprint"]) == 64
-    assert manifest["dataset"]["train_test_disjoint"] is True
-    assert {"dmlbench", "torch", "torchvision", "faiss", "python"} <= set(manifest["versions"])
-    assert manifest["last_step"] == 6 and manifest["error"] is None and manifest["finished"]
+    assert manifest.run_id == "digits-triplet-small_cnn-seed0"
+    assert manifest.dataset is not None and manifest.dataset.name == "digits"
+    assert len(manifest.dataset.fingerprint or "") == 64
+    assert manifest.dataset.train_test_disjoint is True
+    assert {"dmlbench", "torch", "torchvision", "faiss", "python"} <= set(manifest.versions)
+    assert manifest.last_step == 6 and manifest.error is None and manifest.finished
     state = torch.load(run.model_path, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     torch.load(run.last_checkpoint, weights_only=True)
@@ -128,7 +130,7 @@ def test_resume_finishes_a_run_killed_after_its_last_step(digits_root: Path, tmp
     run.set_status("running", last_step=6)
     summary = train(cfg, run.root, data_root=digits_root, resume=True, evaluate_at_end=False)
     assert summary.steps == 6 and summary.resumed_from_step == 6 and summary.final_loss == first.final_loss
-    assert run.read_manifest()["status"] == "complete" and run.model_path.is_file()
+    assert run.read_manifest().status == "complete" and run.model_path.is_file()
     last = torch.load(run.last_checkpoint, weights_only=True)["model"]
     model = torch.load(run.model_path, weights_only=True)
     assert all(torch.equal(model[k], last[k]) for k in last)
@@ -194,7 +196,7 @@ def test_nan_loss_stops_keeps_last_good_checkpoint(
         train(cfg, tmp_path / "n", data_root=digits_root, evaluate_at_end=False)
     run = RunDir(tmp_path / "n")
     manifest = run.read_manifest()
-    assert manifest["status"] == "failed" and "step 5" in manifest["error"]
+    assert manifest.status == "failed" and "step 5" in manifest.error
     checkpoint = torch.load(run.last_checkpoint, weights_only=True)
     assert checkpoint["position"]["step"] == 4
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
@@ -276,11 +278,11 @@ def test_resume_after_interruption_is_bit_exact(
     manifest = run.read_manifest()
     if sig == signal.SIGINT:
         assert proc.returncode == 130, stderr.decode()
-        assert manifest["status"] == "interrupted" and "interrupted" in stderr.decode()
+        assert manifest.status == "interrupted" and "interrupted" in stderr.decode()
         assert "--resume" in stderr.decode()
     else:
         assert proc.returncode == -signal.SIGKILL
-        assert manifest["status"] == "running"  # killed: nobody could mark it
+        assert manifest.status == "running"  # killed: nobody could mark it
     stopped_at = torch.load(run.last_checkpoint, weights_only=True)["position"]["step"]
     assert 0 < stopped_at < STEPS, "the signal must land mid-run for this test to mean anything"
     summary = train(

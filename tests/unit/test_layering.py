@@ -20,7 +20,7 @@ def modules_after_import(module: str) -> set[str]:
         ("dmlbench", {"torch", "pandas", "faiss"}),
         ("dmlbench.cli", {"torch", "pandas", "faiss"}),
         ("dmlbench.datasets", {"torch", "faiss"}),
-        ("dmlbench.reporting", {"torch", "faiss"}),
+        ("dmlbench.reporting", {"torch", "faiss", "optuna"}),
         ("dmlbench.evaluation", {"dmlbench.training", "dmlbench.reporting"}),
         ("dmlbench.losses", {"dmlbench.datasets", "dmlbench.training", "dmlbench.evaluation", "pandas", "faiss"}),
         ("dmlbench.models", {"dmlbench.datasets", "dmlbench.training", "dmlbench.evaluation", "faiss"}),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dmlbench.datasets.download import check_magic, verify_file
-from dmlbench.datasets.extract import ExtractResult, MemberMap, copy_tree, extract_archive
+from dmlbench.datasets.extract import ExtractResult, MemberMap, copy_tree, extract_archive, refuse_outside_link
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ChecksumError, MissingInputError, UsageError
 from dmlbench.events import EventHandler
@@ -62,8 +62,11 @@ class Source(ABC):
                     inputs.files[other.name] = beside
         else:
             inputs.folder = path
+            inside = path.resolve()
             for spec_file in spec.files:
                 for candidate in (path / spec_file.name, *path.glob(f"*/{spec_file.name}")):
+                    if candidate.is_symlink():
+                        refuse_outside_link(candidate, inside)
                     if candidate.is_file():
                         inputs.files[spec_file.name] = candidate
                         break

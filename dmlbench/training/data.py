@@ -1,0 +1,105 @@
+"""What a run trains on: the prepared dataset, the train/validation class split, the batch sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dmlbench.config import TrainConfig
+from dmlbench.errors import ConfigError
+from dmlbench.training.distributed import DistContext
+
+
+@dataclass
+class TrainData:
+    """The training rows, their torch dataset and sampler, and the held-out validation rows."""
+
+    prepared: Any
+    dataset: Any
+    val_frame: Any
+    sampler: Any
+    num_classes: int
+
+    @property
+    def val_classes(self) -> list[int]:
+        return sorted(int(label) for label in self.val_frame["label"].unique())
+
+    @staticmethod
+    def build(
+        prepared: Any, cfg: TrainConfig, ctx: DistContext, *, train_classes: Sequence[int] | None = None
+    ) -> TrainData:
+        """Split off validation classes and build the sampler; every batch-size check happens here.
+
+        `train_classes` restricts training to those classes and validates on the rest of the train
+        split (tuning's folds); otherwise `validation.val_classes` holds out a seeded share.
+        """
+        from dmlbench.datasets.sampler import PKBatchSampler
+        from dmlbench.datasets.splits import held_out_classes
+        from dmlbench.datasets.torch_data import build_dataset
+        from dmlbench.losses import LOSSES
+        from dmlbench.models import preprocessing
+
+        index = prepared.index
+        train_frame = index[index["split"] == "train"].reset_index(drop=True)
+        if train_classes is not None:
+            held_out = sorted(set(train_frame["label"].unique().tolist()) - {int(c) for c in train_classes})
+        else:
+            held_out = held_out_classes(train_frame["label"].to_numpy(), cfg.validation.val_classes, cfg.seed)
+        val_frame = train_frame.iloc[:0]
+        if held_out:
+            from dmlbench.evaluation.metrics import metric_info
+
+            metric_info(cfg.validation.metric)  # a typo fails now, not after the first epoch of training
+            is_val = train_frame["label"].isin(held_out)
+            val_frame = train_frame[is_val].reset_index(drop=True)
+            train_frame = train_frame[~is_val].reset_index(drop=True)
+        labels = train_frame["label"].to_numpy().astype(np.int64)
+        p, k = cfg.sampler.classes_per_batch, cfg.sampler.samples_per_class
+        assert p is not None and k is not None and cfg.model.image_size is not None
+        need_k = int(getattr(LOSSES.get(cfg.loss.name), "min_samples_per_class", 2))
+        if k < need_k:
+            raise ConfigError(
+                f"loss {cfg.loss.name!r} needs at least {need_k} images per class in a batch, "
+                f"but sampler.samples_per_class = {k}",
+                hint=f"use --set sampler.samples_per_class={need_k} (or more)",
+            )
+        _, counts = np.unique(labels, return_counts=True)
+        # The sampler draws K with replacement from small classes but needs two images for a positive pair.
+        usable = int((counts >= min(2, k)).sum())
+        if p > usable:
+            held = f" after holding out {val_frame['label'].nunique()} validation classes" if len(val_frame) else ""
+            raise ConfigError(
+                f"a {p}x{k} batch needs {p} classes, but the train split of {cfg.dataset!r}{held} has {usable} "
+                "usable classes",
+                hint=f"lower sampler.classes_per_batch to at most {usable}",
+            )
+        dataset = build_dataset(
+            prepared,
+            train_frame,
+            train=True,
+            image_size=cfg.model.image_size,
+            channels=cfg.model.in_channels,
+            **preprocessing(cfg.model),
+        )
+        sampler = PKBatchSampler(labels, p, k, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
+        return TrainData(prepared, dataset, val_frame, sampler, int(len(counts)))
+
+
+def batch_loader(
+    dataset: Any, batches: Sequence[Sequence[int]], *, num_workers: int = 0, pin_memory: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images, labels) for each index list: vectorised `get_batch` when the dataset has it."""
+    if hasattr(dataset, "get_batch"):
+        for indices in batches:
+            images, labels = dataset.get_batch(list(indices))
+            yield torch.as_tensor(images), torch.as_tensor(labels)
+        return
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers, pin_memory=pin_memory
+    )
+    for images, labels in loader:
+        yield images, labels

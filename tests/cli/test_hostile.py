@@ -1,0 +1,258 @@
+"""Hostile and careless command lines, table-driven, across the subcommands.
+
+For every case: the exit code, one `error:` line with a `hint:`, no traceback, nothing written outside
+the folders the command was given, nothing of the user's removed, and no half-written run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dmlbench.cli import app
+
+runner = CliRunner()
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: list[str]  # {data}, {runs}, {user}, {out} are replaced by the sandbox's folders
+    code: int
+    message: str
+    setup: Callable[[Path], None] | None = None
+    may_write: tuple[str, ...] = field(default=("out",))  # sandbox folders the command may write into
+
+
+def _user_file(sandbox: Path) -> None:
+    (sandbox / "user" / "notes.txt").write_text("mine")
+
+
+def _run_dir_with_user_files(sandbox: Path) -> None:
+    target = sandbox / "out" / "V" / "train" / "mydata"
+    target.mkdir(parents=True)
+    (target / "a.txt").write_text("thesis")
+
+
+def _run_dir_is_a_file(sandbox: Path) -> None:
+    (sandbox / "out").mkdir(exist_ok=True)
+    (sandbox / "out" / "R").write_text("a file")
+
+
+def _binary_config(sandbox: Path) -> None:
+    (sandbox / "user" / "cfg.toml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+
+
+def _bad_toml(sandbox: Path) -> None:
+    (sandbox / "user" / "cfg.toml").write_text("[optim\nlr = ")
+
+
+def _config_setting_run_id(sandbox: Path) -> None:
+    (sandbox / "user" / "cfg.toml").write_text('run_id = "../../shared_escape"\n')
+
+
+def _hostile_catalog(sandbox: Path) -> None:
+    (sandbox / "user" / "cat.toml").write_text(
+        '["../evil"]\ntitle = "x"\nsource = "digits"\nprotocol = "class-split"\nbackbone = "small_cnn"\n'
+        "image_size = 8\nchannels = 1\nrecall_k = [1]\ntrain_classes = [0, 4]\ntest_classes = [5, 9]\n"
+        "default_batch_classes = 5\ndefault_batch_per_class = 8\n"
+    )
+
+
+def _from_folder_with_outside_link(sandbox: Path) -> None:
+    folder = sandbox / "user" / "fm"
+    folder.mkdir()
+    (sandbox / "user" / "secret").write_text("outside")
+    (folder / "train-images-idx3-ubyte.gz").symlink_to(sandbox / "user" / "secret")
+
+
+def _not_a_run(sandbox: Path) -> None:
+    (sandbox / "user" / "somefolder").mkdir()
+    (sandbox / "user" / "somefolder" / "x.txt").write_text("x")
+
+
+def _damaged_manifest(sandbox: Path) -> None:
+    run = sandbox / "user" / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text("{not json")
+
+
+TRAIN = ["train", "--quiet", "--no-eval", "--data-root", "{data}", "--steps", "1"]
+
+CASES = [
+    # train
+    Case("unknown loss", [*TRAIN, "--runs-root", "{out}", "--loss", "clusterin"], 2, "unknown loss"),
+    Case("unknown dataset", [*TRAIN, "--runs-root", "{out}", "--dataset", "cub-200"], 2, "cub-200"),
+    Case("unprepared dataset", [*TRAIN, "--runs-root", "{out}", "--dataset", "cub200"], 3, "not prepared"),
+    Case("unknown config key", [*TRAIN, "--runs-root", "{out}", "--set", "optim.lrr=1"], 2, "unknown config key"),
+    Case("lr inf", [*TRAIN, "--run-dir", "{out}/R", "--set", "optim.lr=inf"], 2, "finite"),
+    Case("lr nan", [*TRAIN, "--run-dir", "{out}/R", "--set", "optim.lr=nan"], 2, "finite"),
+    Case("lr negative", [*TRAIN, "--run-dir", "{out}/R", "--set", "optim.lr=-1"], 2, "optim.lr"),
+    Case("epochs zero by flag", [*TRAIN, "--run-dir", "{out}/R", "--epochs", "0"], 2, "--epochs"),
+    Case("huge batch", [*TRAIN, "--run-dir", "{out}/R", "--set", "sampler.classes_per_batch=99"], 2, "99 classes"),
+    Case("val classes 0.99", [*TRAIN, "--run-dir", "{out}/R", "--val-classes", "0.99"], 2, "val"),
+    Case("set not key=value", [*TRAIN, "--run-dir", "{out}/R", "--set", "optim.lr"], 2, "not key=value"),
+    Case("set bad literal", [*TRAIN, "--run-dir", "{out}/R", "--set", "optim.lr=[1,"], 2, "not a TOML value"),
+    Case("run_id escapes", [*TRAIN, "--runs-root", "{out}", "--set", 'run_id="../../esc"'], 2, "not a plain name"),
+    Case("run_id absolute", [*TRAIN, "--runs-root", "{out}", "--set", 'run_id="/tmp/dmlb_abs"'], 2, "plain name"),
+    Case(
+        "run_id from config file",
+        [*TRAIN, "--runs-root", "{out}", "--config", "{user}/cfg.toml"],
+        2,
+        "plain name",
+        _config_setting_run_id,
+    ),
+    Case("config missing", [*TRAIN, "--runs-root", "{out}", "--config", "{user}/nope.toml"], 3, "does not exist"),
+    Case("config is a folder", [*TRAIN, "--runs-root", "{out}", "--config", "{user}"], 2, "is a folder"),
+    Case(
+        "config binary",
+        [*TRAIN, "--runs-root", "{out}", "--config", "{user}/cfg.toml"],
+        2,
+        "not a text file",
+        _binary_config,
+    ),
+    Case(
+        "config bad toml",
+        [*TRAIN, "--runs-root", "{out}", "--config", "{user}/cfg.toml"],
+        2,
+        "not valid TOML",
+        _bad_toml,
+    ),
+    Case(
+        "force on user files", [*TRAIN, "--run-dir", "{out}/V", "--force"], 2, "did not write", _run_dir_with_user_files
+    ),
+    Case("run dir not a run", [*TRAIN, "--run-dir", "{user}/somefolder"], 2, "not a dmlbench run", _not_a_run),
+    Case("run dir is a file", [*TRAIN, "--run-dir", "{out}/R"], 2, "file", _run_dir_is_a_file),
+    Case("resume nothing", [*TRAIN, "--run-dir", "{out}/R", "--resume"], 3, "nothing to resume"),
+    Case("resume damaged run", [*TRAIN, "--run-dir", "{user}/run", "--resume"], 3, "manifest", _damaged_manifest),
+    Case("cuda without cuda", [*TRAIN, "--run-dir", "{out}/R", "--device", "cuda"], 4, "CUDA"),
+    Case("bad device", [*TRAIN, "--run-dir", "{out}/R", "--device", "tpu"], 2, "tpu"),
+    Case("weights file missing", [*TRAIN, "--run-dir", "{out}/R", "--weights", "{user}/w.pth"], 2, "weights"),
+    Case("unknown backbone", [*TRAIN, "--run-dir", "{out}/R", "--backbone", "resnet5"], 2, "resnet50"),
+    Case("nproc zero", [*TRAIN, "--run-dir", "{out}/R", "--nproc-per-node", "0"], 2, "nproc"),
+    # prepare
+    Case("prepare unknown", ["prepare", "cub-200", "--data-root", "{out}"], 2, "cub-200"),
+    Case(
+        "prepare generated with --from",
+        ["prepare", "digits", "--data-root", "{out}", "--from", "{user}"],
+        2,
+        "--from is not used",
+    ),
+    Case(
+        "prepare --from missing",
+        ["prepare", "fashion-mnist", "--data-root", "{out}", "--from", "{user}/none"],
+        3,
+        "does not exist",
+    ),
+    Case(
+        "prepare --from link outside",
+        ["prepare", "fashion-mnist", "--data-root", "{out}", "--from", "{user}/fm"],
+        4,
+        "outside",
+        _from_folder_with_outside_link,
+    ),
+    Case(
+        "prepare catalog missing",
+        ["prepare", "--list", "--catalog", "{user}/none.toml", "--data-root", "{out}"],
+        3,
+        "does not exist",
+    ),
+    Case(
+        "catalog name is a path",
+        ["prepare", "--list", "--catalog", "{user}/cat.toml", "--data-root", "{out}"],
+        2,
+        "plain name",
+        _hostile_catalog,
+    ),
+    Case("data root is a file", ["prepare", "digits", "--data-root", "{user}/notes.txt"], 2, "file", _user_file),
+    # evaluate
+    Case("evaluate missing run", ["evaluate", "{user}/norun", "--data-root", "{data}"], 3, "does not exist"),
+    Case("evaluate not a run", ["evaluate", "{user}/somefolder", "--data-root", "{data}"], 3, "not a run", _not_a_run),
+    Case("evaluate damaged run", ["evaluate", "{user}/run", "--data-root", "{data}"], 3, "manifest", _damaged_manifest),
+    Case(
+        "evaluate embeddings missing",
+        ["evaluate", "--embeddings", "{user}/e.npy", "--labels", "{user}/l.npy"],
+        3,
+        "e.npy",
+    ),
+    # report
+    Case("report nothing there", ["report", "{user}/none"], 3, "none"),
+    Case("report no runs", ["report", "{user}/somefolder"], 3, "no runs", _not_a_run),
+    Case("report unknown format", ["report", "{user}", "--format", "docx"], 2, "docx"),
+    # bench
+    Case(
+        "bench unknown loss",
+        ["bench", "--losses", "clusterin", "--runs-root", "{out}", "--data-root", "{data}"],
+        2,
+        "clusterin",
+    ),
+    Case(
+        "bench unknown dataset",
+        ["bench", "--datasets", "cub-200", "--runs-root", "{out}", "--data-root", "{data}"],
+        2,
+        "cub-200",
+    ),
+]
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path below root with its bytes (None for folders); links are recorded, not followed."""
+    found: dict[str, bytes | None] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            found[os.path.relpath(Path(dirpath) / name, root)] = None
+        for name in filenames:
+            path = Path(dirpath) / name
+            found[os.path.relpath(path, root)] = b"link" if path.is_symlink() else path.read_bytes()
+    return found
+
+
+@pytest.fixture(scope="module")
+def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dmlbench.datasets import prepare
+
+    root = tmp_path_factory.mktemp("data")
+    prepare("digits", data_root=root)
+    return root
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_case(case: Case, prepared_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = tmp_path / "sandbox"
+    data = sandbox / "data"
+    shutil.copytree(prepared_digits, data)
+    for folder in ("user", "runs"):
+        (sandbox / folder).mkdir(parents=True)
+    if case.setup is not None:
+        case.setup(sandbox)
+    folders = {
+        "data": str(data),
+        "runs": str(sandbox / "runs"),
+        "user": str(sandbox / "user"),
+        "out": str(sandbox / "out"),
+    }
+    argv = [arg.format(**folders) for arg in case.argv]
+    monkeypatch.chdir(sandbox)  # a default ./runs would land here, and be caught below
+    before = _tree(tmp_path)
+    result = runner.invoke(app, argv)
+    after = _tree(tmp_path)
+    stderr = " ".join(result.stderr.split())
+    assert result.exit_code == case.code, f"exit {result.exit_code}: {result.stderr}{result.stdout}"
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stderr + result.stdout
+    assert stderr.count("error:") == 1 and "hint:" in stderr, result.stderr
+    assert case.message.lower() in stderr.lower(), result.stderr
+    removed = [path for path in before if path not in after or after[path] != before[path]]
+    assert not removed, f"changed or removed: {removed}"
+    allowed = tuple(f"sandbox{os.sep}{name}" for name in case.may_write)
+    written = [p for p in after if p not in before and not p.startswith(allowed)]
+    assert not written, f"written outside the given folders: {written}"
+    half = [p for p in after if p not in before and p.endswith("manifest.json")]
+    assert not half, f"a rejected command left a run behind: {half}"
+    assert not Path("/tmp/dmlb_abs").exists()
