@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 import dmlbench
-from dmlbench.cli import bench, env, evaluate, prepare, report, train
+from dmlbench.cli import bench, env, evaluate, prepare, report, status, train
 
 EPILOG = """Examples:
 
@@ -58,6 +58,7 @@ app.command("evaluate")(evaluate.command)
 app.command("report")(report.command)
 app.command("bench")(bench.command)
 app.command("env")(env.command)
+app.command("status")(status.command)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 
 def test_bench_digits_end_to_end(tmp_path: Path) -> None:
     runs, data = tmp_path / "runs", tmp_path / "data"
-    args = ["bench", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "1"]
+    args = ["bench", "--datasets", "digits", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "1"]
     args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu", "--quiet"]
     code, stdout, stderr = invoke(*args)
     assert code == 0, stderr
@@ -113,7 +113,14 @@ def test_bench_refuses_to_evaluate_a_trained_run_of_another_config(tmp_path: Pat
     run.write_manifest(Manifest(run_id=run.run_id, status="complete"))
     run.write_config(dump_toml(other))
     with pytest.raises(ConfigError, match="different config.*optim.lr"):
-        run_bench(losses=["triplet"], seeds=1, runs_root=tmp_path / "runs", data_root=tmp_path / "data", device="cpu")
+        run_bench(
+            datasets=["digits"],
+            losses=["triplet"],
+            seeds=1,
+            runs_root=tmp_path / "runs",
+            data_root=tmp_path / "data",
+            device="cpu",
+        )
     assert not (run.root / "eval").exists()
 
 

@@ -1,0 +1,86 @@
+"""`--launcher slurm` against a real single-node cluster (tests/slurm/conftest.py starts it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import slurm_jobs
+from cluster import Cluster
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.slurm
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    from dmlbench.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def squeue_empty() -> bool:
+    return subprocess.run(["squeue", "-h"], capture_output=True, text=True, check=True).stdout.strip() == ""
+
+
+def test_submit_workers_runs_each_item_once(slurm_cluster: Cluster, partition: str, tmp_path: Path) -> None:
+    from dmlbench.events import Event
+    from dmlbench.launch.slurm import SlurmOptions, submit_workers, wait_with_progress
+
+    shared = tmp_path / "shared.txt"
+    options = SlurmOptions(partition=partition, time_minutes=5, poll_seconds=1)
+    submission = submit_workers(slurm_jobs.record, [(str(shared), 0), (str(shared), 1)], options, tmp_path / "slurm")
+    events: list[Event] = []
+    outcomes = wait_with_progress(submission.jobs, on_event=events.append, poll_seconds=1)
+    assert [o.ok for o in outcomes] == [True, True]
+    assert [o.value for o in outcomes] == ["item 0", "item 1"]
+    assert sorted(shared.read_text().split("\n")[:-1]) == ["0 0", "1 1"]  # each item once, as its array task
+    assert (tmp_path / "slurm" / submission.job_id).is_dir()  # logs under slurm/<array job id>/
+    assert [e.kind for e in events].count("advance") == 2
+
+    failing = submit_workers(slurm_jobs.fail, [7], options, tmp_path / "slurm")
+    [result] = wait_with_progress(failing.jobs, poll_seconds=1)
+    assert not result.ok and "task 7 fails on purpose" in (result.error or "")
+
+
+def test_bench_on_slurm_completes_and_resubmits_nothing(slurm_cluster: Cluster, partition: str, tmp_path: Path) -> None:
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    args = ["bench", "--datasets", "digits", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "1"]
+    args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu"]
+    args += ["--launcher", "slurm", "--slurm-partition", partition, "--slurm-time", "10"]
+    code, stdout, stderr = invoke(*args)
+    assert code == 0, stderr
+    assert stdout.startswith("## digits") and "clustering" in stdout and "triplet" in stdout
+    records = list((runs / "slurm").glob("*/bench-submission.json"))
+    assert len(records) == 1
+    tasks = json.loads(records[0].read_text())["tasks"]
+    labels = {task["label"] for task in tasks}
+    assert {"digits-clustering-small_cnn-seed0", "digits-triplet-small_cnn-seed0"} <= labels
+    assert list(records[0].parent.glob("*_log.out"))  # submitit's logs next to the record
+    for loss in ("clustering", "triplet"):
+        manifest = json.loads((runs / f"digits-{loss}-small_cnn-seed0" / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+
+    # Again: everything is done, nothing is submitted, the same report.
+    code, again, stderr = invoke(*args)
+    assert code == 0, stderr
+    assert again == stdout
+    assert "0 to submit" in stderr
+    assert len(list((runs / "slurm").glob("*/bench-submission.json"))) == 1
+
+    code, status, _ = invoke("status", str(runs), "--json")
+    assert code == 0
+    grid = next(g for g in json.loads(status) if g["kind"] == "grid")
+    assert (grid["name"], grid["done"], grid["failed"], grid["pending"]) == ("digits", 2, 0, 0)
+
+
+def test_bench_on_slurm_bad_partition_submits_nothing(slurm_cluster: Cluster, tmp_path: Path) -> None:
+    args = ["bench", "--datasets", "digits", "--losses", "triplet", "--seeds", "1", "--runs-root", str(tmp_path)]
+    code, stdout, stderr = invoke(*args, "--launcher", "slurm", "--slurm-partition", "debgu")
+    assert code == 2 and stdout == ""
+    assert "unknown SLURM partition 'debgu'" in stderr and "did you mean 'debug'" in stderr
+    assert "Traceback" not in stderr
+    assert not any(tmp_path.iterdir())
+    assert squeue_empty()
