@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -21,14 +22,20 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def squeue_empty() -> bool:
-    return subprocess.run(["squeue", "-h"], capture_output=True, text=True, check=True).stdout.strip() == ""
+def known_jobs() -> set[str]:
+    """Every job the controller knows, finished ones included (MinJobAge keeps them for minutes)."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
 
 
-def test_submit_workers_runs_each_item_once(slurm_cluster: Cluster, partition: str, tmp_path: Path) -> None:
+def test_submit_workers_runs_each_item_once(
+    slurm_cluster: Cluster, partition: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dmlbench.events import Event
     from dmlbench.launch.slurm import SlurmOptions, submit_workers, wait_with_progress
 
+    # A task unpickles its function by module name: this test's helpers must be importable there too.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
     shared = tmp_path / "shared.txt"
     options = SlurmOptions(partition=partition, time_minutes=5, poll_seconds=1)
     submission = submit_workers(slurm_jobs.record, [(str(shared), 0), (str(shared), 1)], options, tmp_path / "slurm")
@@ -78,9 +85,10 @@ def test_bench_on_slurm_completes_and_resubmits_nothing(slurm_cluster: Cluster, 
 
 def test_bench_on_slurm_bad_partition_submits_nothing(slurm_cluster: Cluster, tmp_path: Path) -> None:
     args = ["bench", "--datasets", "digits", "--losses", "triplet", "--seeds", "1", "--runs-root", str(tmp_path)]
+    before = known_jobs()
     code, stdout, stderr = invoke(*args, "--launcher", "slurm", "--slurm-partition", "debgu")
     assert code == 2 and stdout == ""
     assert "unknown SLURM partition 'debgu'" in stderr and "did you mean 'debug'" in stderr
     assert "Traceback" not in stderr
     assert not any(tmp_path.iterdir())
-    assert squeue_empty()
+    assert known_jobs() == before
