@@ -1,0 +1,151 @@
+"""`tune`, `run_worker`, `run_finals`, `tune_many`: the study from first trial to study.json."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from dmlbench.errors import DmlbenchError
+from dmlbench.events import Event, EventHandler, emit
+from dmlbench.tuning.finals import ensemble_run, final_run
+from dmlbench.tuning.options import FinalRun, TuneOptions, TuneResult
+from dmlbench.tuning.plan import Plan, make_plan
+from dmlbench.tuning.storage import redact
+from dmlbench.tuning.worker import counts, open_study, work
+
+logger = logging.getLogger(__name__)
+STUDY_JSON = "study.json"
+
+
+def run_worker(options: TuneOptions) -> None:
+    """One process's share of a study: run trials until the study has `options.trials` finished ones.
+
+    Every local worker and every SLURM task calls this on the shared storage; it never runs the finals.
+    """
+    plan = make_plan(options)
+    work(plan, open_study(plan, create=True))
+
+
+def _worker_entry(options: TuneOptions) -> int:
+    """What a spawned worker process runs (module level, so it pickles by name)."""
+    run_worker(options)
+    return 0
+
+
+def _final_entry(item: tuple[TuneOptions, int]) -> FinalRun:
+    options, seed = item
+    plan = make_plan(options)
+    return final_run(plan, open_study(plan, create=False), seed)
+
+
+def _raise_first(results: Sequence[Any]) -> None:
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        first = next((e for e in errors if isinstance(e, DmlbenchError)), errors[0])
+        raise first
+
+
+def _pool(fn: Any, items: list[Any], options: TuneOptions) -> list[Any]:
+    import torch
+
+    from dmlbench.launch.local import parse_gpus, run_in_workers
+
+    gpus = parse_gpus(options.gpus, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    results = run_in_workers(fn, items, workers=options.workers, gpus=gpus)
+    _raise_first(results)
+    return results
+
+
+def tune(options: TuneOptions, *, on_event: EventHandler | None = None) -> TuneResult:
+    """Run the study's trials (in `options.workers` processes), then its final runs; write study.json."""
+    plan = make_plan(options)
+    study = open_study(plan, create=True)
+    if options.workers > 1:
+        where = f"{plan.study}: {options.workers} workers on {redact(plan.storage)}"
+        emit(on_event, Event("log", "tune", message=where))
+        single = options.model_copy(update={"workers": 1, "quiet": True})
+        _pool(_worker_entry, [single] * options.workers, options)
+    else:
+        work(plan, study, on_event=on_event)
+    return _finish(plan, study, on_event=on_event)
+
+
+def run_finals(options: TuneOptions, *, on_event: EventHandler | None = None) -> TuneResult:
+    """Only the final runs (and the ensemble) of an existing study: e.g. after SLURM workers searched."""
+    plan = make_plan(options)
+    return _finish(plan, open_study(plan, create=False), on_event=on_event)
+
+
+def _finish(plan: Plan, study: Any, *, on_event: EventHandler | None) -> TuneResult:
+    options = plan.options
+    finals: list[FinalRun] = []
+    ensemble = None
+    if options.final_seeds and counts(study).complete:
+        seeds = list(range(options.final_seeds))
+        if options.workers > 1 and len(seeds) > 1:
+            single = options.model_copy(update={"workers": 1, "quiet": True})
+            finals = list(_pool(_final_entry, [(single, s) for s in seeds], options))
+        else:
+            finals = [final_run(plan, study, s, on_event=on_event) for s in seeds]
+        ensemble = ensemble_run(plan, study, on_event=on_event)
+    elif options.final_seeds:
+        emit(on_event, Event("log", "tune", message=f"{plan.study}: no complete trial, so no final runs"))
+    result = study_result(plan, study, finals, ensemble)
+    write_study_json(plan, result)
+    return result
+
+
+def study_result(plan: Plan, study: Any, finals: list[FinalRun], ensemble: FinalRun | None) -> TuneResult:
+    """The study's counts and best trial as a TuneResult."""
+    now = counts(study)
+    best = None
+    if now.complete:
+        best = study.best_trial
+    return TuneResult(
+        study=plan.study,
+        study_dir=str(plan.study_dir),
+        storage=redact(plan.storage),
+        loss=plan.base.loss.name,
+        dataset=plan.base.dataset,
+        metric=plan.options.metric,
+        direction=plan.direction,
+        folds=plan.options.folds,
+        trials=plan.trials,
+        n_complete=now.complete,
+        n_pruned=now.pruned,
+        n_failed=now.failed,
+        n_running=now.running,
+        best_trial=best.number if best is not None else None,
+        best_value=float(best.value) if best is not None else None,
+        best_params=dict(best.params) if best is not None else {},
+        finals=finals,
+        ensemble=ensemble,
+    )
+
+
+def write_study_json(plan: Plan, result: TuneResult) -> None:
+    from dmlbench.utils.io import write_json_atomic
+
+    plan.study_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(plan.study_dir / STUDY_JSON, {**result.to_dict(), "space": plan.space.describe()})
+
+
+def tune_many(
+    losses: Sequence[str],
+    dataset: str,
+    trials: int,
+    *,
+    on_event: EventHandler | None = None,
+    **options: Any,
+) -> dict[str, TuneResult]:
+    """Tune every loss with the same budget (trials, folds, epochs, seed, timeout): the fair comparison.
+
+    `options` are the other TuneOptions fields, shared by all losses; each loss gets its default study name.
+    """
+    if "study" in options:
+        raise ValueError("tune_many names each study <dataset>-<loss>; do not pass study")
+    checked = [TuneOptions.build(loss=loss, dataset=dataset, trials=trials, **options) for loss in losses]
+    for opts in checked:
+        make_plan(opts)  # every loss's inputs checked before the first trial of any
+    return {opts.loss: tune(opts, on_event=on_event) for opts in checked}

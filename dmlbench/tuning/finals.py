@@ -1,0 +1,204 @@
+"""After the search: the best parameters retrained on all training classes per seed, and the fold ensemble.
+
+Only these runs touch the test split. A final run already complete with the same config is reused; one
+left unfinished is resumed; one trained with parameters the study no longer ranks best is replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from dmlbench.config import diff_keys, dump_toml
+from dmlbench.errors import DmlbenchError, MissingInputError
+from dmlbench.events import Event, EventHandler, emit
+from dmlbench.rundir import DatasetRecord, Manifest, MetricsRecord, RunDir, now_iso
+from dmlbench.tuning.options import FinalRun
+from dmlbench.tuning.plan import Plan
+from dmlbench.tuning.worker import counts, tag_run
+
+logger = logging.getLogger(__name__)
+
+
+def best_trial(study: Any) -> Any:
+    """The best COMPLETE trial, or MissingInputError when none has completed."""
+    try:
+        return study.best_trial
+    except ValueError:
+        raise MissingInputError(
+            f"study {study.study_name!r} has no complete trial yet", hint="run more trials (or fewer get pruned)"
+        ) from None
+
+
+def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | None = None) -> FinalRun:
+    """Train (or reuse, or resume) `final-seed<seed>` with the study's best parameters; test metrics."""
+    from dmlbench.datasets import get_spec
+    from dmlbench.resolve import resolve_config
+    from dmlbench.training import train
+
+    best = best_trial(study)
+    finished = counts(study).finished
+    cfg = plan.config(dict(best.params), run_id=f"{plan.study}-final-seed{seed}", seed=seed, final=True)
+    run = RunDir(plan.final_dir(seed))
+    resume = force = False
+    if run.exists():
+        resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=plan.catalogs))
+        try:
+            same = not diff_keys(run.read_config(), resolved)
+        except DmlbenchError:
+            same = False
+        status = run.status()
+        metrics = run.read_metrics("test") if same and status == "complete" else None
+        if metrics is not None:
+            tag_run(run, study=plan.study, tuned_params=dict(best.params), tuning_trials=finished)
+            return FinalRun(f"final-seed{seed}", str(run.root), seed, dict(metrics.metrics), reused=True)
+        if same and status != "complete" and run.last_checkpoint.is_file():
+            resume = True
+        else:
+            force = True  # another config (the best changed since), or a broken folder of ours
+    emit(on_event, Event("log", "tune", message=f"final run seed {seed} with trial {best.number}'s parameters"))
+    summary = train(
+        cfg,
+        run.root,
+        data_root=plan.data_root,
+        runs_root=plan.options.runs_root,
+        resume=resume,
+        force=force,
+        device=plan.options.device,
+        on_event=on_event,
+        evaluate_at_end=True,
+        catalog=plan.catalogs,
+        kind="final",
+    )
+    tag_run(run, study=plan.study, tuned_params=dict(best.params), tuning_trials=finished)
+    return FinalRun(f"final-seed{seed}", str(run.root), seed, dict(summary.test_metrics or {}))
+
+
+def ensemble_run(plan: Plan, study: Any, *, on_event: EventHandler | None = None) -> FinalRun | None:
+    """The Reality Check's ensemble: the best trial's K fold models, test embeddings concatenated."""
+    if len(plan.folds) < 2:
+        return None
+    import torch
+
+    from dmlbench.datasets import open_prepared
+    from dmlbench.evaluation import EvalOptions, evaluate_embeddings
+    from dmlbench.models import load_trained_embedder
+    from dmlbench.utils.device import resolve_device
+
+    best = best_trial(study)
+    finished = counts(study).finished
+    run = RunDir(plan.ensemble_dir)
+    if run.exists() and run.status() == "complete":
+        manifest = run.read_manifest()
+        metrics = run.read_metrics("test")
+        if manifest.trial == best.number and metrics is not None:
+            return FinalRun("ensemble", str(run.root), None, dict(metrics.metrics), reused=True)
+    folds = [RunDir(plan.trial_dir(best.number, k)) for k in range(len(plan.folds))]
+    for fold in folds:
+        fold.require_complete()
+    device = resolve_device(plan.options.device)
+    started = time.perf_counter()
+    with run.claim(holder="tune"):
+        if run.exists() or not run.is_empty():
+            run.clear()
+        cfg = plan.config(dict(best.params), run_id=f"{plan.study}-ensemble", final=True)
+        prepared = open_prepared(cfg.dataset, data_root=plan.data_root)
+        info = dict(prepared.info or {})
+        run.write_manifest(
+            Manifest(
+                run_id=f"{plan.study}-ensemble",
+                kind="ensemble",
+                status="running",
+                created=now_iso(),
+                device=str(device),
+                dataset=DatasetRecord(
+                    name=cfg.dataset,
+                    fingerprint=prepared.fingerprint,
+                    protocol=info.get("protocol"),
+                    splits=info.get("splits"),
+                    train_test_disjoint=info.get("train_test_disjoint"),
+                ),
+                study=plan.study,
+                trial=best.number,
+                tuned_params=dict(best.params),
+                tuning_trials=finished,
+            )
+        )
+        run.write_config(dump_toml(cfg))
+        queries, gallery = _test_frames(prepared.index)
+        parts_q: list[np.ndarray] = []
+        parts_g: list[np.ndarray] = []
+        labels_q = labels_g = None
+        for k, fold in enumerate(folds):
+            model, fold_cfg = load_trained_embedder(fold.root, device)
+            emb, labels_q = _embed(model, fold_cfg, prepared, queries, device, f"ensemble fold {k}", on_event)
+            parts_q.append(emb)
+            if gallery is not None:
+                emb_g, labels_g = _embed(model, fold_cfg, prepared, gallery, device, f"ensemble {k} gallery", on_event)
+                parts_g.append(emb_g)
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        recall_k = [int(k) for k in info.get("recall_k") or (1, 2, 4, 8)]
+        outcome = evaluate_embeddings(
+            _concat(parts_q),
+            labels_q,
+            EvalOptions(recall_k=recall_k, device=str(device), seed=int(cfg.seed)),
+            gallery_embeddings=_concat(parts_g) if parts_g else None,
+            gallery_labels=labels_g,
+            on_event=on_event,
+        )
+        import dmlbench
+
+        written = run.write_metrics(
+            MetricsRecord(
+                run_id=f"{plan.study}-ensemble",
+                split="test",
+                metrics=outcome.metrics,
+                recall_k=outcome.recall_k,
+                protocol=outcome.protocol,
+                n_queries=outcome.n_queries,
+                n_gallery=outcome.n_gallery,
+                lone_queries=outcome.lone_queries,
+                embedding_dim=outcome.embedding_dim,
+                distance=outcome.distance,
+                backend=outcome.backend,
+                seconds=round(time.perf_counter() - started, 3),
+                metric_seconds=round(outcome.seconds, 3),
+                dmlbench_version=dmlbench.__version__,
+            ),
+            merge=False,
+        )
+        run.set_status("complete")
+    return FinalRun("ensemble", str(run.root), None, dict(written.metrics))
+
+
+def _embed(
+    model: Any, cfg: Any, prepared: Any, rows: Any, device: Any, task: str, on_event: EventHandler | None
+) -> tuple[np.ndarray, np.ndarray]:
+    from dmlbench.datasets.torch_data import build_dataset
+    from dmlbench.evaluation.embed import embed_dataset
+
+    dataset = build_dataset(
+        prepared, rows, train=False, image_size=cfg.model.image_size, channels=cfg.model.in_channels
+    )
+    return embed_dataset(model, dataset, device=device, task=task, on_event=on_event)
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    # Each model's embeddings are unit-normalised first, so every fold weighs the same in the cosine.
+    normed = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts]
+    return np.concatenate(normed, axis=1).astype(np.float32)
+
+
+def _test_frames(index: Any) -> tuple[Any, Any]:
+    """(query rows, gallery rows or None) of the test protocol: the test split, or In-Shop's query/gallery."""
+    present = set(index["split"].astype(str).unique())
+    if "test" in present:
+        return index[index["split"] == "test"], None
+    if {"query", "gallery"} <= present:
+        return index[index["split"] == "query"], index[index["split"] == "gallery"]
+    raise MissingInputError("the prepared dataset has no test split (nor query/gallery)", hint="re-run prepare")

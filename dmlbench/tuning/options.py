@@ -1,0 +1,110 @@
+"""What `dmlbench tune` is asked to do (`TuneOptions`) and what it reports back (`TuneResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dmlbench.errors import ConfigError
+
+# The CLI flag each option comes from, so a rejected value is reported the way the user typed it.
+_FLAGS = {
+    "trials": "--trials",
+    "folds": "--folds",
+    "final_seeds": "--final-seeds",
+    "timeout": "--timeout",
+    "seed": "--seed",
+    "workers": "--workers",
+    "epochs": "--epochs",
+    "startup_trials": "--startup-trials",
+    "val_classes": "--val-classes",
+}
+
+
+class TuneOptions(BaseModel):
+    """One study: the loss and dataset, the budget, where trials and the Optuna storage live.
+
+    Picklable (spawned workers and SLURM tasks receive it). `storage=None` means the journal file
+    `runs_root/studies.journal`; `study=None` means `<dataset>-<loss>`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    loss: str
+    dataset: str
+    trials: int = Field(gt=0)
+    folds: int = Field(4, ge=1)
+    metric: str = "map@r"
+    epochs: int | None = Field(None, gt=0)
+    overrides: tuple[str, ...] = ()
+    config_file: Path | None = None
+    study: str | None = None
+    storage: str | None = None
+    final_seeds: int = Field(0, ge=0)
+    timeout: float | None = Field(None, gt=0)
+    runs_root: Path = Path("runs")
+    data_root: Path | None = None
+    device: str = "auto"
+    space_file: Path | None = None
+    seed: int = Field(0, ge=0)
+    catalog: tuple[Path, ...] = ()
+    workers: int = Field(1, ge=1)
+    gpus: str | None = None
+    quiet: bool = False
+    prune: bool = True
+    # Random trials before TPE models the space, and trials before the median pruner acts; None: see plan.py.
+    startup_trials: int | None = Field(None, ge=0)
+    # Share of the training classes held out with --folds 1 (when the config holds out none itself).
+    val_classes: float = Field(0.25, gt=0.0, lt=1.0)
+
+    @classmethod
+    def build(cls, **values: Any) -> TuneOptions:
+        """Validate `values` into options; a bad value is one ConfigError naming its flag."""
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = str(first["loc"][0]) if first["loc"] else "options"
+            flag = _FLAGS.get(key, key)
+            raise ConfigError(f"{flag}: {first['msg']}", hint=f"check the value of {flag}") from None
+
+
+@dataclass
+class FinalRun:
+    """One final retraining of the best parameters (or the fold ensemble) and its test metrics."""
+
+    name: str
+    run_dir: str
+    seed: int | None
+    metrics: dict[str, float]
+    reused: bool = False
+
+
+@dataclass
+class TuneResult:
+    """The state of a study after `tune()`: counts, the best trial, and the final runs."""
+
+    study: str
+    study_dir: str
+    storage: str
+    loss: str
+    dataset: str
+    metric: str
+    direction: str
+    folds: int
+    trials: int
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    n_running: int
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    finals: list[FinalRun] = field(default_factory=list)
+    ensemble: FinalRun | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,40 @@
+"""Shared fixtures for the tuning tests: one prepared `digits` for the session, small-study options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a prepared `digits` (bundled with scikit-learn, no download)."""
+    from dmlbench.datasets import prepare
+
+    root = tmp_path_factory.mktemp("data")
+    prepare("digits", data_root=root)
+    return root
+
+
+@pytest.fixture()
+def small(digits_root: Path, tmp_path: Path) -> Any:
+    """TuneOptions for a tiny digits study (1 epoch, 1 fold, CPU) under tmp_path/runs."""
+    from dmlbench.tuning import TuneOptions
+
+    def build(**changes: Any) -> TuneOptions:
+        values: dict[str, Any] = {
+            "loss": "triplet",
+            "dataset": "digits",
+            "trials": 2,
+            "folds": 1,
+            "epochs": 1,
+            "runs_root": tmp_path / "runs",
+            "data_root": digits_root,
+            "device": "cpu",
+        }
+        values.update(changes)
+        return TuneOptions.build(**values)
+
+    return build
