@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dmlbench.benchmark.execute import STOPPING, BenchRun, execute, execute_quietly, is_finished
-from dmlbench.benchmark.plan import DEFAULT_LOSSES, DEFAULT_SEEDS, BenchPlan, RunTask, Task, make_plan
-from dmlbench.errors import DmlbenchError, MissingInputError
+from dmlbench.benchmark.execute import STOPPING, Action, BenchRun, execute, execute_quietly, is_finished
+from dmlbench.benchmark.plan import DEFAULT_LOSSES, DEFAULT_SEEDS, BenchPlan, RunTask, Task, make_plan, seed_list
+from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
 
 if TYPE_CHECKING:
@@ -203,6 +203,83 @@ def _run_on_slurm(
     return _collect(waiting, results), submitted, 0
 
 
+def _run_tuned(
+    plan: BenchPlan,
+    *,
+    trials: int,
+    folds: int,
+    final_seeds: int,
+    timeout: float | None,
+    epochs: int | None,
+    overrides: Sequence[str],
+    config_file: Path | None,
+    workers: int,
+    gpus: Sequence[int] | None,
+    fmt: str,
+    on_event: EventHandler | None,
+) -> BenchResult:
+    """Tune every loss of each dataset with the same budget, run the final seeds, report them with baselines."""
+    from dmlbench.reporting import report
+    from dmlbench.rundir import RunDir
+    from dmlbench.tuning import TuneOptions, tune
+    from dmlbench.tuning.plan import make_plan as make_tune_plan
+
+    if final_seeds < 1:
+        raise UsageError("--final-seeds must be at least 1 with --tune-trials", hint="e.g. --final-seeds 3")
+    first = plan.runs[0]
+    losses = list(dict.fromkeys(run.loss for run in plan.runs))
+    studies = [
+        TuneOptions.build(
+            loss=loss,
+            dataset=dataset,
+            trials=trials,
+            folds=folds,
+            epochs=epochs,
+            overrides=tuple(overrides),
+            config_file=config_file,
+            final_seeds=final_seeds,
+            timeout=timeout,
+            runs_root=first.run_dir.parent,
+            data_root=first.data_root,
+            device=first.device,
+            catalog=first.catalog,
+            workers=workers,
+            gpus=",".join(str(g) for g in gpus) if gpus else None,
+            quiet=True,
+        )
+        for dataset in plan.datasets
+        for loss in losses
+    ]
+    for options in studies:
+        make_tune_plan(options)  # every study's inputs checked before the first trial of any
+    result = BenchResult()
+    total = len(studies) + len(plan.baselines)
+    emit(on_event, Event("log", "bench", message=f"bench: {len(studies)} studies of {trials} trials each"))
+    _prepare(plan, first.data_root, on_event)
+    emit(on_event, Event("start", PROGRESS_TASK, total=total, unit="study"))
+    try:
+        for number, options in enumerate(studies, start=1):
+            label = f"[{number}/{len(studies)}] {options.dataset}-{options.loss}"
+            emit(on_event, Event("log", "bench", message=f"{label}: tuning ({trials} trials)"))
+            started = time.perf_counter()
+            tuned = tune(options, on_event=on_event)
+            seconds = time.perf_counter() - started
+            for final in [*tuned.finals, *([tuned.ensemble] if tuned.ensemble is not None else [])]:
+                action: Action = "skipped" if final.reused else "trained"
+                result.runs.append(
+                    BenchRun(options.dataset, options.loss, final.seed or 0, Path(final.run_dir), action, seconds)
+                )
+            emit(on_event, Event("advance", PROGRESS_TASK, amount=1))
+        result.runs += _run_here(plan.baselines, on_event)
+    finally:
+        emit(on_event, Event("finish", PROGRESS_TASK))
+    written = [run.run_dir for run in result.runs if RunDir(run.run_dir).exists()]
+    if not written:
+        raise MissingInputError("no tuned run finished", hint="see the errors above; `dmlbench status` lists them")
+    result.report = report(list(dict.fromkeys(written)), fmt=fmt, on_event=on_event)
+    return result
+
+
 def run_bench(
     *,
     datasets: Sequence[str] | None = None,
@@ -224,6 +301,10 @@ def run_bench(
     parent_visible: str | None = None,
     launcher: Launcher = "local",
     slurm: SlurmOptions | None = None,
+    tune_trials: int | None = None,
+    folds: int = 4,
+    final_seeds: int | None = None,
+    timeout: float | None = None,
 ) -> BenchResult:
     """Train and evaluate every dataset x loss x seed under `runs_root`, then render the report of those runs.
 
@@ -234,6 +315,10 @@ def run_bench(
     `workers > 1` runs the tasks in that many local processes (pinned to `gpus` in turn); `launcher="slurm"`
     submits the tasks not yet done as one job array. A task whose training fails is recorded and the grid
     goes on; configuration and device errors stop it.
+
+    `tune_trials=N` is the equal-budget comparison instead: every loss gets a study of N trials on
+    validation classes (`folds`, `timeout` per loss), then `final_seeds` (default: `seeds`) retrainings of
+    its best parameters, and the report shows those final runs beside the baselines.
     """
     from dmlbench.launch.local import check_workers
     from dmlbench.reporting import report
@@ -255,6 +340,26 @@ def run_bench(
         catalog=catalog,
         baselines=baselines,
     )
+    if tune_trials is not None:
+        if launcher == "slurm":
+            raise UsageError(
+                "bench --tune-trials runs here (local workers); --launcher slurm is not supported with it yet",
+                hint="tune each loss with `dmlbench tune --launcher slurm ...`, then `dmlbench report RUNS_ROOT`",
+            )
+        return _run_tuned(
+            plan,
+            trials=tune_trials,
+            folds=folds,
+            final_seeds=final_seeds if final_seeds is not None else len(seed_list(seeds)),
+            timeout=timeout,
+            epochs=epochs,
+            overrides=overrides,
+            config_file=config_file,
+            workers=workers,
+            gpus=gpus,
+            fmt=fmt,
+            on_event=on_event,
+        )
     if launcher == "slurm":
         from dmlbench.launch.slurm import SlurmOptions, check_cluster
 
@@ -289,9 +394,16 @@ def run_bench(
     finally:
         emit(on_event, Event("finish", PROGRESS_TASK))
 
-    written = [run.run_dir for run in result.runs if run.action != "failed" and RunDir(run.run_dir).exists()]
-    written += [run.run_dir for run in result.failed if RunDir(run.run_dir).exists()]
-    written = list(dict.fromkeys(written))
+    # A run another process holds is being written: it is reported by whoever finishes it.
+    written = [run.run_dir for run in result.runs if run.action not in ("failed", "busy")]
+    written += [run.run_dir for run in result.failed]
+    written = [path for path in dict.fromkeys(written) if RunDir(path).exists()]
+    busy = [run for run in result.runs if run.action == "busy"]
+    if not written and busy:
+        raise MissingInputError(
+            f"every run of the grid is in use by another process ({busy[0].error})",
+            hint="wait for it to finish (`dmlbench status` shows it), then run bench again for the report",
+        )
     if not written:
         failures = "; ".join(f"{run.run_dir.name}: {run.error}" for run in result.failed)
         raise MissingInputError("every bench run failed before writing its run folder", hint=failures)

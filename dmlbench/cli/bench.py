@@ -47,6 +47,17 @@ def command(
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format (markdown, csv, latex, html, json).")] = (
         "markdown"
     ),
+    tune_trials: Annotated[
+        int | None,
+        typer.Option(help="Tune every loss with this many trials first (equal budgets), then run final seeds.", min=1),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="With --tune-trials: class-disjoint validation folds.", min=1)] = 4,
+    final_seeds: Annotated[
+        int | None, typer.Option(help=r"With --tune-trials: final retrainings per loss \[default: --seeds].", min=1)
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --tune-trials: seconds of tuning per loss at most.", min=1)
+    ] = None,
     workers: opt.Workers = 1,
     gpus: opt.Gpus = None,
     launcher: opt.Launcher = "local",
@@ -113,6 +124,10 @@ def command(
             parent_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
             launcher=chosen,
             slurm=slurm,
+            tune_trials=tune_trials,
+            folds=folds,
+            final_seeds=final_seeds,
+            timeout=timeout,
         )
     if result.queued:
         jobs = ", ".join(result.submitted) or "earlier arrays"
