@@ -43,3 +43,17 @@ def test_bench_slurm_without_sbatch(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert got == 4 and stdout == ""
     assert "needs sbatch, which is not on PATH" in stderr and "hint:" in stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--eval-metrics", "recall,nmii"], "nmii"),
+        (["--catalog", "missing.toml"], "missing.toml"),
+    ],
+)
+def test_bench_validates_the_whole_plan_first(extra: list[str], words: str, tmp_path: Path) -> None:
+    got, stdout, stderr = invoke(*BENCH, "--runs-root", str(tmp_path / "runs"), "--data-root", str(tmp_path), *extra)
+    assert got in (2, 3), stderr
+    assert stdout == "" and words in stderr and "hint:" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "digits").exists()  # nothing prepared or trained
