@@ -210,3 +210,50 @@ def test_bench_tune_trials_refuses_slurm(tmp_path: Path) -> None:
     )
     assert code == 2 and stdout == "" and "hint:" in stderr and "--tune-trials" in stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_bench_workers_killed_mid_run_resume(tmp_path: Path) -> None:
+    """SIGKILL the whole `bench --workers 2` mid-training: the re-run resumes from checkpoints, nothing twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    args = ["bench", "--datasets", "digits", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "2"]
+    args += ["--set", "schedule.checkpoint_every=3", "--no-baselines"]
+    args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu", "--quiet", "--workers", "2"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dmlbench", *args], start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(runs.glob("*/train/last.pt")):
+        assert process.poll() is None, "bench finished before it could be killed"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list(runs.glob("*/train/last.pt")), "no checkpoint appeared"
+
+    from dmlbench.benchmark import run_bench
+
+    again = run_bench(
+        datasets=["digits"],
+        losses=["clustering", "triplet"],
+        seeds=1,
+        epochs=2,
+        overrides=["schedule.checkpoint_every=3"],
+        runs_root=runs,
+        data_root=data,
+        device="cpu",
+        workers=2,
+        baselines=False,
+    )
+    assert "resumed" in [r.action for r in again.runs]
+    for loss in ("clustering", "triplet"):
+        run = runs / f"digits-{loss}-small_cnn-seed0"
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+        rows = [json.loads(line) for line in (run / "train" / "history.jsonl").read_text().splitlines()]
+        assert [row["step"] for row in rows if "step" in row] == list(range(1, manifest["last_step"] + 1))
