@@ -124,3 +124,47 @@ def test_tune_workers_on_slurm_end_with_exactly_the_budget(
     assert code == 0
     [group] = [g for g in json.loads(status) if g["kind"] == "study"]
     assert group["name"] == "digits-triplet" and group["running"] == 0
+
+
+@pytest.mark.slow
+def test_preempted_task_requeues_and_resumes_from_its_checkpoint(
+    slurm_cluster: Cluster, partition: str, tmp_path: Path
+) -> None:
+    """USR2 (what SLURM sends before a time limit or preemption): submitit requeues, the run resumes."""
+    import time
+
+    from dmlbench.benchmark import make_plan
+    from dmlbench.benchmark.execute import execute_quietly
+    from dmlbench.datasets import prepare
+    from dmlbench.launch.slurm import SlurmOptions, submit_array, wait_with_progress
+
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    prepare("digits", data_root=data)
+    plan = make_plan(
+        datasets=["digits"],
+        losses=["triplet"],
+        seeds=1,
+        runs_root=runs,
+        data_root=data,
+        epochs=3,
+        overrides=["schedule.checkpoint_every=2"],
+        device="cpu",
+        baselines=False,
+    )
+    submission = submit_array(execute_quietly, plan.tasks, SlurmOptions(partition=partition), runs / "slurm")
+    run = plan.runs[0].run_dir
+    deadline = time.monotonic() + 180
+    while not (run / "train" / "last.pt").is_file():
+        assert time.monotonic() < deadline, "no checkpoint within 3 minutes"
+        time.sleep(0.2)
+    job_id = str(submission.jobs[0].job_id)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    [outcome] = wait_with_progress(submission.jobs, poll_seconds=1)
+    assert outcome.ok, outcome.error
+    assert outcome.value.action == "resumed"  # the requeued task found the checkpoint, not an empty folder
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    rows = [json.loads(line) for line in (run / "train" / "history.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "step" in row] == list(range(1, manifest["last_step"] + 1))
+    log = "".join(p.read_text() for p in submission.folder.glob("*_log.out"))
+    assert "requeu" in log.lower()
