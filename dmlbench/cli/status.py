@@ -14,7 +14,7 @@ from dmlbench.cli._output import friendly_errors, out, resolve_runs_root
 @friendly_errors
 def command(
     runs_root: Annotated[
-        Path | None, typer.Argument(help="Runs root to inspect \\[default: --runs-root / DMLBENCH_RUNS_ROOT / runs].")
+        Path | None, typer.Argument(help="Runs root to inspect \\[default: DMLBENCH_RUNS_ROOT, else ./runs].")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

@@ -25,7 +25,7 @@ LauncherName = Literal["local", "slurm"]
 Workers = Annotated[
     int,
     typer.Option(
-        help="Runs at once: local worker processes, or (tune) SLURM jobs sharing the study.", rich_help_panel=PANEL
+        help="Local worker processes (tune --launcher slurm: SLURM jobs sharing the study).", rich_help_panel=PANEL
     ),
 ]
 Gpus = Annotated[
