@@ -156,6 +156,8 @@ class ProgressRenderer:
             if not self._tasks:
                 self._progress.stop()
                 self._progress = None
+            else:  # an inner bar (a run's epoch under bench's overall bar) goes once done: no stacked bars
+                self._progress.remove_task(task_id)
 
 
 def _fmt(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,11 +17,14 @@ from dmlbench.cli._output import (
     setup_logging,
 )
 from dmlbench.cli.report import split_list
+from dmlbench.launch import cli_options as opt
 
 
 @friendly_errors
 def command(
-    datasets: Annotated[list[str] | None, typer.Option(help="Datasets, comma-separated \\[default: digits].")] = None,
+    datasets: Annotated[
+        list[str] | None, typer.Option(help="Datasets, comma-separated \\[default: `train`'s default dataset].")
+    ] = None,
     losses: Annotated[
         list[str] | None, typer.Option(help="Losses \\[default: clustering,triplet,lifted,npairs].")
     ] = None,
@@ -30,23 +34,78 @@ def command(
     epochs: Annotated[int | None, typer.Option(help="Training epochs for every run.", min=1)] = None,
     runs_root: Annotated[Path | None, typer.Option(help="Parent of run folders \\[env: DMLBENCH_RUNS_ROOT].")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Prepared-data folder \\[env: DMLBENCH_DATA_ROOT].")] = None,
+    catalog: Annotated[
+        list[Path] | None, typer.Option(help="Extra dataset catalog (TOML), e.g. from `prepare --catalog`.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     eval_metrics: Annotated[
         list[str] | None, typer.Option(help="Test metrics to compute, e.g. recall,nmi \\[default: all].")
     ] = None,
+    baselines: Annotated[
+        bool, typer.Option("--baselines/--no-baselines", help="Untrained and raw-pixel baseline rows.")
+    ] = True,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Report format (markdown, csv, latex, html, json).")] = (
         "markdown"
     ),
+    tune_trials: Annotated[
+        int | None,
+        typer.Option(help="Tune every loss with this many trials first (equal budgets), then run final seeds.", min=1),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="With --tune-trials: class-disjoint validation folds.", min=1)] = 4,
+    final_seeds: Annotated[
+        int | None, typer.Option(help=r"With --tune-trials: final retrainings per loss \[default: --seeds].", min=1)
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --tune-trials: seconds of tuning per loss at most.", min=1)
+    ] = None,
+    workers: opt.Workers = 1,
+    gpus: opt.Gpus = None,
+    launcher: opt.Launcher = "local",
+    wait: opt.Wait = True,
+    slurm_partition: opt.Partition = None,
+    slurm_time: opt.TimeMinutes = 60,
+    slurm_gpus_per_task: opt.GpusPerTask = None,
+    slurm_cpus_per_task: opt.CpusPerTask = None,
+    slurm_mem: opt.Mem = None,
+    slurm_account: opt.Account = None,
+    slurm_qos: opt.Qos = None,
+    slurm_setup: opt.Setup = None,
+    slurm_additional: opt.Additional = None,
+    slurm_array_parallelism: opt.ArrayParallelism = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Run the benchmark grid (skipping finished runs, resuming interrupted ones) and print the report."""
-    from dmlbench.benchmark import DEFAULT_DATASETS, DEFAULT_LOSSES, run_bench
+    """Run the benchmark grid (skipping finished runs, resuming interrupted ones) and print the report.
 
+    --workers N runs N at a time on this machine (one GPU each, or a share of the cores); --launcher slurm
+    submits the missing runs as one job array and (unless --no-wait) waits for them.
+    """
+    from dmlbench.benchmark import DEFAULT_LOSSES, run_bench
+
+    chosen = opt.check_launcher(launcher)
+    slurm = None
+    if chosen == "slurm":
+        opt.check_workers(workers)
+        slurm = opt.slurm_options(
+            partition=slurm_partition,
+            time_minutes=slurm_time,
+            gpus_per_task=slurm_gpus_per_task,
+            cpus_per_task=slurm_cpus_per_task,
+            mem=slurm_mem,
+            account=slurm_account,
+            qos=slurm_qos,
+            setup=slurm_setup,
+            additional=slurm_additional,
+            array_parallelism=slurm_array_parallelism,
+            wait=wait,
+        )
+        gpu_list = None
+    else:
+        gpu_list = opt.resolve_gpus(gpus, device, workers)
     if not quiet:
         setup_logging()
     with ProgressRenderer(quiet=quiet) as progress:
         result = run_bench(
-            datasets=split_list(datasets) or DEFAULT_DATASETS,
+            datasets=split_list(datasets),
             losses=split_list(losses) or DEFAULT_LOSSES,
             seeds=seeds,
             runs_root=resolve_runs_root(runs_root),
@@ -58,10 +117,30 @@ def command(
             eval_metrics=split_list(eval_metrics),
             fmt=fmt,
             on_event=progress,
+            catalog=catalog or (),
+            baselines=baselines,
+            workers=workers,
+            gpus=gpu_list,
+            parent_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            launcher=chosen,
+            slurm=slurm,
+            tune_trials=tune_trials,
+            folds=folds,
+            final_seeds=final_seeds,
+            timeout=timeout,
         )
+    if result.queued:
+        jobs = ", ".join(result.submitted) or "earlier arrays"
+        err.print(
+            f"bench: {result.queued} SLURM tasks queued or running (job {jobs}); "
+            "run the same command again to see them and get the report",
+            highlight=False,
+        )
+        return
     if not quiet:
-        counts = {a: sum(r.action == a for r in result.runs) for a in ("trained", "resumed", "evaluated", "skipped")}
+        actions = ("trained", "resumed", "evaluated", "skipped", "busy", "baseline")
+        counts = {a: sum(r.action == a for r in result.runs) for a in actions}
         summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
         failed = f", {len(result.failed)} failed" if result.failed else ""
-        err.print(f"bench: {len(result.runs)} runs ({summary}{failed})", highlight=False)
+        err.print(f"bench: {len(result.runs)} tasks ({summary}{failed})", highlight=False)
     typer.echo(result.report, nl=False)

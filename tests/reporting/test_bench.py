@@ -26,7 +26,7 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 
 def test_bench_digits_end_to_end(tmp_path: Path) -> None:
     runs, data = tmp_path / "runs", tmp_path / "data"
-    args = ["bench", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "1"]
+    args = ["bench", "--datasets", "digits", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "1"]
     args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu", "--quiet"]
     code, stdout, stderr = invoke(*args)
     assert code == 0, stderr
@@ -113,7 +113,14 @@ def test_bench_refuses_to_evaluate_a_trained_run_of_another_config(tmp_path: Pat
     run.write_manifest(Manifest(run_id=run.run_id, status="complete"))
     run.write_config(dump_toml(other))
     with pytest.raises(ConfigError, match="different config.*optim.lr"):
-        run_bench(losses=["triplet"], seeds=1, runs_root=tmp_path / "runs", data_root=tmp_path / "data", device="cpu")
+        run_bench(
+            datasets=["digits"],
+            losses=["triplet"],
+            seeds=1,
+            runs_root=tmp_path / "runs",
+            data_root=tmp_path / "data",
+            device="cpu",
+        )
     assert not (run.root / "eval").exists()
 
 
@@ -144,3 +151,109 @@ def test_bench_fashion_mnist_small_cnn(tmp_path: Path) -> None:
     assert set(rows) == {"clustering", "triplet"}
     for cells in rows.values():
         assert float(cells[6].strip("*")) > 40.0  # R@1 well above the 20% of chance on 5 test classes
+
+
+def test_bench_two_workers_run_each_run_once(tmp_path: Path) -> None:
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    args = ["bench", "--datasets", "digits", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "1"]
+    args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu", "--workers", "2"]
+    code, stdout, stderr = invoke(*args)
+    assert code == 0, stderr
+    assert set(table_rows(stdout)) == {"clustering", "triplet"}
+    assert "2 trained" in stderr
+    for loss in ("clustering", "triplet"):
+        run = runs / f"digits-{loss}-small_cnn-seed0"
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+        rows = [json.loads(line) for line in (run / "train" / "history.jsonl").read_text().splitlines()]
+        steps = [row["step"] for row in rows if "step" in row]
+        assert steps == list(range(1, manifest["last_step"] + 1))  # trained once, by one worker
+        assert not (run / ".lock").read_text().strip()  # the claim was released
+
+    # A run another process holds is skipped, never written twice; the report shows the others.
+    from dmlbench.benchmark import run_bench
+    from dmlbench.errors import MissingInputError
+    from dmlbench.rundir import RunDir
+
+    clustering = RunDir(runs / "digits-clustering-small_cnn-seed0")
+    shutil.rmtree(clustering.root / "eval")
+    grid = {"datasets": ["digits"], "seeds": 1, "epochs": 1, "runs_root": runs, "data_root": data, "workers": 2}
+    with clustering.claim(holder="test"):
+        held = run_bench(losses=["clustering", "triplet"], **grid)  # type: ignore[arg-type]
+        assert [r.action for r in held.runs] == ["busy", "skipped"]
+        assert set(table_rows(held.report)) == {"triplet"}
+        with pytest.raises(MissingInputError, match=r"in use by another process \(test pid"):
+            run_bench(losses=["clustering"], **grid)  # type: ignore[arg-type]
+    assert not (clustering.root / "eval").exists()
+
+
+@pytest.mark.slow
+def test_bench_tune_trials_gives_every_loss_the_same_budget(tmp_path: Path) -> None:
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    args = ["bench", "--datasets", "digits", "--losses", "clustering,triplet", "--epochs", "1"]
+    args += ["--tune-trials", "2", "--folds", "1", "--final-seeds", "1", "--no-baselines"]
+    args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu", "--quiet"]
+    code, stdout, stderr = invoke(*args)
+    assert code == 0, stderr
+    assert set(table_rows(stdout)) == {"clustering", "triplet"}
+    for loss in ("clustering", "triplet"):
+        study = json.loads((runs / "tune" / f"digits-{loss}" / "study.json").read_text())
+        assert study["n_complete"] + study["n_pruned"] == 2
+        final = runs / "tune" / f"digits-{loss}" / "final-seed0"
+        assert json.loads((final / "manifest.json").read_text())["kind"] == "final"
+        assert (final / "eval" / "test" / "metrics.json").is_file()
+
+
+def test_bench_tune_trials_refuses_slurm(tmp_path: Path) -> None:
+    code, stdout, stderr = invoke(
+        "bench", "--datasets", "digits", "--tune-trials", "2", "--launcher", "slurm", "--runs-root", str(tmp_path)
+    )
+    assert code == 2 and stdout == "" and "hint:" in stderr and "--tune-trials" in stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_bench_workers_killed_mid_run_resume(tmp_path: Path) -> None:
+    """SIGKILL the whole `bench --workers 2` mid-training: the re-run resumes from checkpoints, nothing twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    args = ["bench", "--datasets", "digits", "--losses", "clustering,triplet", "--seeds", "1", "--epochs", "2"]
+    args += ["--set", "schedule.checkpoint_every=3", "--no-baselines"]
+    args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu", "--quiet", "--workers", "2"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dmlbench", *args], start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(runs.glob("*/train/last.pt")):
+        assert process.poll() is None, "bench finished before it could be killed"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert list(runs.glob("*/train/last.pt")), "no checkpoint appeared"
+
+    from dmlbench.benchmark import run_bench
+
+    again = run_bench(
+        datasets=["digits"],
+        losses=["clustering", "triplet"],
+        seeds=1,
+        epochs=2,
+        overrides=["schedule.checkpoint_every=3"],
+        runs_root=runs,
+        data_root=data,
+        device="cpu",
+        workers=2,
+        baselines=False,
+    )
+    assert "resumed" in [r.action for r in again.runs]
+    for loss in ("clustering", "triplet"):
+        run = runs / f"digits-{loss}-small_cnn-seed0"
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+        rows = [json.loads(line) for line in (run / "train" / "history.jsonl").read_text().splitlines()]
+        assert [row["step"] for row in rows if "step" in row] == list(range(1, manifest["last_step"] + 1))

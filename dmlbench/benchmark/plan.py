@@ -1,0 +1,184 @@
+"""The bench plan: every dataset x loss x seed checked and resolved before the first minute of work.
+
+Datasets (with `--catalog`), losses, metrics, the report format and every config value are validated
+here, so a typo fails at once and writes nothing. The plan is plain picklable data: local workers and
+SLURM tasks receive its items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from dmlbench.errors import UnknownNameError, UsageError
+
+if TYPE_CHECKING:
+    from dmlbench.config import TrainConfig
+
+DEFAULT_LOSSES = ("clustering", "triplet", "lifted", "npairs")
+DEFAULT_SEEDS = 3
+BASELINES = ("untrained", "raw")
+
+
+def default_dataset() -> str:
+    """The dataset `dmlbench train` uses by default: bench follows it (one place: TrainConfig)."""
+    from dmlbench.config import TrainConfig
+
+    default = TrainConfig.model_fields["dataset"].default
+    assert isinstance(default, str)
+    return default
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One training run of the grid: what a worker (local or SLURM) needs to train and evaluate it."""
+
+    dataset: str
+    loss: str
+    seed: int
+    cfg: TrainConfig  # as given (train() resolves it again: the stored config.toml is the resolved one)
+    resolved: TrainConfig
+    run_dir: Path
+    data_root: Path
+    device: str = "auto"
+    eval_metrics: tuple[str, ...] | None = None
+    catalog: tuple[Path, ...] = ()
+    kind: Literal["run"] = "run"
+
+    @property
+    def label(self) -> str:
+        return self.run_dir.name
+
+
+@dataclass(frozen=True)
+class BaselineTask:
+    """One baseline (untrained network or raw pixels) of a dataset and backbone, computed once per bench."""
+
+    dataset: str
+    baseline: str
+    backbone: str
+    runs_root: Path
+    data_root: Path
+    device: str = "auto"
+    catalog: tuple[Path, ...] = ()
+    kind: Literal["baseline"] = "baseline"
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}-{self.baseline}-{self.backbone}"
+
+
+Task = RunTask | BaselineTask
+
+
+@dataclass
+class BenchPlan:
+    """The validated grid: its runs, the baselines to compute, the datasets to prepare first."""
+
+    runs: list[RunTask] = field(default_factory=list)
+    baselines: list[BaselineTask] = field(default_factory=list)
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(run.dataset for run in self.runs))
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [*self.runs, *self.baselines]
+
+
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise UsageError(f"--seeds must be at least 1, not {seeds}", hint="e.g. --seeds 3 runs seeds 0, 1, 2")
+        return list(range(seeds))
+    chosen = sorted(set(seeds))
+    if not chosen or min(chosen) < 0:
+        raise UsageError("seeds must be non-negative integers", hint="e.g. --seeds 3 runs seeds 0, 1, 2")
+    return chosen
+
+
+def names(kind: str, given: Sequence[str], known: Sequence[str]) -> list[str]:
+    from dmlbench.registry import did_you_mean
+
+    chosen = list(dict.fromkeys(n.strip() for n in given if n.strip()))
+    if not chosen:
+        raise UsageError(f"no {kind} given", hint=f"known: {', '.join(known)}")
+    for name in chosen:
+        if name not in known:
+            raise UnknownNameError(
+                f"unknown {kind} {name!r}", hint=f"{did_you_mean(name, list(known))}known: {', '.join(known)}"
+            )
+    return chosen
+
+
+def baselines_available() -> bool:
+    """Whether this dmlbench has the baseline evaluation (`dmlbench.evaluation.baselines`)."""
+    import importlib.util
+
+    return importlib.util.find_spec("dmlbench.evaluation.baselines") is not None
+
+
+def make_plan(
+    *,
+    datasets: Sequence[str] | None,
+    losses: Sequence[str],
+    seeds: int | Sequence[int],
+    runs_root: Path,
+    data_root: Path,
+    config_file: Path | None = None,
+    overrides: Sequence[str] = (),
+    epochs: int | None = None,
+    device: str = "auto",
+    eval_metrics: Sequence[str] | None = None,
+    fmt: str = "markdown",
+    catalog: Sequence[Path] = (),
+    baselines: bool = True,
+) -> BenchPlan:
+    """Check every input of the grid and resolve each run's config; nothing is written."""
+    from dmlbench.config import load_config
+    from dmlbench.datasets import get_spec, load_catalog
+    from dmlbench.evaluation.core import _select
+    from dmlbench.losses import LOSSES
+    from dmlbench.paths import child_path
+    from dmlbench.reporting import RENDERERS
+    from dmlbench.resolve import resolve_config
+
+    catalogs = tuple(Path(c) for c in catalog)
+    RENDERERS.get(fmt)  # a typo in --format fails before hours of training
+    dataset_names = names("dataset", datasets or [default_dataset()], sorted(load_catalog(catalogs)))
+    loss_names = names("loss", losses, LOSSES.names())
+    seeds_ = seed_list(seeds)
+    flags = {"schedule.epochs": epochs} if epochs is not None else {}
+    metrics = tuple(eval_metrics) if eval_metrics is not None else None
+
+    plan = BenchPlan()
+    backbones: dict[tuple[str, str], None] = {}
+    for dataset in dataset_names:
+        spec = get_spec(dataset, catalog=catalogs)
+        if metrics is not None:
+            _select(metrics, spec.recall_k)  # an unknown metric fails now, not after training everything
+        for loss in loss_names:
+            for seed in seeds_:
+                cfg = load_config(
+                    config_file, overrides, flags={"dataset": dataset, "loss.name": loss, "seed": seed, **flags}
+                )
+                resolved = resolve_config(cfg, spec)
+                assert resolved.run_id is not None and resolved.model.backbone is not None
+                run_dir = child_path(runs_root, resolved.run_id, "run_id")
+                if any(task.run_dir == run_dir for task in plan.runs):
+                    raise UsageError(
+                        f"two runs of the grid share the run folder {run_dir.name}",
+                        hint="leave run_id out of --set / --config: bench names each run after its dataset, loss, seed",
+                    )
+                plan.runs.append(
+                    RunTask(dataset, loss, seed, cfg, resolved, run_dir, data_root, device, metrics, catalogs)
+                )
+                backbones[(dataset, resolved.model.backbone)] = None
+    if baselines and baselines_available():
+        for dataset, backbone in backbones:
+            for baseline in BASELINES:
+                plan.baselines.append(BaselineTask(dataset, baseline, backbone, runs_root, data_root, device, catalogs))
+    return plan
