@@ -140,7 +140,8 @@ def make_plan(
     """Check every input of the grid and resolve each run's config; nothing is written."""
     from dmlbench.config import load_config
     from dmlbench.datasets import get_spec, load_catalog
-    from dmlbench.evaluation.core import _select
+    from dmlbench.evaluation import EvalOptions
+    from dmlbench.evaluation.core import check_options
     from dmlbench.losses import LOSSES
     from dmlbench.paths import child_path
     from dmlbench.reporting import RENDERERS
@@ -149,7 +150,10 @@ def make_plan(
     catalogs = tuple(Path(c) for c in catalog)
     RENDERERS.get(fmt)  # a typo in --format fails before hours of training
     dataset_names = names("dataset", datasets or [default_dataset()], sorted(load_catalog(catalogs)))
-    loss_names = names("loss", losses, LOSSES.names())
+    pml_names = [n.strip() for n in losses if n.strip().startswith("pml:")]
+    for name in pml_names:
+        LOSSES.get(name)  # any pytorch-metric-learning loss; did-you-mean on a typo
+    loss_names = names("loss", losses, [*LOSSES.names(), *pml_names])
     seeds_ = seed_list(seeds)
     flags = {"schedule.epochs": epochs} if epochs is not None else {}
     metrics = tuple(eval_metrics) if eval_metrics is not None else None
@@ -159,7 +163,8 @@ def make_plan(
     for dataset in dataset_names:
         spec = get_spec(dataset, catalog=catalogs)
         if metrics is not None:
-            _select(metrics, spec.recall_k)  # an unknown metric fails now, not after training everything
+            # an unknown metric fails now, not after training everything
+            check_options(EvalOptions(recall_k=tuple(spec.recall_k), metrics=metrics))
         for loss in loss_names:
             for seed in seeds_:
                 cfg = load_config(

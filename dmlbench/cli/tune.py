@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, resolve_runs_root
+from dmlbench.launch import cli_options as opt
 
 S, T, R, W = "Study", "Trials", "Run", "Workers"
 
@@ -79,13 +80,46 @@ def command(
     gpus: Annotated[
         str | None, typer.Option(help="GPUs the workers use, e.g. 0,1 (default: all visible).", rich_help_panel=W)
     ] = None,
+    launcher: opt.Launcher = "local",
+    wait: opt.Wait = True,
+    slurm_partition: opt.Partition = None,
+    slurm_time: opt.TimeMinutes = 60,
+    slurm_gpus_per_task: opt.GpusPerTask = None,
+    slurm_cpus_per_task: opt.CpusPerTask = None,
+    slurm_mem: opt.Mem = None,
+    slurm_account: opt.Account = None,
+    slurm_qos: opt.Qos = None,
+    slurm_setup: opt.Setup = None,
+    slurm_additional: opt.Additional = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=R)] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the study summary as JSON.", rich_help_panel=R)
     ] = False,
 ) -> None:
-    """Tune a loss with Optuna on validation classes (never the test split), then retrain the best on all."""
+    """Tune a loss with Optuna on validation classes (never the test split), then retrain the best on all.
+
+    --workers N shares the study among N processes here, or N SLURM tasks with --launcher slurm.
+    """
     from dmlbench.tuning import TuneOptions, tune
+    from dmlbench.tuning.core import tune_on_slurm
+
+    chosen = opt.check_launcher(launcher)
+    opt.check_workers(workers)
+    slurm = None
+    if chosen == "slurm":
+        slurm = opt.slurm_options(
+            partition=slurm_partition,
+            time_minutes=slurm_time,
+            gpus_per_task=slurm_gpus_per_task,
+            cpus_per_task=slurm_cpus_per_task,
+            mem=slurm_mem,
+            account=slurm_account,
+            qos=slurm_qos,
+            setup=slurm_setup,
+            additional=slurm_additional,
+            array_parallelism=max(1, workers),
+            wait=wait,
+        )
 
     options = TuneOptions.build(
         loss=loss,
@@ -114,7 +148,14 @@ def command(
         val_classes=val_classes,
     )
     with ProgressRenderer(quiet=quiet) as renderer:
-        result = tune(options, on_event=renderer)
+        if slurm is not None:
+            outcome = tune_on_slurm(options, slurm, wait=wait, on_event=renderer)
+            if isinstance(outcome, str):
+                out.print(f"submitted SLURM array {outcome}; `dmlbench status {options.runs_root}` follows it")
+                return
+            result = outcome
+        else:
+            result = tune(options, on_event=renderer)
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return

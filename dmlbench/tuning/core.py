@@ -157,3 +157,31 @@ def tune_many(
     for opts in checked:
         make_plan(opts)  # every loss's inputs checked before the first trial of any
     return {opts.loss: tune(opts, on_event=on_event) for opts in checked}
+
+
+def tune_on_slurm(
+    options: TuneOptions, slurm: Any, *, wait: bool = True, on_event: EventHandler | None = None
+) -> TuneResult | str:
+    """`options.workers` SLURM tasks share the study's storage (run_worker each), then the finals run here.
+
+    Everything is checked and the study created before anything is submitted; `wait=False` returns the
+    array's job id right after submitting. `slurm` is a `dmlbench.launch.slurm.SlurmOptions`.
+    """
+    from dmlbench.errors import EnvironmentFailure
+    from dmlbench.launch.slurm import submit_workers, wait_with_progress
+    from dmlbench.tuning.worker import open_study
+
+    plan = make_plan(options)  # prepares a generated dataset, so no task races to prepare it
+    open_study(plan, create=True)
+    single = options.model_copy(update={"workers": 1, "quiet": True})
+    submission = submit_workers(run_worker, [single] * options.workers, slurm, options.runs_root / "slurm")
+    if not wait:
+        return submission.job_id
+    outcomes = wait_with_progress(submission.jobs, on_event=on_event, poll_seconds=slurm.poll_seconds)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise EnvironmentFailure(
+            f"{len(failed)} of {len(outcomes)} SLURM tasks of study {plan.study} failed: {failed[0].error}",
+            hint=f"their logs are under {submission.folder}; re-run the same command to finish the study",
+        )
+    return run_finals(options, on_event=on_event)

@@ -98,27 +98,27 @@ def test_tune_workers_on_slurm_end_with_exactly_the_budget(
     slurm_cluster: Cluster, partition: str, tmp_path: Path
 ) -> None:
     """`tune --launcher slurm --workers 2`: two SLURM tasks share one journal storage, 4 trials in all."""
-    from dmlbench.datasets import prepare
-    from dmlbench.launch.slurm import SlurmOptions, submit_workers, wait_with_progress
-    from dmlbench.tuning import TuneOptions, run_worker
+    from dmlbench.tuning import TuneOptions
     from dmlbench.tuning.plan import make_plan
     from dmlbench.tuning.worker import counts, open_study
 
     runs, data = tmp_path / "runs", tmp_path / "data"
-    prepare("digits", data_root=data)
+    args = ["--loss", "triplet", "--dataset", "digits", "--epochs", "1", "--folds", "1", "--trials", "4"]
+    args += ["--runs-root", str(runs), "--data-root", str(data), "--device", "cpu", "--quiet"]
+    code, stdout, stderr = invoke(
+        "tune", *args, "--workers", "2", "--launcher", "slurm", "--slurm-partition", partition
+    )
+    assert code == 0, stderr
+    assert "digits-triplet: 4 complete" in stdout or "digits-triplet:" in stdout
     options = TuneOptions.build(
         loss="triplet", dataset="digits", epochs=1, folds=1, trials=4, runs_root=runs, data_root=data, device="cpu"
     )
-    single = options.model_copy(update={"quiet": True})
-    slurm = SlurmOptions(partition=partition, time_minutes=10)
-    submission = submit_workers(run_worker, [single, single], slurm, runs / "slurm")
-    outcomes = wait_with_progress(submission.jobs, poll_seconds=2)
-    assert [o.ok for o in outcomes] == [True, True], [o.error for o in outcomes]
     study = open_study(make_plan(options), create=False)
     now = counts(study)
     assert (now.finished, now.running) == (4, 0)
     trials = sorted(p.name for p in (runs / "tune" / "digits-triplet").glob("trial-*"))
     assert len(trials) == 4
+    assert len([p for p in (runs / "slurm").iterdir() if p.is_dir()]) == 1  # one array of two tasks
 
     code, status, _ = invoke("status", str(runs), "--json")
     assert code == 0
