@@ -53,6 +53,12 @@ EVAL_FILES = (
 )
 SPLITS = ("test", "val")
 
+# The runs root's own layout, beside the run folders of `train` and `bench`.
+STUDIES_JOURNAL = "studies.journal"  # Optuna's journal storage of every study under this root
+TUNE_DIR = "tune"  # tune/<study>/trial-<n>/, final-seed<s>/, ensemble/
+BASELINES_DIR = "baselines"  # baselines/<dataset>-<baseline>-<backbone>-seed<s>/
+SLURM_DIR = "slurm"  # slurm/<array job id>/: submitit's logs and results
+
 
 def now_iso() -> str:
     """UTC timestamp, second precision, ISO 8601."""
@@ -300,7 +306,8 @@ class RunDir:
     def require_complete(self) -> Manifest:
         """The manifest of a finished run; RunIncompleteError with a resume hint otherwise."""
         manifest = self.read_manifest()
-        has_model = manifest.kind == "baseline" or self.model_path.is_file()
+        # baselines have no trained weights, an ensemble's are its fold models'
+        has_model = manifest.kind in ("baseline", "ensemble") or self.model_path.is_file()
         if manifest.status != "complete" or not has_model:
             raise RunIncompleteError(
                 f"run {self.root} is {manifest.status}, not complete",

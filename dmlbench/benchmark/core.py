@@ -13,6 +13,7 @@ from dmlbench.benchmark.execute import STOPPING, Action, BenchRun, execute, exec
 from dmlbench.benchmark.plan import DEFAULT_LOSSES, DEFAULT_SEEDS, BenchPlan, RunTask, Task, make_plan, seed_list
 from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
+from dmlbench.rundir import SLURM_DIR
 
 if TYPE_CHECKING:
     from dmlbench.launch.slurm import SlurmOptions
@@ -135,7 +136,7 @@ def _run_on_slurm(
     from dmlbench.launch import slurm
     from dmlbench.utils.io import write_json_atomic
 
-    folder = runs_root / "slurm"
+    folder = runs_root / SLURM_DIR
     slurm.check_cluster(options)
     # Tasks of earlier submissions still queued or running are not submitted again.
     earlier = _previous_submissions(folder)

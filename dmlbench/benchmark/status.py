@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import DmlbenchError, MissingInputError
+from dmlbench.rundir import SLURM_DIR
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _queued_labels(runs_root: Path) -> set[str]:
 
     if shutil.which("squeue") is None:
         return set()
-    records = _previous_submissions(runs_root / "slurm")
+    records = _previous_submissions(runs_root / SLURM_DIR)
     try:
         states = queue_states([str(r.get("array_id")) for _, r in records if r.get("array_id")])
     except DmlbenchError as error:

@@ -26,11 +26,9 @@ from dmlbench.evaluation.runner import EvalResult, _evaluate, _frames, check_raw
 from dmlbench.evaluation.trained import BASELINES, baseline_embedder
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.paths import check_name, child_path
-from dmlbench.rundir import DatasetRecord, Manifest, RunDir, Status, now_iso
+from dmlbench.rundir import BASELINES_DIR, DatasetRecord, Manifest, RunDir, Status, now_iso
 
 logger = logging.getLogger(__name__)
-
-BASELINES_DIR = "baselines"  # under the runs root; report finds the folders like any run
 
 
 def baseline_run_id(dataset: str, kind: str, backbone: str, seed: int) -> str:

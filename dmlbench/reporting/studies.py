@@ -20,12 +20,13 @@ from typing import Any
 from dmlbench.errors import DmlbenchError, EnvironmentFailure, MissingInputError
 from dmlbench.paths import check_name
 from dmlbench.reporting.render import RenderedFigure
+from dmlbench.rundir import STUDIES_JOURNAL
 from dmlbench.utils.io import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 # The default study storage of `dmlbench tune` (one journal file per runs root).
-JOURNAL = "studies.journal"
+JOURNAL = STUDIES_JOURNAL
 STORAGE_HINT = "pass the runs root that `dmlbench tune` used, or --storage URL (a journal file, sqlite:///...)"
 
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from dmlbench.training.distributed import DistContext
 from dmlbench.training.loop import TrainingDivergedError
-from dmlbench.training.run import TrainSummary, train
+from dmlbench.training.run import TrainHooks, TrainSummary, train
 
-__all__ = ["DistContext", "TrainSummary", "TrainingDivergedError", "train"]
+__all__ = ["DistContext", "TrainHooks", "TrainSummary", "TrainingDivergedError", "train"]

@@ -11,7 +11,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -88,11 +88,13 @@ def train(
     train_classes: Sequence[int] | None = None,
     kind: RunKind = "trained",
     hooks: TrainHooks | None = None,
+    manifest_fields: Mapping[str, Any] | None = None,
 ) -> TrainSummary:
     """Train the embedder `cfg` describes into `run_dir` (default `runs_root/<run_id>`); evaluate on test at the end.
 
     Every input is checked before the folder is claimed, so a rejected run writes nothing. `train_classes`
-    trains on those classes only and validates on the other training classes (tuning's folds).
+    trains on those classes only and validates on the other training classes (tuning's folds);
+    `manifest_fields` (study, trial, fold, tuned_params...) go into the manifest from the start.
     """
     from dmlbench.datasets import get_spec, open_or_prepare
 
@@ -120,6 +122,7 @@ def train(
         prepared = open_prepared(resolved.dataset, data_root=data_path)
     data = TrainData.build(prepared, resolved, ctx, train_classes=train_classes)
     job = _Run(resolved, run, data, torch_device, ctx, on_event if ctx.is_main else None, data_path, kind, hooks)
+    job.manifest_fields = dict(manifest_fields or {})
     if not ctx.is_main:
         return job.execute(resume=resume, evaluate_at_end=False, catalogs=catalogs)
     with run.claim(holder="train"):
@@ -185,6 +188,7 @@ class _Run:
         self.on_event, self.data_root, self.kind, self.hooks = on_event, data_root, kind, hooks or TrainHooks()
         self.best: dict[str, Any] | None = None
         self.tensorboard: Any = None
+        self.manifest_fields: dict[str, Any] = {}
 
     def execute(self, *, resume: bool, evaluate_at_end: bool, catalogs: Sequence[Path]) -> TrainSummary:
         from dmlbench.losses import LOSSES
@@ -369,6 +373,7 @@ class _Run:
                 val_classes=self.data.val_classes,
                 last_step=previous.last_step if previous is not None else 0,
                 last_epoch=previous.last_epoch if previous is not None else 0,
+                **self.manifest_fields,
             )
         )
         run.write_config(dump_toml(cfg))

@@ -8,6 +8,7 @@ from typing import Any
 
 from dmlbench.errors import DmlbenchError
 from dmlbench.events import Event, EventHandler, emit
+from dmlbench.rundir import SLURM_DIR
 from dmlbench.tuning.finals import ensemble_run, final_run
 from dmlbench.tuning.options import FinalRun, TuneOptions, TuneResult
 from dmlbench.tuning.plan import Plan, make_plan
@@ -174,7 +175,7 @@ def tune_on_slurm(
     plan = make_plan(options)  # prepares a generated dataset, so no task races to prepare it
     open_study(plan, create=True)
     single = options.model_copy(update={"workers": 1, "quiet": True})
-    submission = submit_workers(run_worker, [single] * options.workers, slurm, options.runs_root / "slurm")
+    submission = submit_workers(run_worker, [single] * options.workers, slurm, options.runs_root / SLURM_DIR)
     if not wait:
         return submission.job_id
     outcomes = wait_with_progress(submission.jobs, on_event=on_event, poll_seconds=slurm.poll_seconds)

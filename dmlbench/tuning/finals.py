@@ -72,6 +72,7 @@ def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | Non
         evaluate_at_end=True,
         catalog=plan.catalogs,
         kind="final",
+        manifest_fields={"study": plan.study, "tuned_params": dict(best.params), "tuning_trials": finished},
     )
     tag_run(run, study=plan.study, tuned_params=dict(best.params), tuning_trials=finished)
     return FinalRun(f"final-seed{seed}", str(run.root), seed, dict(summary.test_metrics or {}))

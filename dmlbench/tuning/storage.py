@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import ConfigError, EnvironmentFailure
-from dmlbench.rundir import RunDir
+from dmlbench.rundir import STUDIES_JOURNAL, RunDir
 
 logger = logging.getLogger(__name__)
 
-JOURNAL = "studies.journal"
+JOURNAL = STUDIES_JOURNAL
 ASK_LOCK = ".ask.lock"
 RDB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql", "mysql+pymysql")
 OWNER_ATTR = "dmlbench_owner"

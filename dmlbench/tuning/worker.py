@@ -180,6 +180,11 @@ def run_trial(plan: Plan, trial: Any, params: dict[str, Any], on_event: EventHan
                 train_classes=train_classes,
                 kind="trial",
                 hooks=TrainHooks(on_validation=_PruningHook(plan, trial, fold)),
+                manifest_fields={
+                    "study": plan.study,
+                    "trial": trial.number,
+                    "fold": fold if len(plan.folds) > 1 else None,
+                },
             )
         finally:
             tag_run(RunDir(run_dir), study=plan.study, trial=trial.number, fold=fold if len(plan.folds) > 1 else None)
