@@ -221,7 +221,7 @@ def test_continuing_a_study_with_other_settings_is_refused(small: Any) -> None:
         (["--storage", "postgresql://me:pw@127.0.0.1:1/db"], 4, "cannot open --storage", "driver"),
         (["--trials", "0"], 2, "--trials: Input should be greater than 0", "--trials"),
         (["--study", "../up"], 2, "study name '../up' is not a plain name", "choose a study name"),
-        (["--workers", "0"], 2, "--workers: Input should be greater than or equal to 1", "--workers"),
+        (["--workers", "0"], 2, "--workers must be at least 1", "--workers"),
         (["--workers", "2", "--gpus", "7"], 4, "--gpus names GPU 7", "nvidia-smi"),
     ],
 )
