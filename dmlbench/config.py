@@ -68,10 +68,13 @@ class LossConfig(BaseModel):
 
 
 class SamplerConfig(_Section):
-    """`[sampler]`: class-balanced P x K batches (P classes, K images each)."""
+    """`[sampler]`: class-balanced P x K batches (P classes, K images each), or `kind = "c-of-m"`:
+    `batch_size` images from `classes_per_batch` classes, as even as the sizes allow (the paper's m and C)."""
 
+    kind: Literal["pk", "c-of-m"] = "pk"
     classes_per_batch: int | None = Field(None, gt=0)
     samples_per_class: int | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0, description="images per batch, for kind = 'c-of-m'")
 
 
 class OptimConfig(_Section):

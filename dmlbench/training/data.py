@@ -25,6 +25,12 @@ class TrainData:
     num_classes: int
 
     @property
+    def batch_size(self) -> int:
+        """Images per global batch (what images/s counts)."""
+        sampler = self.sampler
+        return int(getattr(sampler, "batch_size", sampler.classes_per_batch * getattr(sampler, "samples_per_class", 1)))
+
+    @property
     def val_classes(self) -> list[int]:
         return sorted(int(label) for label in self.val_frame["label"].unique())
 
@@ -37,7 +43,7 @@ class TrainData:
         `train_classes` restricts training to those classes and validates on the rest of the train
         split (tuning's folds); otherwise `validation.val_classes` holds out a seeded share.
         """
-        from dmlbench.datasets.sampler import PKBatchSampler
+        from dmlbench.datasets.sampler import ClassBatchSampler, PKBatchSampler
         from dmlbench.datasets.splits import held_out_classes
         from dmlbench.datasets.torch_data import build_dataset
         from dmlbench.losses import LOSSES
@@ -58,23 +64,33 @@ class TrainData:
             val_frame = train_frame[is_val].reset_index(drop=True)
             train_frame = train_frame[~is_val].reset_index(drop=True)
         labels = train_frame["label"].to_numpy().astype(np.int64)
-        p, k = cfg.sampler.classes_per_batch, cfg.sampler.samples_per_class
-        assert p is not None and k is not None and cfg.model.image_size is not None
+        p = cfg.sampler.classes_per_batch
+        c_of_m = cfg.sampler.kind == "c-of-m"
+        if c_of_m and cfg.sampler.batch_size is None:
+            raise ConfigError(
+                'sampler.kind = "c-of-m" needs sampler.batch_size', hint="e.g. --set sampler.batch_size=128"
+            )
+        assert p is not None and cfg.model.image_size is not None
+        # the fewest images any class gets in a batch: K, or m // C for the C-of-m sampler
+        k = (cfg.sampler.batch_size or 0) // p if c_of_m else cfg.sampler.samples_per_class
+        assert k is not None
         need_k = int(getattr(LOSSES.get(cfg.loss.name), "min_samples_per_class", 2))
         if k < need_k:
+            what = f"{cfg.sampler.batch_size} images over {p} classes" if c_of_m else f"samples_per_class = {k}"
             raise ConfigError(
-                f"loss {cfg.loss.name!r} needs at least {need_k} images per class in a batch, "
-                f"but sampler.samples_per_class = {k}",
-                hint=f"use --set sampler.samples_per_class={need_k} (or more)",
+                f"loss {cfg.loss.name!r} needs at least {need_k} images per class in a batch, but {what}",
+                hint=f"use --set sampler.samples_per_class={need_k} (or more)"
+                if not c_of_m
+                else f"use at most {(cfg.sampler.batch_size or 0) // need_k} classes per batch",
             )
         _, counts = np.unique(labels, return_counts=True)
         # The sampler draws K with replacement from small classes but needs two images for a positive pair.
         usable = int((counts >= min(2, k)).sum())
         if p > usable:
+            shape = f"a batch of {cfg.sampler.batch_size} images from {p} classes" if c_of_m else f"a {p}x{k} batch"
             held = f" after holding out {val_frame['label'].nunique()} validation classes" if len(val_frame) else ""
             raise ConfigError(
-                f"a {p}x{k} batch needs {p} classes, but the train split of {cfg.dataset!r}{held} has {usable} "
-                "usable classes",
+                f"{shape} needs {p} classes, but the train split of {cfg.dataset!r}{held} has {usable} usable classes",
                 hint=f"lower sampler.classes_per_batch to at most {usable}",
             )
         dataset = build_dataset(
@@ -85,7 +101,13 @@ class TrainData:
             channels=cfg.model.in_channels,
             **preprocessing(cfg.model),
         )
-        sampler = PKBatchSampler(labels, p, k, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
+        sampler: PKBatchSampler | ClassBatchSampler
+        if c_of_m:
+            sampler = ClassBatchSampler(
+                labels, cfg.sampler.batch_size or 0, p, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank
+            )
+        else:
+            sampler = PKBatchSampler(labels, p, k, seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
         return TrainData(prepared, dataset, val_frame, sampler, int(len(counts)))
 
 

@@ -261,7 +261,7 @@ class _Run:
             device=self.device,
             dist=ctx,
             total_steps=total_steps,
-            global_batch_size=(cfg.sampler.classes_per_batch or 0) * (cfg.sampler.samples_per_class or 0),
+            global_batch_size=self.data.batch_size,
             checkpoint_every=cfg.schedule.checkpoint_every,
             grad_clip=cfg.optim.grad_clip,
             amp_dtype=amp_dtype,

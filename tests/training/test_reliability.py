@@ -176,3 +176,33 @@ def test_margin_decay_follows_the_step_and_survives_resume(digits_root: Path, tm
         "--loss", "triplet", "--set", "loss.margin_decay=0.9", "--run-dir", str(tmp_path / "t"), data_root=digits_root
     )
     assert code == 2 and "no margin multiplier" in stderr
+
+
+def test_the_c_of_m_sampler_trains_exact_batches(digits_root: Path, tmp_path: Path) -> None:
+    from dmlbench.config import load_config
+    from dmlbench.training import train
+
+    sets = ['sampler.kind="c-of-m"', "sampler.batch_size=12", "sampler.classes_per_batch=4", "schedule.steps=3"]
+    summary = train(
+        load_config(None, sets, {"loss.name": "triplet"}),
+        tmp_path / "r",
+        data_root=digits_root,
+        evaluate_at_end=False,
+        device="cpu",
+    )
+    assert summary.steps == 3
+    # 12 images from 4 classes: 3 each; a batch that leaves a class a single image is refused for npairs
+    code, stderr = _train(
+        "--loss",
+        "npairs",
+        "--set",
+        'sampler.kind="c-of-m"',
+        "--set",
+        "sampler.batch_size=9",
+        "--set",
+        "sampler.classes_per_batch=5",
+        "--run-dir",
+        str(tmp_path / "n"),
+        data_root=digits_root,
+    )
+    assert code == 2 and "needs at least 2 images per class" in stderr and not (tmp_path / "n").exists()
