@@ -62,6 +62,11 @@ class DatasetSpec(BaseModel):
     default_batch_per_class: int = Field(gt=1)
     train_classes: tuple[int, int] | None = None
     test_classes: tuple[int, int] | None = None
+    split_rule: Literal["ranges", "alternate"] = Field(
+        "ranges",
+        description="class-split: 'ranges' = every id in each range; 'alternate' = interleaved ids, each split "
+        "taking the ids of its range with the parity its range starts on (e.g. train [0, 348], test [1, 349])",
+    )
     expect_images: dict[str, int] = Field(default_factory=dict, description="exact images per split, checked")
     expect_classes: dict[str, int] = Field(default_factory=dict, description="exact classes per split, checked")
     files: tuple[FileSpec, ...] = ()
@@ -110,8 +115,16 @@ class DatasetSpec(BaseModel):
             if self.train_classes is None or self.test_classes is None:
                 raise ValueError("protocol 'class-split' needs train_classes and test_classes")
             (a, b), (c, d) = self.train_classes, self.test_classes
-            if not (b < c or d < a):
+            if self.split_rule == "alternate":
+                if a % 2 == c % 2:
+                    raise ValueError(
+                        "split_rule 'alternate' needs train_classes and test_classes to start on ids of "
+                        "different parity (e.g. [0, 348] and [1, 349])"
+                    )
+            elif not (b < c or d < a):
                 raise ValueError("train_classes and test_classes overlap; a DML split must be class-disjoint")
+        elif self.split_rule != "ranges":
+            raise ValueError("split_rule applies to protocol 'class-split' only")
         names = [f.name for f in self.files]
         if len(names) != len(set(names)):
             raise ValueError("two files share one name")
