@@ -413,7 +413,9 @@ def render_class(glyph: GlyphClass, faces: list[Face], count: int, size: int, se
     thin = (1 - weight) * coverage + weight * _shifted_max(coverage, np.minimum)
     stroked = np.where((strokes > 0)[:, None, None], thick, thin)
     blurred = _blur(stroked, sigmas)
-    image = inks[:, None, None] * blurred + noise_std[:, None, None] * noise
+    # Peak at the ink level: erosion plus blur would otherwise fade hairline faces into the noise.
+    peak = blurred.reshape(count, -1).max(axis=1)
+    image = (inks / np.maximum(peak, 1e-6))[:, None, None] * blurred + noise_std[:, None, None] * noise
     out: np.ndarray = np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
     return out
 
