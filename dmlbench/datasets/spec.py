@@ -60,6 +60,8 @@ class DatasetSpec(BaseModel):
     recall_k: tuple[int, ...] = Field(min_length=1)
     default_batch_classes: int = Field(gt=0)
     default_batch_per_class: int = Field(gt=1)
+    default_epochs: int | None = Field(None, gt=0, description="training epochs when the config sets none")
+    default_lr: float | None = Field(None, gt=0, description="learning rate when the config sets none")
     train_classes: tuple[int, int] | None = None
     test_classes: tuple[int, int] | None = None
     split_rule: Literal["ranges", "alternate"] = Field(
