@@ -68,10 +68,15 @@ def prepare(
     data_root = Path(data_root)
     source = Path(source) if source is not None else None
     root = dataset_dir(spec.name, data_root)
+    reader: Source = SOURCES.get(spec.source)()
     if (root / INFO_FILE).is_file() and not force:
         emit(on_event, Event("log", spec.name, message=f"{spec.name} is already prepared in {root}"))
-        return open_prepared(spec.name, data_root)
-    reader: Source = SOURCES.get(spec.source)()
+        prepared = open_prepared(spec.name, data_root)
+        reason = reader.stale_reason(spec, prepared.info)
+        if reason is not None:
+            log.warning("%s", reason)
+            emit(on_event, Event("log", spec.name, message=f"warning: {reason}"))
+        return prepared
     if source is not None and not reader.needs_files:
         raise UsageError(
             f"{spec.name} is generated or bundled; --from is not used for it",
@@ -117,7 +122,9 @@ def _build(
         (staging / INDEX_FILE).write_bytes(index_bytes)
         image_size = _array_image_size(staging)
         _swap_into_place(staging, root)
-        info = write_info(root, spec, frame, index_bytes, disjoint=disjoint, image_size=image_size)
+        info = write_info(
+            root, spec, frame, index_bytes, disjoint=disjoint, image_size=image_size, source_info=reader.build_info()
+        )
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise EnvironmentFailure(
@@ -159,6 +166,9 @@ def _apply_protocol(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
         labels = frame["label"]
         in_train = labels.between(*spec.train_classes)
         in_test = labels.between(*spec.test_classes)
+        if spec.split_rule == "alternate":  # interleaved ids: each split takes the parity its range starts on
+            in_train &= labels % 2 == spec.train_classes[0] % 2
+            in_test &= labels % 2 == spec.test_classes[0] % 2
         outside = ~(in_train | in_test)
         if outside.any():
             raise ChecksumError(

@@ -116,8 +116,9 @@ def write_info(
     *,
     disjoint: bool,
     image_size: list[int] | None,
+    source_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write prepared.json (atomically, last) and return its payload."""
+    """Write prepared.json (atomically, last) and return its payload (`source_info` only when given)."""
     payload: dict[str, Any] = {
         "name": spec.name,
         "title": spec.title,
@@ -134,6 +135,8 @@ def write_info(
         "has_boxes": all(c in frame.columns for c in BOX_COLUMNS),
         "spec": spec.model_dump(mode="json"),
     }
+    if source_info:
+        payload["source_info"] = source_info
     write_json_atomic(root / INFO_FILE, payload)
     return {"schema_version": SCHEMA_VERSION, **payload}
 

@@ -60,8 +60,15 @@ class DatasetSpec(BaseModel):
     recall_k: tuple[int, ...] = Field(min_length=1)
     default_batch_classes: int = Field(gt=0)
     default_batch_per_class: int = Field(gt=1)
+    default_epochs: int | None = Field(None, gt=0, description="training epochs when the config sets none")
+    default_lr: float | None = Field(None, gt=0, description="learning rate when the config sets none")
     train_classes: tuple[int, int] | None = None
     test_classes: tuple[int, int] | None = None
+    split_rule: Literal["ranges", "alternate"] = Field(
+        "ranges",
+        description="class-split: 'ranges' = every id in each range; 'alternate' = interleaved ids, each split "
+        "taking the ids of its range with the parity its range starts on (e.g. train [0, 348], test [1, 349])",
+    )
     expect_images: dict[str, int] = Field(default_factory=dict, description="exact images per split, checked")
     expect_classes: dict[str, int] = Field(default_factory=dict, description="exact classes per split, checked")
     files: tuple[FileSpec, ...] = ()
@@ -98,8 +105,16 @@ class DatasetSpec(BaseModel):
             if self.train_classes is None or self.test_classes is None:
                 raise ValueError("protocol 'class-split' needs train_classes and test_classes")
             (a, b), (c, d) = self.train_classes, self.test_classes
-            if not (b < c or d < a):
+            if self.split_rule == "alternate":
+                if a % 2 == c % 2:
+                    raise ValueError(
+                        "split_rule 'alternate' needs train_classes and test_classes to start on ids of "
+                        "different parity (e.g. [0, 348] and [1, 349])"
+                    )
+            elif not (b < c or d < a):
                 raise ValueError("train_classes and test_classes overlap; a DML split must be class-disjoint")
+        elif self.split_rule != "ranges":
+            raise ValueError("split_rule applies to protocol 'class-split' only")
         names = [f.name for f in self.files]
         if len(names) != len(set(names)):
             raise ValueError("two files share one name")

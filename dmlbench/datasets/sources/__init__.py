@@ -8,6 +8,7 @@ from dmlbench.registry import Registry
 SOURCES: Registry[Source] = Registry("source", base=Source)
 SOURCES.add("digits", "dmlbench.datasets.sources.digits:DigitsSource")
 SOURCES.add("synthetic", "dmlbench.datasets.sources.synthetic:SyntheticSource")
+SOURCES.add("glyphs", "dmlbench.datasets.sources.glyphs:GlyphsSource")
 SOURCES.add("idx", "dmlbench.datasets.sources.idx:IdxSource")
 SOURCES.add("cub200", "dmlbench.datasets.sources.cub200:Cub200Source")
 SOURCES.add("cars196", "dmlbench.datasets.sources.cars196:Cars196Source")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dmlbench.datasets.download import check_magic, verify_file
 from dmlbench.datasets.extract import ExtractResult, MemberMap, copy_tree, extract_archive, refuse_outside_link
@@ -85,6 +85,16 @@ class Source(ABC):
         self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, on_event: EventHandler | None
     ) -> pd.DataFrame:
         """Write the dataset's images into `staging` and return its index frame."""
+
+    def build_info(self) -> dict[str, Any]:
+        """Facts about the last `build` that prepared.json records under `source_info` (e.g. the fonts and
+        generator version of a generated dataset); empty for most sources."""
+        return {}
+
+    def stale_reason(self, spec: DatasetSpec, info: dict[str, Any]) -> str | None:
+        """Why an already prepared copy (its prepared.json `info`) differs from what this machine would
+        build now, or None; `prepare` reports it instead of silently reusing the copy."""
+        return None
 
 
 def wrong_input(spec: DatasetSpec, inputs: SourceInputs, expected: str) -> UsageError:
