@@ -112,7 +112,8 @@ class ValidationConfig(_Section):
 class TrainConfig(_Section):
     """A whole experiment. Valid TOML for `dmlbench train --config`."""
 
-    dataset: str = "digits"
+    # The embedded zero-shot benchmark: generated, no download, and training matters on it (docs/datasets.md).
+    dataset: str = "glyphs"
     seed: int = Field(0, ge=0)
     run_id: str | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -90,13 +90,15 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
     sampler.classes_per_batch = sampler.classes_per_batch or spec.default_batch_classes
     sampler.samples_per_class = sampler.samples_per_class or spec.default_batch_per_class
     optim.name = optim.name or defaults["optim"]
-    optim.lr = optim.lr if optim.lr is not None else defaults["lr"]
+    # A dataset may set its own lr and epochs (measured for it: docs/datasets.md), else the backbone kind's.
+    dataset_lr, dataset_epochs = getattr(spec, "default_lr", None), getattr(spec, "default_epochs", None)
+    optim.lr = optim.lr if optim.lr is not None else (dataset_lr or defaults["lr"])
     if optim.weight_decay is None:
         optim.weight_decay = defaults["weight_decay"]
     if optim.head_lr_multiplier is None:
         optim.head_lr_multiplier = defaults["head_lr_multiplier"]
     if schedule.epochs is None:
-        schedule.epochs = defaults["epochs"]
+        schedule.epochs = dataset_epochs or defaults["epochs"]
     if resolved.run_id is None:
         backbone_name = backbone_slug(model.backbone or "")
         loss_name = resolved.loss.name.replace(":", "-")

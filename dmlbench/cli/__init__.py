@@ -14,11 +14,11 @@ from dmlbench.cli import bench, env, evaluate, prepare, report, status, train, t
 
 EPILOG = """Examples:
 
-  dmlbench prepare digits
+  dmlbench prepare glyphs
 
   dmlbench train --loss clustering
 
-  dmlbench evaluate runs/digits-clustering-small_cnn-seed0
+  dmlbench evaluate runs/glyphs-clustering-small_cnn-seed0
 
   dmlbench report runs --format markdown
 

@@ -83,7 +83,7 @@ def _damaged_manifest(sandbox: Path) -> None:
     (run / "manifest.json").write_text("{not json")
 
 
-TRAIN = ["train", "--quiet", "--no-eval", "--data-root", "{data}", "--steps", "1"]
+TRAIN = ["train", "--dataset", "digits", "--quiet", "--no-eval", "--data-root", "{data}", "--steps", "1"]
 
 CASES = [
     # train

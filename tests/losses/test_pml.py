@@ -258,7 +258,7 @@ def test_config_shape_of_a_pml_loss() -> None:
     cfg = load_config(
         None,
         ["loss.kwargs.m=0.3", "loss.miner=MultiSimilarityMiner", "loss.miner_kwargs.epsilon=0.2"],
-        {"loss.name": "pml:CircleLoss"},
+        {"dataset": "digits", "loss.name": "pml:CircleLoss"},
     )
     resolved = resolve_config(cfg, get_spec("digits"))
     kwargs = resolved.loss.kwargs()

@@ -108,7 +108,9 @@ def test_bench_refuses_to_evaluate_a_trained_run_of_another_config(tmp_path: Pat
     from dmlbench.rundir import Manifest, RunDir
 
     # Trained (complete) but never evaluated, with another learning rate than the bench asks for.
-    other = resolve_config(load_config(None, ["optim.lr=0.5"], {"loss.name": "triplet"}), get_spec("digits"))
+    other = resolve_config(
+        load_config(None, ["optim.lr=0.5"], {"dataset": "digits", "loss.name": "triplet"}), get_spec("digits")
+    )
     run = RunDir(tmp_path / "runs" / "digits-triplet-small_cnn-seed0")
     run.write_manifest(Manifest(run_id=run.run_id, status="complete"))
     run.write_config(dump_toml(other))

@@ -16,7 +16,9 @@ runner = CliRunner()
 
 
 def _train(*args: str, data_root: Path, runs: Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["train", "--data-root", str(data_root), "--runs-root", str(runs), "--quiet", *args])
+    result = runner.invoke(
+        app, ["train", "--dataset", "digits", "--data-root", str(data_root), "--runs-root", str(runs), "--quiet", *args]
+    )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.stdout, result.stderr
 

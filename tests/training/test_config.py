@@ -75,12 +75,14 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_resolution_fills_dataset_defaults() -> None:
-    digits = _resolved(load_config(None, [], {"loss.name": "triplet"}))
+    digits = _resolved(load_config(None, [], {"dataset": "digits", "loss.name": "triplet"}))
     assert digits.model.backbone == "small_cnn" and digits.model.in_channels == 1 and digits.model.image_size == 8
     assert (digits.sampler.classes_per_batch, digits.sampler.samples_per_class) == (5, 8)
     assert digits.optim.name == "adamw" and digits.model.pretrained is False
     assert digits.run_id == "digits-triplet-small_cnn-seed0"
     cub = _resolved(load_config(None, [], {"dataset": "cub200"}))
+    glyphs = _resolved(load_config(None, [], {}))  # the default dataset: epochs measured for it
+    assert glyphs.dataset == "glyphs" and glyphs.schedule.epochs == 3 and glyphs.model.image_size == 32
     # The paper's protocol (UNVERIFIED values, exposed as defaults).
     assert (cub.optim.name, cub.optim.lr, cub.optim.head_lr_multiplier) == ("rmsprop", 1e-5, 10.0)
     assert cub.model.backbone == "googlenet" and cub.model.pretrained is True and cub.model.image_size == 224

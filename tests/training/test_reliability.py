@@ -20,7 +20,9 @@ runner = CliRunner()
 
 
 def _train(*args: str, data_root: Path) -> tuple[int, str]:
-    result = runner.invoke(app, ["train", "--data-root", str(data_root), "--quiet", "--no-eval", *args])
+    result = runner.invoke(
+        app, ["train", "--dataset", "digits", "--data-root", str(data_root), "--quiet", "--no-eval", *args]
+    )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, " ".join(result.stderr.split())
 
@@ -110,7 +112,7 @@ def test_a_run_dir_that_cannot_be_written_is_one_line(kind: str, digits_root: Pa
 
 def _spawn(run_dir: Path, data_root: Path, loss: str, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "dmlbench", "train", "--loss", loss, "--quiet", "--no-eval"]
+    command = [sys.executable, "-m", "dmlbench", "train", "--dataset", "digits", "--loss", loss, "--quiet", "--no-eval"]
     command += ["--data-root", str(data_root), "--run-dir", str(run_dir), *extra]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -184,7 +186,7 @@ def test_the_c_of_m_sampler_trains_exact_batches(digits_root: Path, tmp_path: Pa
 
     sets = ['sampler.kind="c-of-m"', "sampler.batch_size=12", "sampler.classes_per_batch=4", "schedule.steps=3"]
     summary = train(
-        load_config(None, sets, {"loss.name": "triplet"}),
+        load_config(None, sets, {"dataset": "digits", "loss.name": "triplet"}),
         tmp_path / "r",
         data_root=digits_root,
         evaluate_at_end=False,

@@ -13,7 +13,7 @@ def test_a_run_writes_loss_lr_throughput_and_validation_scalars(digits_root: Pat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     sets = ["validation.val_classes=0.4", "sampler.classes_per_batch=3", "schedule.epochs=1"]
-    cfg = load_config(None, sets, {"loss.name": "triplet"})
+    cfg = load_config(None, sets, {"dataset": "digits", "loss.name": "triplet"})
     summary = train(cfg, tmp_path / "r", data_root=digits_root, evaluate_at_end=False, device="cpu")
     events = EventAccumulator(str(RunDir(summary.run_dir).tensorboard_dir))
     events.Reload()

@@ -43,14 +43,14 @@ def _cfg(backbone: str, **fields: Any) -> ModelConfig:
 
 
 def _cli(*args: str, data_root: Path, run_dir: Path) -> tuple[int, str, str]:
-    common = ["--data-root", str(data_root), "--run-dir", str(run_dir), "--quiet"]
+    common = ["--dataset", "digits", "--data-root", str(data_root), "--run-dir", str(run_dir), "--quiet"]
     result = runner.invoke(app, ["train", *common, *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.stdout, result.stderr
 
 
 def _timm_args(backbone: str, *extra: str) -> list[str]:
-    return ["--set", f'model.backbone="{backbone}"', "--set", f"model.image_size={SIZE}", *extra]
+    return ["--dataset", "digits", "--set", f'model.backbone="{backbone}"', "--set", f"model.image_size={SIZE}", *extra]
 
 
 # -- names and facts ---------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ def test_resolved_config_records_timm_preprocessing_and_a_portable_run_id(tmp_pa
     from dmlbench.datasets import get_spec
     from dmlbench.resolve import resolve_config
 
-    cfg = load_config(None, ['model.backbone="timm:test_resnet"'], {"model.pretrained": False})
+    cfg = load_config(None, ['model.backbone="timm:test_resnet"'], {"dataset": "digits", "model.pretrained": False})
     resolved = resolve_config(cfg, get_spec("digits"))
     model = resolved.model
     assert (model.image_size, model.in_channels, model.freeze_bn) == (160, 3, False)

@@ -26,7 +26,7 @@ REPO = Path(__file__).parents[2]
 
 
 def _cfg(loss: str, *sets: str, **flags: Any) -> TrainConfig:
-    return load_config(None, list(sets), {"loss.name": loss, **flags})
+    return load_config(None, list(sets), {"dataset": "digits", "loss.name": loss, **flags})
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -215,6 +215,8 @@ def _spawn_training(run_dir: Path, data_root: Path, steps: int) -> subprocess.Po
     script = "import torch; torch.set_num_threads(1); from dmlbench.cli import main; main()"
     args = [
         "train",
+        "--dataset",
+        "digits",
         "--loss",
         "triplet",
         "--steps",
