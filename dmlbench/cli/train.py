@@ -18,7 +18,9 @@ M, D, R = "Model and loss", "Data", "Run"
 @friendly_errors
 def command(
     loss: Annotated[str | None, typer.Option(help="clustering, triplet, lifted or npairs.", rich_help_panel=M)] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset (default: glyphs, generated on first use).", rich_help_panel=D)] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset (default: glyphs, generated on first use).", rich_help_panel=D)
+    ] = None,
     backbone: Annotated[
         str | None,
         typer.Option(help="Backbone (default: the dataset's; timm:<name> for any timm model).", rich_help_panel=M),
