@@ -17,7 +17,14 @@ M, D, R = "Model and loss", "Data", "Run"
 
 @friendly_errors
 def command(
-    loss: Annotated[str | None, typer.Option(help="clustering, triplet, lifted or npairs.", rich_help_panel=M)] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="clustering, triplet, lifted, npairs, contrastive, multisimilarity, proxyanchor, "
+            "normsoftmax, arcface, supcon or pml:<Class>.",
+            rich_help_panel=M,
+        ),
+    ] = None,
     dataset: Annotated[
         str | None, typer.Option(help="Dataset (default: glyphs, generated on first use).", rich_help_panel=D)
     ] = None,
