@@ -279,22 +279,8 @@ def _evaluate(
         if gallery is not None and gallery_labels is not None:
             _save_array(run.embeddings_path(split, gallery=True), gallery)
             _save_array(run.labels_path(split, gallery=True), gallery_labels)
-    record = MetricsRecord(
-        run_id=manifest.run_id,
-        split=split,
-        metrics=outcome.metrics,
-        recall_k=outcome.recall_k,
-        protocol=outcome.protocol,
-        n_queries=outcome.n_queries,
-        n_gallery=outcome.n_gallery,
-        lone_queries=outcome.lone_queries,
-        embedding_dim=outcome.embedding_dim,
-        distance=outcome.distance,
-        backend=outcome.backend,
-        kmeans_niter=kmeans_niter,
-        seconds=round(time.perf_counter() - started, 3),
-        metric_seconds=round(outcome.seconds, 3),
-        dmlbench_version=dmlbench.__version__,
+    record = metrics_record(
+        outcome, run_id=manifest.run_id, split=split, seconds=time.perf_counter() - started, kmeans_niter=kmeans_niter
     )
     # written last: its presence means "evaluated"; an unreadable old file holds nothing left to keep
     with writing(run.metrics_path(split)):
@@ -331,3 +317,26 @@ def check_raw_fits(cfg: Any, n_items: int) -> None:
 def _save_array(path: Path, array: np.ndarray) -> None:
     with writing(path), atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.save(handle, array)
+
+
+def metrics_record(
+    outcome: EvalOutcome, *, run_id: str, split: str, seconds: float, kmeans_niter: int | None = None
+) -> MetricsRecord:
+    """What `eval/<split>/metrics.json` records of one scoring (every writer of that file builds it here)."""
+    return MetricsRecord(
+        run_id=run_id,
+        split=split,
+        metrics=outcome.metrics,
+        recall_k=outcome.recall_k,
+        protocol=outcome.protocol,
+        n_queries=outcome.n_queries,
+        n_gallery=outcome.n_gallery,
+        lone_queries=outcome.lone_queries,
+        embedding_dim=outcome.embedding_dim,
+        distance=outcome.distance,
+        backend=outcome.backend,
+        kmeans_niter=kmeans_niter,
+        seconds=round(seconds, 3),
+        metric_seconds=round(outcome.seconds, 3),
+        dmlbench_version=dmlbench.__version__,
+    )

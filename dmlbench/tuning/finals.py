@@ -15,7 +15,7 @@ import numpy as np
 from dmlbench.config import diff_keys, dump_toml
 from dmlbench.errors import DmlbenchError, MissingInputError
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.rundir import DatasetRecord, Manifest, MetricsRecord, RunDir, now_iso
+from dmlbench.rundir import DatasetRecord, Manifest, RunDir, now_iso
 from dmlbench.tuning.options import FinalRun
 from dmlbench.tuning.plan import Plan
 from dmlbench.tuning.worker import counts, tag_run
@@ -152,27 +152,12 @@ def ensemble_run(plan: Plan, study: Any, *, on_event: EventHandler | None = None
             gallery_labels=labels_g,
             on_event=on_event,
         )
-        import dmlbench
+        from dmlbench.evaluation.runner import metrics_record
 
-        written = run.write_metrics(
-            MetricsRecord(
-                run_id=f"{plan.study}-ensemble",
-                split="test",
-                metrics=outcome.metrics,
-                recall_k=outcome.recall_k,
-                protocol=outcome.protocol,
-                n_queries=outcome.n_queries,
-                n_gallery=outcome.n_gallery,
-                lone_queries=outcome.lone_queries,
-                embedding_dim=outcome.embedding_dim,
-                distance=outcome.distance,
-                backend=outcome.backend,
-                seconds=round(time.perf_counter() - started, 3),
-                metric_seconds=round(outcome.seconds, 3),
-                dmlbench_version=dmlbench.__version__,
-            ),
-            merge=False,
+        record = metrics_record(
+            outcome, run_id=f"{plan.study}-ensemble", split="test", seconds=time.perf_counter() - started
         )
+        written = run.write_metrics(record, merge=False)
         run.set_status("complete")
     return FinalRun("ensemble", str(run.root), None, dict(written.metrics))
 
