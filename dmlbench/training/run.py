@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +35,7 @@ from dmlbench.training.checkpoint import (
 from dmlbench.training.data import TrainData, batch_loader
 from dmlbench.training.distributed import DistContext, barrier, init_process_group
 from dmlbench.training.loop import Parts, run_loop
+from dmlbench.training.monitor import Scalars, Validator, margin_schedule
 from dmlbench.training.optim import build_optimizer, build_scheduler
 from dmlbench.utils.device import resolve_device
 from dmlbench.utils.io import atomic_path
@@ -133,26 +133,6 @@ def train(
         return job.execute(resume=resume, evaluate_at_end=evaluate_at_end, catalogs=catalogs)
 
 
-def margin_schedule(cfg: TrainConfig, loss_fn: torch.nn.Module) -> Callable[[Position], None] | None:
-    """γ_s = γ0 x decay^(s // every) (or per finished epoch); computed from the position, so a resumed run
-    continues exactly where it stopped."""
-    decay = cfg.loss.margin_decay
-    if decay is None or decay == 1.0:
-        return None
-    if not hasattr(loss_fn, "margin_multiplier"):
-        raise ConfigError(
-            f"loss {cfg.loss.name!r} has no margin multiplier to decay", hint="drop loss.margin_decay for this loss"
-        )
-    initial = float(getattr(loss_fn, "margin_multiplier"))  # noqa: B009 - a Module attribute mypy cannot see
-    every = cfg.loss.margin_decay_every
-
-    def apply(position: Position) -> None:
-        periods = position.step // every if every else position.epoch
-        setattr(loss_fn, "margin_multiplier", initial * decay**periods)  # noqa: B010
-
-    return apply
-
-
 def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: bool) -> None:
     """Refuse a run folder holding another run (or nothing, on --resume) before any work starts."""
     if not run.exists() or force:
@@ -186,8 +166,8 @@ class _Run:
     ) -> None:
         self.cfg, self.run, self.data, self.device, self.ctx = cfg, run, data, device, ctx
         self.on_event, self.data_root, self.kind, self.hooks = on_event, data_root, kind, hooks or TrainHooks()
-        self.best: dict[str, Any] | None = None
-        self.tensorboard: Any = None
+        self.validator = Validator(cfg, data, device)
+        self.scalars = Scalars(run.tensorboard_dir) if ctx.is_main else None
         self.manifest_fields: dict[str, Any] = {}
 
     def execute(self, *, resume: bool, evaluate_at_end: bool, catalogs: Sequence[Path]) -> TrainSummary:
@@ -225,7 +205,7 @@ class _Run:
             scheduler.load_state_dict(payload["scheduler"])
             if scaler is not None and payload["scaler"] is not None:
                 scaler.load_state_dict(payload["scaler"])
-            position, self.best = position_of(payload), payload.get("best")
+            position, self.validator.best = position_of(payload), payload.get("best")
             set_rng_states(payload["rng"])
             resumed_from = position.step
             # Killed after the last step but before being marked complete: the loop is a no-op and the
@@ -269,9 +249,9 @@ class _Run:
             on_event=self.on_event,
             save_checkpoint=lambda pos: self._save(model, optimizer, scheduler, scaler, loss_fn, pos),
             write_history=self._write_history,
-            validate=lambda epoch: self._validate(model, epoch),
+            validate=lambda epoch: self.validator(model, epoch, best_path=run.best_path) if ctx.is_main else None,
             log=self._log,
-            on_step=self._on_step if ctx.is_main else None,
+            on_step=self.scalars.step if self.scalars is not None else None,
             on_validation=self._on_validation,
             before_step=margin_schedule(cfg, loss_fn),
         )
@@ -290,14 +270,15 @@ class _Run:
             self._finish_status("failed", f"{type(err).__name__}: {err}", position)
             raise
         finally:
-            self._close_tensorboard()
+            if self.scalars is not None:
+                self.scalars.close()
         position = outcome.position
         seconds = time.perf_counter() - started
         final_loss, images_per_s = outcome.last_loss, outcome.images_per_s
         if final_loss is None and ctx.is_main:  # resumed after the last step: the loop ran no step
             final_loss = run.read_history().last_loss()
         if ctx.is_main:
-            use_best = self.best is not None and run.best_path.is_file()
+            use_best = self.validator.best is not None and run.best_path.is_file()
             if use_best:
                 with atomic_path(run.model_path) as tmp:
                     shutil.copyfile(run.best_path, tmp)
@@ -326,7 +307,7 @@ class _Run:
             seconds=seconds,
             images_per_s=images_per_s,
             resumed_from_step=resumed_from,
-            best_val=self.best,
+            best_val=self.validator.best,
             test_metrics=test_metrics,
             config=cfg,
         )
@@ -406,7 +387,7 @@ class _Run:
                 scheduler=scheduler,
                 scaler=scaler,
                 position=position,
-                best=self.best,
+                best=self.validator.best,
                 loss_fn=loss_fn,
             )
 
@@ -419,68 +400,8 @@ class _Run:
             logger.debug(message)
             self.run.log(message)
 
-    # -- TensorBoard (rank 0) ----------------------------------------------------------------------
-
-    def _writer(self) -> Any:
-        if self.tensorboard is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(log_dir=str(self.run.tensorboard_dir))
-        return self.tensorboard
-
-    def _on_step(self, step: int, loss: float, lr: float, images_per_s: float) -> None:
-        writer = self._writer()
-        writer.add_scalar("train/loss", loss, step)
-        writer.add_scalar("train/lr", lr, step)
-        writer.add_scalar("train/images_per_s", images_per_s, step)
-
     def _on_validation(self, epoch: int, values: dict[str, Any]) -> None:
-        if self.ctx.is_main:
-            writer = self._writer()
-            for name, value in values.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    writer.add_scalar(f"val/{name}", value, epoch)
-            writer.flush()
+        if self.scalars is not None:
+            self.scalars.validation(epoch, values)
         if self.hooks.on_validation is not None:
             self.hooks.on_validation(epoch, values)
-
-    def _close_tensorboard(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
-
-    # -- validation on held-out training classes ------------------------------------------------------
-
-    def _validate(self, model: torch.nn.Module, epoch: int) -> dict[str, Any] | None:
-        cfg = self.cfg.validation
-        if len(self.data.val_frame) == 0 or epoch % cfg.every or not self.ctx.is_main:
-            return None
-        from dmlbench.datasets.torch_data import build_dataset
-        from dmlbench.evaluation import EvalOptions, evaluate_embeddings
-        from dmlbench.evaluation.embed import embed_dataset
-        from dmlbench.evaluation.metrics import higher_is_better
-        from dmlbench.models import preprocessing
-
-        frame = self.data.val_frame
-        dataset = build_dataset(
-            self.data.prepared,
-            frame,
-            train=False,
-            image_size=self.cfg.model.image_size,
-            channels=self.cfg.model.in_channels,
-            **preprocessing(self.cfg.model),
-        )
-        was_training = model.training
-        embeddings, labels = embed_dataset(model, dataset, device=self.device, task="validate")
-        model.train(was_training)
-        options = EvalOptions(metrics=tuple(sorted({cfg.metric, "recall@1"})), device="cpu", seed=self.cfg.seed)
-        values = evaluate_embeddings(embeddings, labels, options).metrics
-        if cfg.metric not in values:
-            raise ConfigError(f"validation.metric {cfg.metric!r} is not a metric", hint=f"use one of {sorted(values)}")
-        value = float(values[cfg.metric])
-        best = self.best
-        better = best is None or (value > best["value"] if higher_is_better(cfg.metric) else value < best["value"])
-        if better:
-            self.best = {"epoch": epoch, "metric": cfg.metric, "value": value}
-            export_weights(self.run.best_path, model)
-        return {k: float(v) for k, v in values.items()}

@@ -161,7 +161,7 @@ def test_margin_decay_follows_the_step_and_survives_resume(digits_root: Path, tm
     from dmlbench.config import load_config
     from dmlbench.losses import ClusteringLoss
     from dmlbench.training.checkpoint import Position
-    from dmlbench.training.run import margin_schedule
+    from dmlbench.training.monitor import margin_schedule
 
     cfg = load_config(None, ["loss.margin_decay=0.5", "loss.margin_decay_every=2", "loss.margin_multiplier=8.0"])
     loss = ClusteringLoss(margin_multiplier=8.0)
