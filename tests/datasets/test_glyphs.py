@@ -114,7 +114,7 @@ def test_renders_are_never_notdef_boxes_or_blank(
         images, has = glyphs.canonical(faces, ord(char), 32)
         ink = images.sum(axis=(1, 2))
         assert (ink[has] > 0).all(), char
-        distance = np.abs(images - notdef).sum(axis=(1, 2)) / (ink + notdef.sum(axis=(1, 2)))
+        distance = np.abs(images - notdef).sum(axis=(1, 2)) / np.maximum(ink + notdef.sum(axis=(1, 2)), 1e-12)
         assert (distance[has] > 0.2).all(), char
     images = np.load(prepared.root / "images.npy").astype(np.float64) / 255.0
     flat = images.reshape(len(images), -1)
