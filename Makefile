@@ -13,7 +13,7 @@ $(BIN)/dmlbench: pyproject.toml
 
 # The main job: the four losses (3 seeds) and both baselines on the embedded `glyphs` dataset, on CPU, then the table.
 demo: $(BIN)/dmlbench
-	$(BIN)/dmlbench bench
+	$(BIN)/dmlbench bench --workers 2
 
 lint: $(BIN)/dmlbench
 	$(BIN)/ruff check dmlbench tests benchmarks

@@ -14,7 +14,7 @@ from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.sources.base import Source
 from dmlbench.errors import ConfigError, UnknownNameError
 
-EXPECTED = {"digits", "fashion-mnist", "synthetic", "cub200", "cars196", "sop", "inshop"}
+EXPECTED = {"glyphs", "digits", "fashion-mnist", "synthetic", "cub200", "cars196", "sop", "inshop"}
 
 
 def test_every_entry_validates_and_its_source_resolves() -> None:
