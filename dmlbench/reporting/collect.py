@@ -258,12 +258,23 @@ def split_overlap(disjoint_flag: object, splits: Mapping[str, Mapping[str, Any]]
         if name in ("train", "val"):
             continue
         other_range = _label_range(splits[name])
+        # Ranges prove an overlap only when both splits fill their ranges: interleaved class ids (glyphs'
+        # alternating split) share a range without sharing a class, which prepare checked on the real sets.
+        if not (_fills_range(train, train_range) and _fills_range(splits[name], other_range)):
+            continue
         if train_range and other_range and train_range[0] <= other_range[1] and other_range[0] <= train_range[1]:
             return (
                 f"train classes {train_range[0]}-{train_range[1]} overlap {name} classes "
                 f"{other_range[0]}-{other_range[1]}"
             )
     return None
+
+
+def _fills_range(split: Mapping[str, Any], label_range: tuple[int, int] | None) -> bool:
+    classes = split.get("classes")
+    if label_range is None or not isinstance(classes, int):
+        return True
+    return classes == label_range[1] - label_range[0] + 1
 
 
 def _label_range(split: Mapping[str, Any]) -> tuple[int, int] | None:

@@ -182,6 +182,15 @@ def test_paper_results_data_file() -> None:
         (False, {}, "train_test_disjoint is false"),
         (None, {}, "does not record"),
         (True, {"train": {"label_min": 0, "label_max": 5}, "test": {"label_min": 5, "label_max": 9}}, "overlap"),
+        # glyphs' alternating split: even ids train, odd ids test, over the same range
+        (
+            True,
+            {
+                "train": {"classes": 176, "label_min": 0, "label_max": 350},
+                "test": {"classes": 175, "label_min": 1, "label_max": 349},
+            },
+            None,
+        ),
     ],
 )
 def test_split_overlap(flag: object, splits: dict[str, dict[str, int]], expected: str | None) -> None:
