@@ -214,7 +214,8 @@ def test_pml_object_arguments_by_name() -> None:
         {"kwargs": {"margin": 0.1, "distance": {"name": "LpDistance", "p": 1}, "reducer": "MeanReducer"}},
     )
     assert isinstance(loss, PMLLoss)
-    assert type(loss.loss.distance).__name__ == "LpDistance" and loss.loss.distance.p == 1
+    distance = loss.loss.distance
+    assert type(distance).__name__ == "LpDistance" and getattr(distance, "p", None) == 1
     assert type(loss.loss.reducer).__name__ == "MeanReducer"
 
 
@@ -296,3 +297,65 @@ def test_search_param_checks_its_range() -> None:
     trial = optuna.create_study().ask()
     assert SearchParam(choices=("a", "b")).suggest(trial, "c") in ("a", "b")
     assert isinstance(SearchParam(1, 5, integer=True).suggest(trial, "i"), int)
+
+
+# -- proxy anchor on glyphs: what the collapse is and is not --------------------------------------------
+
+
+def test_sparse_even_labels_map_to_rows_exactly_as_pml_on_contiguous_labels() -> None:
+    """glyphs' train labels are 0, 2, ..., 350 for 176 proxies: the rows must be a consistent bijection.
+
+    The first batch holds every class (so row r = label r x 2); later batches of a few classes must give
+    PML's own value and gradients on the labels divided by two, proxies included.
+    """
+    classes, dim = 176, 8
+    loss = LOSSES.build("proxyanchor", {}, num_classes=classes, embedding_dim=dim).double()
+    assert isinstance(loss, PMLLoss)
+    gen = torch.Generator().manual_seed(1)
+    every = torch.arange(0, 2 * classes, 2)
+    loss(torch.nn.functional.normalize(torch.randn(classes, dim, generator=gen, dtype=torch.float64), dim=1), every)
+    assert torch.equal(loss.get_buffer("class_table"), every)
+    ref = pml_losses.ProxyAnchorLoss(classes, dim, margin=0.1, alpha=32.0).double()
+    ref.load_state_dict(loss.loss.state_dict())
+    labels = torch.tensor([300, 300, 4, 4, 350, 350, 0, 0])
+    x = torch.nn.functional.normalize(torch.randn(8, dim, generator=gen, dtype=torch.float64), dim=1)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    value, expected = loss(x1, labels), ref(x2, labels // 2)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    proxies = loss.loss.proxies
+    assert isinstance(proxies, torch.nn.Parameter) and proxies.grad is not None
+    torch.testing.assert_close(proxies.grad, ref.proxies.grad)
+    assert int((proxies.grad.abs().sum(dim=1) > 0).sum()) == classes  # every proxy is a negative
+
+
+def _cone_gradient_share(name: str) -> float:
+    """How much of the per-sample gradient is the batch's common direction, on embeddings in a narrow cone.
+
+    An untrained SmallCNN + Linear head maps glyphs into such a cone (mean cosine 0.997): its features are
+    post-ReLU averages, so W·mean dominates every embedding.
+    """
+    classes, dim = 176, 64
+    gen = torch.Generator().manual_seed(0)
+    loss = LOSSES.build(name, {}, num_classes=classes, embedding_dim=dim)
+    labels = torch.arange(0, 32, 2).repeat_interleave(4)  # 16 classes x 4, as glyphs' P x K batches
+    center = torch.randn(dim, generator=gen)
+    z = (center + 0.08 * torch.randn(len(labels), dim, generator=gen)).requires_grad_()
+    x = torch.nn.functional.normalize(z, dim=1)
+    assert float((x @ x.T).mean()) > 0.99
+    (grad,) = torch.autograd.grad(loss(x, labels), z)
+    return float(grad.mean(dim=0).norm() / grad.norm(dim=1).mean())
+
+
+def test_in_a_narrow_cone_proxy_anchor_pushes_the_whole_batch_one_way_and_pair_losses_do_not() -> None:
+    """The glyphs collapse (docs/losses/proxyanchor.md): random proxies sit outside the cone, so each
+    class's pull is mostly the same tangent shift; a Linear head on near-identical features turns a
+    common gradient into a common output shift, which moves the cone instead of opening it. A pair
+    loss's gradients are differences between samples and cancel over the batch.
+    """
+    proxy, pair = _cone_gradient_share("proxyanchor"), _cone_gradient_share("contrastive")
+    assert proxy > 0.1
+    assert pair < 0.05
+    assert proxy > 10 * pair
