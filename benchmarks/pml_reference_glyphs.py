@@ -74,7 +74,9 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         emb = nn.functional.normalize(torch.cat([model(x) for x in torch.split(test_x, 512)]), dim=1)
-    metrics = evaluate_embeddings(emb.numpy(), test_y.numpy(), recall_k=(1,), metrics=["recall@1", "nmi"], device="cpu")
+    metrics = evaluate_embeddings(
+        emb.numpy(), test_y.numpy(), recall_k=(1,), metrics=["recall@1", "nmi"], device="cpu"
+    ).metrics
     print(
         f"PML {args.loss}: test recall@1 {metrics['recall@1']:.4f}  nmi {metrics['nmi']:.4f}  "
         f"({args.epochs} epochs x {steps} steps of {args.p}x{args.k}, lr {args.lr}, "
