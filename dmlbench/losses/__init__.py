@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dmlbench.losses.base import LossConfigError, LossInputError, MetricLoss, SearchParam
+from dmlbench.losses.base import LossConfigError, LossInputError, MetricLoss
 from dmlbench.losses.clustering import ClusteringLoss
 from dmlbench.losses.lifted import LiftedStructLoss
 from dmlbench.losses.npairs import NPairsLoss
@@ -45,7 +45,6 @@ __all__ = [
     "LossInputError",
     "MetricLoss",
     "NPairsLoss",
-    "SearchParam",
     "TripletLoss",
     "build_loss",
 ]

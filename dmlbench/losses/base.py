@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -75,31 +73,6 @@ def validate_inputs(embeddings: object, labels: object) -> tuple[Tensor, Tensor]
     return embeddings, contiguous.to(torch.int64)
 
 
-@dataclass(frozen=True)
-class SearchParam:
-    """One dimension of a loss's search space: a float or int range (optionally log-scaled) or a choice."""
-
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    integer: bool = False
-    choices: tuple[Any, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.choices is None and (self.low is None or self.high is None or not self.low < self.high):
-            raise ValueError(f"a range needs low < high, got {self.low}..{self.high}")
-        if self.log and self.low is not None and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got {self.low}")
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        """Draw this dimension from an optuna-style `trial` (suggest_float / suggest_int / suggest_categorical)."""
-        if self.choices is not None:
-            return trial.suggest_categorical(name, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(name, int(self.low or 0), int(self.high or 0), log=self.log)
-        return trial.suggest_float(name, float(self.low or 0.0), float(self.high or 0.0), log=self.log)
-
-
 class MetricLoss(nn.Module):
     """A loss over a batch: `loss(embeddings[N, D], labels[N]) -> scalar tensor`.
 
@@ -112,9 +85,6 @@ class MetricLoss(nn.Module):
 
     min_samples_per_class: ClassVar[int] = 2
     """Images of one class a batch needs for this loss to have positives (proxy losses need only 1)."""
-
-    search_space: ClassVar[Mapping[str, SearchParam]] = {}
-    """`dmlbench tune`'s default search space over this loss's keyword arguments (empty: none declared)."""
 
     param_lr_multiplier: float = 1.0
     """The loss's own parameters (proxies, class weights) train at optim.lr x this; unused without parameters."""

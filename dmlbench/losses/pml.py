@@ -28,7 +28,6 @@ from dmlbench.losses.base import (
     LossConfigError,
     LossInputError,
     MetricLoss,
-    SearchParam,
     attached_zero,
     validate_inputs,
 )
@@ -150,11 +149,6 @@ class ContrastiveLoss(PMLLoss):
     2020): pos_margin -0.20 (every positive pair keeps a pull), neg_margin 0.3841.
     """
 
-    search_space: ClassVar[Mapping[str, SearchParam]] = {
-        "pos_margin": SearchParam(-0.5, 0.5),
-        "neg_margin": SearchParam(0.0, 2.0),
-    }
-
     def __init__(self, pos_margin: float = -0.2, neg_margin: float = 0.3841) -> None:
         super().__init__()
         self.pos_margin = _number("pos_margin", pos_margin)
@@ -172,13 +166,6 @@ class MultiSimilarityLoss(PMLLoss):
     base)` weighs them. Defaults: the Reality Check's best CUB200 values for "Multi Similarity + Miner":
     alpha 17.97, beta 75.66, base 0.77, epsilon 0.39.
     """
-
-    search_space: ClassVar[Mapping[str, SearchParam]] = {
-        "alpha": SearchParam(0.01, 100.0, log=True),
-        "beta": SearchParam(1.0, 200.0, log=True),
-        "base": SearchParam(0.0, 1.0),
-        "epsilon": SearchParam(0.0, 1.0),
-    }
 
     def __init__(self, alpha: float = 17.97, beta: float = 75.66, base: float = 0.77, epsilon: float = 0.39) -> None:
         super().__init__()
@@ -215,12 +202,6 @@ class ProxyAnchorLoss(_ProxyLoss):
     (`lr_multiplier`), initialised by PML (Kaiming normal, as the authors' code).
     """
 
-    search_space: ClassVar[Mapping[str, SearchParam]] = {
-        "margin": SearchParam(0.0, 0.5),
-        "alpha": SearchParam(4.0, 128.0, log=True),
-        "lr_multiplier": SearchParam(1.0, 1000.0, log=True),
-    }
-
     def __init__(
         self,
         margin: float = 0.1,
@@ -246,11 +227,6 @@ class NormSoftmaxLoss(_ProxyLoss):
     `lr_multiplier` x optim.lr (100, as for proxy anchor: our choice, not a published value).
     """
 
-    search_space: ClassVar[Mapping[str, SearchParam]] = {
-        "temperature": SearchParam(0.01, 1.0, log=True),
-        "lr_multiplier": SearchParam(1.0, 1000.0, log=True),
-    }
-
     def __init__(
         self,
         temperature: float = 0.1087,
@@ -274,12 +250,6 @@ class ArcFaceLoss(_ProxyLoss):
     train at `lr_multiplier` x optim.lr (100: our choice, as for proxy anchor).
     """
 
-    search_space: ClassVar[Mapping[str, SearchParam]] = {
-        "margin": SearchParam(1.0, 60.0),
-        "scale": SearchParam(1.0, 256.0, log=True),
-        "lr_multiplier": SearchParam(1.0, 1000.0, log=True),
-    }
-
     def __init__(
         self,
         margin: float = 23.22,
@@ -301,8 +271,6 @@ class SupConLoss(PMLLoss):
 
     Default temperature 0.1, the paper's value.
     """
-
-    search_space: ClassVar[Mapping[str, SearchParam]] = {"temperature": SearchParam(0.01, 1.0, log=True)}
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import optuna
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
@@ -12,7 +11,7 @@ from pytorch_metric_learning import miners as pml_miners
 
 from dmlbench.config import load_config
 from dmlbench.errors import ConfigError, UnknownNameError
-from dmlbench.losses import LOSSES, LossConfigError, LossInputError, MetricLoss, SearchParam
+from dmlbench.losses import LOSSES, LossConfigError, LossInputError, MetricLoss
 from dmlbench.losses.pml import PMLLoss, pml_class_names
 from dmlbench.resolve import resolve_config
 
@@ -269,34 +268,7 @@ def test_config_shape_of_a_pml_loss() -> None:
     assert isinstance(loss, PMLLoss) and loss.loss.m == 0.3 and loss.miner is not None
 
 
-# -- search spaces for `dmlbench tune` ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", NAMED)
-def test_search_space_covers_the_defaults_and_suggests_valid_losses(name: str) -> None:
-    cls = LOSSES.get(name)
-    space = cls.search_space
-    defaults = LOSSES.parameters(name)
-    assert space and set(space) <= set(defaults)
-    for key, dim in space.items():
-        assert dim.low is not None and dim.high is not None and dim.low <= defaults[key] <= dim.high, key
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(3):
-        trial = study.ask()
-        params = {key: dim.suggest(trial, key) for key, dim in space.items()}
-        assert all(space[k].low <= v <= space[k].high for k, v in params.items())  # type: ignore[operator]
-        x, y = _batch()
-        assert bool(torch.isfinite(_build(name, params)(x.float(), y)))
-
-
-def test_search_param_checks_its_range() -> None:
-    with pytest.raises(ValueError, match="low < high"):
-        SearchParam(1.0, 1.0)
-    with pytest.raises(ValueError, match="low > 0"):
-        SearchParam(0.0, 1.0, log=True)
-    trial = optuna.create_study().ask()
-    assert SearchParam(choices=("a", "b")).suggest(trial, "c") in ("a", "b")
-    assert isinstance(SearchParam(1, 5, integer=True).suggest(trial, "i"), int)
+# (their search spaces for `dmlbench tune` live in dmlbench/tuning/spaces.toml: tests/tuning/test_space.py)
 
 
 # -- proxy anchor on glyphs: what the collapse is and is not --------------------------------------------
