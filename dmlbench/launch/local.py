@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
-import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -120,7 +120,11 @@ def _worker_main(
     outbox: Any,
     slot: int,
 ) -> None:
-    """A worker process: pin itself, then run items from `inbox` until it gets None."""
+    """A worker process: pin itself, then run items from `inbox` until it gets None.
+
+    `outbox` is this worker's own pipe: `send` writes synchronously (no feeder thread), so a worker killed
+    at any moment can tear only its own channel, never block or corrupt the others'.
+    """
     # Written (never read) here, in the worker's own fresh interpreter, before torch initialises CUDA or its
     # thread pool: that is the only way to pin a process to a GPU for torch and faiss alike.
     os.environ.update(env)  # noqa: TID251
@@ -135,15 +139,15 @@ def _worker_main(
         try:
             result: Any = fn(item)
         except KeyboardInterrupt:
-            outbox.put((slot, number, False, RuntimeError("interrupted")))
+            outbox.send((number, False, RuntimeError("interrupted")))
             return
         except BaseException as error:  # noqa: BLE001 - reported to the parent, one item fails
-            outbox.put((slot, number, False, _picklable(error)))
+            outbox.send((number, False, _picklable(error)))
             continue
         try:
-            outbox.put((slot, number, True, result))
+            outbox.send((number, True, result))  # pickles first: an unpicklable result writes nothing
         except Exception as error:  # noqa: BLE001 - an unpicklable result is that item's failure
-            outbox.put((slot, number, False, _picklable(error)))
+            outbox.send((number, False, _picklable(error)))
 
 
 @dataclass(eq=False)
@@ -152,6 +156,7 @@ class _Slot:
     env: dict[str, str]
     process: Any = None
     inbox: Any = None
+    results: Any = None  # the read end of this worker's own result pipe
     busy: int | None = None  # the item number it runs
 
 
@@ -179,7 +184,6 @@ def run_in_workers(
     if not items:
         return []
     context = multiprocessing.get_context("spawn")
-    outbox = context.Queue()
     slots = [
         _Slot(index, worker_environment(index, workers, gpus, cores, parent_visible=parent_visible))
         for index in range(min(workers, len(items)))
@@ -189,10 +193,12 @@ def run_in_workers(
 
     def start(slot: _Slot) -> None:
         slot.inbox = context.Queue()
+        slot.results, sender = context.Pipe(duplex=False)
         slot.process = context.Process(
-            target=_worker_main, args=(slot.env, fn, slot.inbox, outbox, slot.index), daemon=True
+            target=_worker_main, args=(slot.env, fn, slot.inbox, sender, slot.index), daemon=True
         )
         slot.process.start()
+        sender.close()  # the worker holds the only write end: its death closes the pipe
         log.debug("worker %d started (pid %d, %s)", slot.index, slot.process.pid, slot.env)
 
     def record(number: int, value: Any) -> None:
@@ -200,6 +206,14 @@ def run_in_workers(
         finished[number] = True
         if on_result is not None:
             on_result(items[number], value)
+
+    def died(slot: _Slot) -> None:
+        code = slot.process.exitcode if slot.process is not None else None
+        log.warning("worker %d died (exit code %s) running item %s", slot.index, code, slot.busy)
+        lost = slot.busy
+        slot.busy, slot.process, slot.results = None, None, None
+        if lost is not None:
+            record(lost, WorkerDiedError(f"worker process exited with code {code}"))
 
     try:
         while not all(finished):
@@ -210,27 +224,19 @@ def run_in_workers(
                         start(slot)
                     slot.busy = number
                     slot.inbox.put((number, items[number]))
-            try:
-                index, number, ok, value = outbox.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                for slot in slots:
-                    if slot.busy is not None and slot.process is not None and not slot.process.is_alive():
-                        # A last answer may still be in the queue: look once more before declaring a death.
-                        try:
-                            index, number, ok, value = outbox.get(timeout=_POLL_SECONDS)
-                        except queue.Empty:
-                            code = slot.process.exitcode
-                            log.warning("worker %d died (exit code %s) running item %d", slot.index, code, slot.busy)
-                            lost = slot.busy
-                            slot.busy, slot.process = None, None
-                            record(lost, WorkerDiedError(f"worker process exited with code {code}"))
-                        else:
-                            slots[index].busy = None
-                            record(number, value)
-                        break
-                continue
-            slots[index].busy = None
-            record(number, value)
+            busy = [slot for slot in slots if slot.busy is not None]
+            ready = multiprocessing.connection.wait([slot.results for slot in busy], timeout=_POLL_SECONDS)
+            for slot in busy:
+                if slot.results in ready:
+                    try:
+                        number, ok, value = slot.results.recv()
+                    except (EOFError, OSError):  # the worker died: its pipe closed without an answer
+                        died(slot)
+                        continue
+                    slot.busy = None
+                    record(number, value)
+                elif slot.process is not None and not slot.process.is_alive() and not slot.results.poll():
+                    died(slot)
     finally:
         for slot in slots:
             if slot.process is not None and slot.process.is_alive():
