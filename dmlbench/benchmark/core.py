@@ -400,7 +400,8 @@ def run_bench(
     written += [run.run_dir for run in result.failed]
     written = [path for path in dict.fromkeys(written) if RunDir(path).exists()]
     busy = [run for run in result.runs if run.action == "busy"]
-    if not written and busy:
+    trained = [path for path in written if RunDir(path).read_manifest().kind != "baseline"]
+    if not trained and busy:  # baseline rows alone are no comparison
         raise MissingInputError(
             f"every run of the grid is in use by another process ({busy[0].error})",
             hint="wait for it to finish (`dmlbench status` shows it), then run bench again for the report",

@@ -19,9 +19,16 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def table_rows(markdown: str) -> dict[str, list[str]]:
+def actions(result: object) -> list[str]:
+    """What bench did with each trained run (the baselines, computed once per dataset, are left out)."""
+    return [run.action for run in result.runs if run.action != "baseline"]  # type: ignore[attr-defined]
+
+
+def table_rows(markdown: str, *, baselines: bool = False) -> dict[str, list[str]]:
+    """The report table's rows by their first cell: trained losses, or (baselines=True) the baseline rows."""
     rows = [line for line in markdown.splitlines() if line.startswith("|")][2:]
-    return {cells[0]: cells for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+    cells = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
+    return {row[0]: row for row in cells if row[0].endswith("(baseline)") == baselines}
 
 
 def test_bench_digits_end_to_end(tmp_path: Path) -> None:
@@ -33,6 +40,7 @@ def test_bench_digits_end_to_end(tmp_path: Path) -> None:
     assert stdout.startswith("## digits")
     rows = table_rows(stdout)
     assert set(rows) == {"clustering", "triplet"}
+    assert set(table_rows(stdout, baselines=True)) == {"raw (baseline)", "untrained (baseline)"}
     for cells in rows.values():
         assert cells[1:5] == ["small_cnn", "64", "5x8", "1"]
         recall_at_1 = float(cells[6].strip("*"))
@@ -57,7 +65,7 @@ def test_bench_digits_end_to_end(tmp_path: Path) -> None:
         device="cpu",
         on_event=events.append,
     )
-    assert [r.action for r in again.runs] == ["skipped", "skipped"]
+    assert actions(again) == ["skipped", "skipped"]
     assert again.report == stdout
 
     # A trained but unevaluated run is only evaluated; an interrupted one resumes from last.pt
@@ -65,13 +73,13 @@ def test_bench_digits_end_to_end(tmp_path: Path) -> None:
     clustering, triplet = (runs / f"digits-{loss}-small_cnn-seed0" for loss in ("clustering", "triplet"))
     shutil.rmtree(clustering / "eval")
     evaluated = run_bench(datasets=["digits"], losses=["clustering"], seeds=1, epochs=1, runs_root=runs, data_root=data)
-    assert [r.action for r in evaluated.runs] == ["evaluated"]
+    assert actions(evaluated) == ["evaluated"]
     assert (clustering / "eval" / "test" / "metrics.json").is_file()
     shutil.rmtree(triplet / "eval")
     manifest = json.loads((triplet / "manifest.json").read_text())
     (triplet / "manifest.json").write_text(json.dumps(manifest | {"status": "interrupted"}))
     resumed = run_bench(datasets=["digits"], losses=["triplet"], seeds=1, epochs=2, runs_root=runs, data_root=data)
-    assert [r.action for r in resumed.runs] == ["resumed"]
+    assert actions(resumed) == ["resumed"]
     steps = [json.loads(line).get("step") for line in (triplet / "train" / "history.jsonl").read_text().splitlines()]
     assert max(s for s in steps if s is not None) == 2 * manifest["last_step"]
     assert json.loads((triplet / "manifest.json").read_text())["status"] == "complete"
@@ -148,7 +156,7 @@ def test_bench_fashion_mnist_small_cnn(tmp_path: Path) -> None:
         data_root=data,
         device="cpu",
     )
-    assert [r.action for r in result.runs] == ["trained", "trained"]
+    assert actions(result) == ["trained", "trained"]
     rows = table_rows(result.report)
     assert set(rows) == {"clustering", "triplet"}
     for cells in rows.values():
@@ -182,7 +190,7 @@ def test_bench_two_workers_run_each_run_once(tmp_path: Path) -> None:
     grid = {"datasets": ["digits"], "seeds": 1, "epochs": 1, "runs_root": runs, "data_root": data, "workers": 2}
     with clustering.claim(holder="test"):
         held = run_bench(losses=["clustering", "triplet"], **grid)  # type: ignore[arg-type]
-        assert [r.action for r in held.runs] == ["busy", "skipped"]
+        assert actions(held) == ["busy", "skipped"]
         assert set(table_rows(held.report)) == {"triplet"}
         with pytest.raises(MissingInputError, match=r"in use by another process \(test pid"):
             run_bench(losses=["clustering"], **grid)  # type: ignore[arg-type]
@@ -252,7 +260,7 @@ def test_bench_workers_killed_mid_run_resume(tmp_path: Path) -> None:
         workers=2,
         baselines=False,
     )
-    assert "resumed" in [r.action for r in again.runs]
+    assert "resumed" in actions(again)
     for loss in ("clustering", "triplet"):
         run = runs / f"digits-{loss}-small_cnn-seed0"
         manifest = json.loads((run / "manifest.json").read_text())
