@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dmlbench.benchmark.execute import STOPPING, Action, BenchRun, execute, execute_quietly, is_finished
-from dmlbench.benchmark.plan import DEFAULT_LOSSES, DEFAULT_SEEDS, BenchPlan, RunTask, Task, make_plan, seed_list
+from dmlbench.benchmark.plan import DEFAULT_LOSSES, DEFAULT_SEEDS, BenchPlan, Task, make_plan, seed_list
 from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.rundir import SLURM_DIR
@@ -375,11 +375,12 @@ def run_bench(
     try:
         if launcher == "slurm":
             assert slurm is not None
-            # Finished runs are skipped here: only what is missing goes to the queue.
+            # Finished runs are skipped here and the baselines (seconds, reused when complete) run here too:
+            # only the training that is missing goes to the queue.
             done = [task for task in plan.runs if is_finished(task.run_dir)]
             done_labels = {task.label for task in done}
-            result.runs += _run_here(done, on_event)
-            todo = [task for task in tasks if not (isinstance(task, RunTask) and task.label in done_labels)]
+            result.runs += _run_here([*done, *plan.baselines], on_event)
+            todo = [task for task in plan.runs if task.label not in done_labels]
             runs, result.submitted, result.queued = _run_on_slurm(
                 todo, options=slurm, runs_root=runs_root, on_event=on_event
             )
