@@ -212,7 +212,12 @@ def _spawn_training(run_dir: Path, data_root: Path, steps: int) -> subprocess.Po
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
-    script = "import torch; torch.set_num_threads(1); from dmlbench.cli import main; main()"
+    # A shell that starts jobs in the background (nohup, `&` without job control) hands children SIGINT
+    # ignored; the Ctrl-C case needs Python's own handler whatever started this test.
+    script = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "import torch; torch.set_num_threads(1); from dmlbench.cli import main; main()"
+    )
     args = [
         "train",
         "--dataset",
