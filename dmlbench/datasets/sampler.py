@@ -61,7 +61,70 @@ def _class_draws(rng: np.random.Generator, n_classes: int, per_batch: int, num_b
         cursor += per_batch
 
 
-class PKBatchSampler:
+class _EpochSampler:
+    """What both samplers share: eligible classes, epochs drawn from (seed, epoch), each rank's contiguous
+    slice of the global batch, and `start_batch` for resuming. Subclasses draw `global_batch(rng, chosen)`."""
+
+    batch_size: int
+
+    def _setup(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        classes_per_batch: int,
+        min_images: int,
+        *,
+        seed: int,
+        num_replicas: int,
+        rank: int,
+    ) -> None:
+        array = np.asarray(labels, dtype=np.int64)
+        self.class_indices, self.skipped_classes = _class_groups(array, min_images)
+        if classes_per_batch > len(self.class_indices):
+            raise UsageError(
+                f"classes_per_batch={classes_per_batch} but only {len(self.class_indices)} classes have "
+                f"at least {min_images} images",
+                hint=f"use classes_per_batch <= {len(self.class_indices)} for this split",
+            )
+        self.classes_per_batch = classes_per_batch
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.start_batch = 0
+        self.num_batches = max(1, len(array) // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches `__iter__` yields (call before each epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Batches the next `__iter__` yields: the epoch's batches minus `start_batch`."""
+        return max(0, self.num_batches - self.start_batch)
+
+    def global_batch(self, rng: np.random.Generator, chosen: np.ndarray) -> np.ndarray:
+        """Every rank's positions of one batch whose classes are `chosen`, class by class."""
+        raise NotImplementedError
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        """Every rank's images of each batch of `epoch`, class by class ([batch_size] positions each)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        draws = _class_draws(rng, len(self.class_indices), self.classes_per_batch, self.num_batches)
+        return [self.global_batch(rng, chosen) for chosen in draws]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """All of this rank's batches for `epoch` (ignores start_batch)."""
+        share = self.batch_size // self.num_replicas
+        lo = self.rank * share
+        return [batch[lo : lo + share].tolist() for batch in self.global_batches(epoch)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """This rank's batches of the current epoch from `start_batch` on; start_batch resets to 0 after."""
+        start = self.start_batch
+        yield from self.batches(self.epoch)[start:]
+        self.start_batch = 0
+
+
+class PKBatchSampler(_EpochSampler):
     """Yields lists of dataset positions, P classes x K samples per batch (this rank's share)."""
 
     def __init__(
@@ -88,58 +151,18 @@ class PKBatchSampler:
                 f"{num_replicas} processes",
                 hint=f"use a world size that divides {batch_size}: {', '.join(map(str, divisors(batch_size)))}",
             )
-        array = np.asarray(labels, dtype=np.int64)
-        min_images = 2 if samples_per_class > 1 else 1
-        self.class_indices, self.skipped_classes = _class_groups(array, min_images)
-        if classes_per_batch > len(self.class_indices):
-            raise UsageError(
-                f"classes_per_batch={classes_per_batch} but only {len(self.class_indices)} classes have "
-                f"at least {min_images} images",
-                hint=f"use classes_per_batch <= {len(self.class_indices)} for this split",
-            )
-        self.classes_per_batch = classes_per_batch
         self.samples_per_class = samples_per_class
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-        self.start_batch = 0
-        self.num_batches = max(1, len(array) // (classes_per_batch * samples_per_class))
+        self.batch_size = batch_size
+        min_images = 2 if samples_per_class > 1 else 1
+        self._setup(labels, classes_per_batch, min_images, seed=seed, num_replicas=num_replicas, rank=rank)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose batches `__iter__` yields (call before each epoch)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        """Batches the next `__iter__` yields: the epoch's batches minus `start_batch`."""
-        return max(0, self.num_batches - self.start_batch)
-
-    def _global_batches(self, epoch: int) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, epoch])
-        n_classes, p, k = len(self.class_indices), self.classes_per_batch, self.samples_per_class
-        batches: list[np.ndarray] = []
-        for chosen in _class_draws(rng, n_classes, p, self.num_batches):
-            rows = []
-            for c in chosen:
-                members = self.class_indices[int(c)]
-                rows.append(rng.choice(members, size=k, replace=len(members) < k))
-            batches.append(np.stack(rows))  # [P, K]
-        return batches
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        """All of this rank's batches for `epoch` (ignores start_batch)."""
-        share = self.classes_per_batch * self.samples_per_class // self.num_replicas
-        lo = self.rank * share
-        return [batch.reshape(-1)[lo : lo + share].tolist() for batch in self._global_batches(epoch)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        """This rank's batches of the current epoch from `start_batch` on; start_batch resets to 0 after."""
-        start = self.start_batch
-        yield from self.batches(self.epoch)[start:]
-        self.start_batch = 0
+    def global_batch(self, rng: np.random.Generator, chosen: np.ndarray) -> np.ndarray:
+        k = self.samples_per_class
+        rows = [rng.choice(m, size=k, replace=len(m) < k) for m in (self.class_indices[int(c)] for c in chosen)]
+        return np.concatenate(rows)
 
 
-class ClassBatchSampler:
+class ClassBatchSampler(_EpochSampler):
     """Yields lists of dataset positions: `batch_size` images from `classes_per_batch` classes (this rank's slice).
 
     Same interface as PKBatchSampler (`batches(epoch)`, `set_epoch`, `len`, `start_batch`,
@@ -171,52 +194,13 @@ class ClassBatchSampler:
         base, extra = divmod(batch_size, classes_per_batch)
         self.class_sizes = [base + 1] * extra + [base] * (classes_per_batch - extra)
         """Images per class in a batch, in batch order (the first classes drawn get the larger share)."""
-        array = np.asarray(labels, dtype=np.int64)
-        min_images = 2 if self.class_sizes[0] > 1 else 1
-        self.class_indices, self.skipped_classes = _class_groups(array, min_images)
-        if classes_per_batch > len(self.class_indices):
-            raise UsageError(
-                f"classes_per_batch={classes_per_batch} but only {len(self.class_indices)} classes have "
-                f"at least {min_images} images",
-                hint=f"use classes_per_batch <= {len(self.class_indices)} for this split",
-            )
         self.batch_size = batch_size
-        self.classes_per_batch = classes_per_batch
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-        self.start_batch = 0
-        self.num_batches = max(1, len(array) // batch_size)
+        min_images = 2 if self.class_sizes[0] > 1 else 1
+        self._setup(labels, classes_per_batch, min_images, seed=seed, num_replicas=num_replicas, rank=rank)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose batches `__iter__` yields (call before each epoch)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        """Batches the next `__iter__` yields: the epoch's batches minus `start_batch`."""
-        return max(0, self.num_batches - self.start_batch)
-
-    def global_batches(self, epoch: int) -> list[np.ndarray]:
-        """Every rank's images of each batch of `epoch`, class by class ([batch_size] positions each)."""
-        rng = np.random.default_rng([self.seed, epoch])
-        batches: list[np.ndarray] = []
-        for chosen in _class_draws(rng, len(self.class_indices), self.classes_per_batch, self.num_batches):
-            parts = []
-            for c, size in zip(chosen, self.class_sizes, strict=True):
-                members = self.class_indices[int(c)]
-                parts.append(rng.choice(members, size=size, replace=len(members) < size))
-            batches.append(np.concatenate(parts))
-        return batches
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        """All of this rank's batches for `epoch` (ignores start_batch)."""
-        share = self.batch_size // self.num_replicas
-        lo = self.rank * share
-        return [batch[lo : lo + share].tolist() for batch in self.global_batches(epoch)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        """This rank's batches of the current epoch from `start_batch` on; start_batch resets to 0 after."""
-        start = self.start_batch
-        yield from self.batches(self.epoch)[start:]
-        self.start_batch = 0
+    def global_batch(self, rng: np.random.Generator, chosen: np.ndarray) -> np.ndarray:
+        parts = []
+        for c, size in zip(chosen, self.class_sizes, strict=True):
+            members = self.class_indices[int(c)]
+            parts.append(rng.choice(members, size=size, replace=len(members) < size))
+        return np.concatenate(parts)

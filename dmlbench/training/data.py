@@ -27,8 +27,7 @@ class TrainData:
     @property
     def batch_size(self) -> int:
         """Images per global batch (what images/s counts)."""
-        sampler = self.sampler
-        return int(getattr(sampler, "batch_size", sampler.classes_per_batch * getattr(sampler, "samples_per_class", 1)))
+        return int(self.sampler.batch_size)
 
     @property
     def val_classes(self) -> list[int]:
