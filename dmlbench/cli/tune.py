@@ -11,7 +11,7 @@ import typer
 from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, resolve_runs_root
 from dmlbench.launch import cli_options as opt
 
-S, T, R, W = "Study", "Trials", "Run", "Workers"
+S, T, R = "Study", "Trials", "Run"
 
 
 @friendly_errors
@@ -76,10 +76,8 @@ def command(
     ] = None,
     catalog: Annotated[list[Path] | None, typer.Option(help="Extra dataset catalog TOML.", rich_help_panel=R)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=R)] = "auto",
-    workers: Annotated[int, typer.Option(help="Worker processes sharing the study.", rich_help_panel=W)] = 1,
-    gpus: Annotated[
-        str | None, typer.Option(help="GPUs the workers use, e.g. 0,1 (default: all visible).", rich_help_panel=W)
-    ] = None,
+    workers: opt.Workers = 1,
+    gpus: opt.Gpus = None,
     launcher: opt.Launcher = "local",
     wait: opt.Wait = True,
     slurm_partition: opt.Partition = None,
