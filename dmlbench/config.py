@@ -42,6 +42,9 @@ class ModelConfig(_Section):
     in_channels: int | None = Field(None, ge=1, le=3)
     freeze_bn: bool | None = None
     freeze_backbone: bool = Field(False, description="train only the embedding head; the trunk stays as loaded")
+    feature_norm: Literal["none", "batch"] | None = Field(
+        None, description="standardise pooled features over the training batch before the head"
+    )
     mean: list[float] | None = Field(None, min_length=1, max_length=3)
     std: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1, max_length=3)
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None

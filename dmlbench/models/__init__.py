@@ -57,4 +57,6 @@ def build_embedder(model_cfg: ModelConfig, *, in_channels: int | None = None, lo
         normalize=bool(model_cfg.normalize),
         freeze_bn=bool(model_cfg.freeze_bn),
         freeze_backbone=model_cfg.freeze_backbone,
+        # None: a run recorded before the key existed, built as it was trained.
+        feature_norm=model_cfg.feature_norm or "none",
     )

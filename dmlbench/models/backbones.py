@@ -23,8 +23,8 @@ class SmallCNN(nn.Module):
     The head sees the 4x4 layout rather than one global average: on 8x8 digits where a stroke sits is
     most of what tells classes apart, and a globally pooled vector transferred worse to unseen
     classes (digits 5-9 test Recall@1 after 10 epochs 0.55-0.77 pooled, 0.78-0.94 with the grid;
-    docs/training.md). No BatchNorm: P x K batches of a few classes make batch statistics noisy, and
-    without it a DDP step is exactly the single-process step.
+    docs/training.md). No BatchNorm inside the trunk: the embedder standardises only the pooled features,
+    over the global batch (`model.feature_norm`), which keeps a DDP step exactly the single-process step.
     """
 
     grid = 4

@@ -35,7 +35,8 @@ WORLD = 2
 
 
 def _model_cfg() -> ModelConfig:
-    return ModelConfig(backbone="small_cnn", embedding_dim=DIM, normalize=True, in_channels=1)
+    # feature_norm="batch": small_cnn's resolved default; its statistics span the global batch.
+    return ModelConfig(backbone="small_cnn", embedding_dim=DIM, normalize=True, in_channels=1, feature_norm="batch")
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +67,7 @@ def _step(name: str, params: dict[str, Any], ctx: DistContext) -> dict[str, torc
     loss_fn(embeddings, all_labels).backward()
     out = {f"model.{n}": p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     out.update({f"loss.{n}": p.grad.detach().clone() for n, p in loss_fn.named_parameters()})
+    out.update({f"buffer.{n}": b.detach().clone() for n, b in model.named_buffers()})
     if list(loss_fn.parameters()):
         torch.optim.SGD(loss_fn.parameters(), lr=1.0).step()
     out.update({f"after.{n}": t.detach().clone() for n, t in loss_fn.state_dict().items()})

@@ -48,7 +48,8 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
 
 
 def _model_cfg() -> ModelConfig:
-    return ModelConfig(backbone="small_cnn", embedding_dim=8, normalize=True, in_channels=1)
+    # feature_norm="batch": small_cnn's resolved default; its statistics span the global batch.
+    return ModelConfig(backbone="small_cnn", embedding_dim=8, normalize=True, in_channels=1, feature_norm="batch")
 
 
 def _gradients(
@@ -62,7 +63,10 @@ def _gradients(
     embeddings, all_labels = gather_batch(net(images[mine]), labels[mine], ctx)
     assert torch.equal(all_labels, labels)
     _loss(loss_name)(embeddings, all_labels).backward()
-    return {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    # The running statistics the step leaves behind: the global batch's on every rank.
+    grads.update({f"buffer.{name}": b.detach().clone() for name, b in model.named_buffers()})
+    return grads
 
 
 def _worker(rank: int, world: int, init: str, names: list[str], out: str) -> None:

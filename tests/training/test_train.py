@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +207,7 @@ def test_nan_loss_stops_keeps_last_good_checkpoint(
 # -- interruption: subprocesses so that the signal hits a real, separate training process ---------------
 
 
-def _spawn_training(run_dir: Path, data_root: Path, steps: int) -> subprocess.Popen[bytes]:
+def _spawn_training(run_dir: Path, data_root: Path, steps: int, loss: str = "triplet") -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -223,7 +224,7 @@ def _spawn_training(run_dir: Path, data_root: Path, steps: int) -> subprocess.Po
         "--dataset",
         "digits",
         "--loss",
-        "triplet",
+        loss,
         "--steps",
         str(steps),
         "--set",
@@ -255,29 +256,52 @@ def _wait_for_steps(run_dir: Path, n: int, proc: subprocess.Popen[bytes], timeou
 STEPS = 150  # long enough that the signal lands mid-run, short enough for the reference run
 
 
+Reference = dict[str, dict[str, torch.Tensor]]
+
+
 @pytest.fixture(scope="module")
-def reference_weights(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = _cfg("triplet", f"schedule.steps={STEPS}", "schedule.checkpoint_every=3")
-        summary = train(cfg, tmp_path_factory.mktemp("ref") / "run", data_root=digits_root, evaluate_at_end=False)
-    finally:
-        torch.set_num_threads(before)
-    weights: dict[str, torch.Tensor] = torch.load(summary.run_dir / "train" / "model.pt", weights_only=True)
-    return weights
+def reference_runs(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Reference]:
+    """Uninterrupted runs, one per loss, trained on first use: the final weights and the loss's state."""
+    done: dict[str, Reference] = {}
+
+    def reference(loss: str) -> Reference:
+        if loss not in done:
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                cfg = _cfg(loss, f"schedule.steps={STEPS}", "schedule.checkpoint_every=3")
+                summary = train(
+                    cfg, tmp_path_factory.mktemp("ref") / "run", data_root=digits_root, evaluate_at_end=False
+                )
+            finally:
+                torch.set_num_threads(before)
+            done[loss] = _final_state(RunDir(summary.run_dir))
+        return done[loss]
+
+    return reference
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def _final_state(run: RunDir) -> Reference:
+    """model.pt (network and feature statistics) and the loss's parameters (proxies) from the last checkpoint."""
+    last = torch.load(run.last_checkpoint, weights_only=True)
+    return {"model": torch.load(run.model_path, weights_only=True), "loss": last["loss"]}
+
+
+@pytest.mark.parametrize(
+    ("sig", "loss"),
+    [(signal.SIGKILL, "triplet"), (signal.SIGINT, "triplet"), (signal.SIGKILL, "proxyanchor")],
+    ids=["sigkill", "ctrl-c", "sigkill-proxyanchor"],
+)
 def test_resume_after_interruption_is_bit_exact(
     sig: signal.Signals,
+    loss: str,
     digits_root: Path,
     tmp_path: Path,
-    reference_weights: dict[str, torch.Tensor],
+    reference_runs: Callable[[str], Reference],
     one_thread: object,
 ) -> None:
     run_dir = tmp_path / "run"
-    proc = _spawn_training(run_dir, digits_root, STEPS)
+    proc = _spawn_training(run_dir, digits_root, STEPS, loss)
     _wait_for_steps(run_dir, 7, proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
@@ -293,13 +317,18 @@ def test_resume_after_interruption_is_bit_exact(
     stopped_at = torch.load(run.last_checkpoint, weights_only=True)["position"]["step"]
     assert 0 < stopped_at < STEPS, "the signal must land mid-run for this test to mean anything"
     summary = train(
-        _cfg("triplet", f"schedule.steps={STEPS}", "schedule.checkpoint_every=3"),
+        _cfg(loss, f"schedule.steps={STEPS}", "schedule.checkpoint_every=3"),
         run_dir,
         data_root=digits_root,
         resume=True,
         evaluate_at_end=False,
     )
     assert summary.resumed_from_step == stopped_at and summary.steps == STEPS
-    resumed = torch.load(run.model_path, weights_only=True)
-    assert all(torch.equal(resumed[k], reference_weights[k]) for k in reference_weights)
+    resumed, reference = _final_state(run), reference_runs(loss)
+    for part in ("model", "loss"):
+        assert resumed[part].keys() == reference[part].keys()
+        assert all(torch.equal(resumed[part][k], reference[part][k]) for k in reference[part]), part
+    assert any(key.startswith("feature_norm.") for key in resumed["model"])  # small_cnn's default head input
+    if loss == "proxyanchor":
+        assert any("proxies" in key for key in resumed["loss"])
     assert [row["step"] for row in _history(run_dir)] == list(range(1, STEPS + 1))
