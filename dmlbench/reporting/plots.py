@@ -25,7 +25,14 @@ from dmlbench.utils.io import write_bytes_atomic
 log = logging.getLogger(__name__)
 
 TSNE_MAX_POINTS = 1500
-_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+# Past nine rows the colours repeat, so the marker changes: no two measured rows share colour and marker.
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_BASELINE_COLORS = ("#000000", "#7f7f7f")  # baselines also draw dotted
+
+
+def _measured_style(index: int) -> tuple[str, str]:
+    return _COLORS[index % len(_COLORS)], _MARKERS[(index // len(_COLORS)) % len(_MARKERS)]
 
 
 def _text(value: str) -> str:
@@ -76,16 +83,21 @@ def plot_recall(table: DatasetTable, stem: Path) -> RenderedFigure | None:
     axes = figure.add_subplot()
     colors: dict[str, str] = {}
     reproduced = [r for r in table.rows if r.kind in (*MEASURED, "baseline")]
-    for index, row in enumerate(reproduced):
+    baselines = trained = 0
+    for row in reproduced:
         label = _row_label(table, row)
-        color = _COLORS[index % len(_COLORS)]
-        colors.setdefault(row.keys.get("loss", label), color)
+        if row.kind == "baseline":
+            color, marker, style = _BASELINE_COLORS[baselines % len(_BASELINE_COLORS)], "o", ":"
+            baselines += 1
+        else:
+            (color, marker), style = _measured_style(trained), "-"
+            trained += 1
+            colors.setdefault(row.keys.get("loss", label), color)
         cells = [(k, row.cells[f"recall@{k}"]) for k in ks]
         measured = [(k, c.mean, c.std or 0.0) for k, c in cells if c.mean is not None and not c.flagged]
         if measured:
             xs, ys, es = zip(*measured, strict=True)
-            style = ":" if row.kind == "baseline" else "-"
-            axes.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=label, color=color, linestyle=style)
+            axes.errorbar(xs, ys, yerr=es, marker=marker, capsize=3, label=label, color=color, linestyle=style)
     for row in (r for r in table.rows if r.kind == "paper"):
         published = [(k, row.cells[f"recall@{k}"].mean) for k in ks]
         kept = [(k, v) for k, v in published if v is not None]

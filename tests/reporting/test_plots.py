@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from dmlbench.reporting import report
+from dmlbench.reporting.plots import _BASELINE_COLORS, _COLORS, _measured_style
 
 
 def digits_runs(root: Path) -> list[Path]:
@@ -49,3 +50,10 @@ def test_unreadable_saved_embeddings_skip_the_tsne_map(fixture_runs: Path, tmp_p
             saved.write_bytes(saved.read_bytes()[:20])  # truncated by a full disk or a kill
     report(runs, fmt="markdown", plots_dir=tmp_path / "plots")
     assert sorted(p.stem for p in (tmp_path / "plots").glob("*.png")) == ["digits-recall", "digits-training"]
+
+
+def test_rows_past_the_palette_get_a_new_marker_so_no_two_lines_look_alike() -> None:
+    # Ten losses plus baselines overran the nine colours: triplet and supcon were both plain green.
+    styles = [_measured_style(index) for index in range(len(_COLORS) * 6)]
+    assert len(set(styles)) == len(styles)
+    assert not set(_BASELINE_COLORS) & set(_COLORS)

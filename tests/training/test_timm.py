@@ -324,8 +324,12 @@ def test_two_process_step_of_a_timm_vit_equals_one_process_step(tmp_path: Path) 
     single = _ddp_gradients(state, 0, 1)
     assert single.keys() == double.keys() and any(g.abs().sum() > 0 for g in single.values())
     assert any(name.startswith("backbone.net.blocks") for name in single)
+    # The trunk's final norm applies one affine map per feature, which the batch-standardised head input
+    # undoes: its weight and bias have (nearly) zero exact gradients and both runs hold float noise
+    # (~1e-5 of the largest gradient), so the tolerance has a floor relative to the largest gradient.
+    floor = 1e-3 * max(float(g.abs().max()) for g in single.values())
     for name in single:
-        scale = float(single[name].abs().max()) or 1.0
+        scale = max(float(single[name].abs().max()), floor)
         torch.testing.assert_close(double[name], single[name], rtol=1e-4, atol=1e-4 * scale, msg=name)
 
 
