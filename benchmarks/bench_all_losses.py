@@ -3,7 +3,7 @@
 Runs the real `dmlbench bench` (skipping finished runs, so an interrupted benchmark continues where it
 stopped) over the four paper losses and the six PML-backed ones, then prints the markdown report and,
 per loss, the R@1 gain over the untrained network with the seeds' spread. This is the table of
-docs/losses/index.md ("All ten losses on glyphs"); about 75 minutes on 2 CPU cores with 2 workers.
+docs/losses/index.md ("All ten losses on glyphs"); about 25 minutes on 2 CPU cores with 2 workers.
 
 Usage: python benchmarks/bench_all_losses.py --runs-root R --data-root D [--dataset glyphs] [--seeds 3] [--workers 2]
 """

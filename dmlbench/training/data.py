@@ -82,6 +82,12 @@ class TrainData:
                 if not c_of_m
                 else f"use at most {(cfg.sampler.batch_size or 0) // need_k} classes per batch",
             )
+        batch_images = (cfg.sampler.batch_size or 0) if c_of_m else p * k
+        if cfg.model.feature_norm == "batch" and batch_images < 2:
+            raise ConfigError(
+                f'model.feature_norm = "batch" standardises over the batch, but a batch holds {batch_images} image',
+                hint="use at least 2 images per batch, or --set model.feature_norm='\"none\"'",
+            )
         _, counts = np.unique(labels, return_counts=True)
         # The sampler draws K with replacement from small classes but needs two images for a positive pair.
         usable = int((counts >= min(2, k)).sum())

@@ -96,6 +96,13 @@ CASES = [
     Case("lr negative", [*TRAIN, "--run-dir", "{out}/R", "--set", "optim.lr=-1"], 2, "optim.lr"),
     Case("epochs zero by flag", [*TRAIN, "--run-dir", "{out}/R", "--epochs", "0"], 2, "--epochs"),
     Case("huge batch", [*TRAIN, "--run-dir", "{out}/R", "--set", "sampler.classes_per_batch=99"], 2, "99 classes"),
+    Case(
+        "one-image batch, standardised head",
+        [*TRAIN, "--run-dir", "{out}/R", "--loss", "proxyanchor", "--set", "sampler.classes_per_batch=1"]
+        + ["--set", "sampler.samples_per_class=1"],
+        2,
+        "a batch holds 1 image",
+    ),
     Case("val classes 0.99", [*TRAIN, "--run-dir", "{out}/R", "--val-classes", "0.99"], 2, "val"),
     Case("set not key=value", [*TRAIN, "--run-dir", "{out}/R", "--set", "optim.lr"], 2, "not key=value"),
     Case("set bad literal", [*TRAIN, "--run-dir", "{out}/R", "--set", "optim.lr=[1,"], 2, "not a TOML value"),
