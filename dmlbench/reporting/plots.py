@@ -18,7 +18,7 @@ import numpy as np
 from dmlbench.errors import DmlbenchError
 from dmlbench.paths import check_name
 from dmlbench.reporting.collect import EVAL_SPLIT, Collection, RunInfo, read_history
-from dmlbench.reporting.render import RenderedFigure, plain
+from dmlbench.reporting.render import KIND_SUFFIX, RenderedFigure, plain
 from dmlbench.reporting.tables import MEASURED, DatasetTable, Report, Row, loss_sort_key
 from dmlbench.utils.io import write_bytes_atomic
 
@@ -61,7 +61,7 @@ def _save(figure: Any, stem: Path) -> bytes:
 
 def _row_label(table: DatasetTable, row: Row) -> str:
     extra = [f"{c}={row.keys[c]}" for c in table.group_by if c != "loss" and _varies(table, c)]
-    kind = {"baseline": " (baseline)", "tuned": " (tuned)", "ensemble": " (ensemble)"}.get(row.kind, "")
+    kind = KIND_SUFFIX.get(row.kind, "")
     config = [f"{k}={v}" for k, v in row.config.items()]
     return _text(" ".join([row.keys.get("loss", "runs") + kind, *extra, *config]))
 

@@ -122,7 +122,7 @@ def cell_text(cell: Cell, row: Row, *, plus_minus: str = " ± ", dagger: str = D
     return text
 
 
-_KIND_SUFFIX = {"paper": " (paper)", "baseline": " (baseline)", "tuned": " (tuned)", "ensemble": " (ensemble)"}
+KIND_SUFFIX = {"paper": " (paper)", "baseline": " (baseline)", "tuned": " (tuned)", "ensemble": " (ensemble)"}
 
 
 def key_texts(table: DatasetTable, row: Row) -> list[str]:
@@ -133,7 +133,7 @@ def key_texts(table: DatasetTable, row: Row) -> list[str]:
         if row.kind == "difference":
             value = "Δ vs paper" if column == "loss" else ""
         elif column == "loss":
-            value += _KIND_SUFFIX.get(row.kind, "")
+            value += KIND_SUFFIX.get(row.kind, "")
         texts.append(value)
     if table.show_config:
         texts.append(config_text(row) if row.kind != "difference" else "")
