@@ -193,6 +193,11 @@ def _check_foreign(run: RunDir, *, force: bool) -> None:
         )
 
 
+def _shapes_baseline(key: str) -> bool:
+    """Whether a config key can change a baseline's result: the data, the seed and the network."""
+    return key in ("dataset", "seed") or key.startswith("model.")
+
+
 def _stored_result(run: RunDir, cfg: Any, kind: str, fingerprint: str, diff_keys: Any) -> EvalResult | None:
     """The stored result when the folder holds this very baseline, complete; None to recompute it.
 
@@ -209,11 +214,13 @@ def _stored_result(run: RunDir, cfg: Any, kind: str, fingerprint: str, diff_keys
         stored = run.read_config()
     except DmlbenchError:
         stored = None
-    changed = ["config.toml"] if stored is None else diff_keys(stored, cfg)
+    # A baseline never trains: the loss, sampler, optimizer and schedule it records are defaults that do
+    # not touch its numbers, so a changed loss default must not make every stored baseline "different".
+    changed = ["config.toml"] if stored is None else [k for k in diff_keys(stored, cfg) if _shapes_baseline(k)]
     if changed:
         raise ConfigError(
             f"{run.root} holds this baseline with a different config ({', '.join(changed[:3])})",
-            hint="pass --force to recompute it",
+            hint=f"recompute it with `dmlbench evaluate --baseline {kind} ... --force`, or delete that folder",
         )
     same_data = manifest.dataset is not None and manifest.dataset.fingerprint == fingerprint
     try:

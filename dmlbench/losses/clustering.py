@@ -476,7 +476,7 @@ class ClusteringLoss(MetricLoss):
 
     def __init__(
         self,
-        margin_multiplier: float = 1.0,
+        margin_multiplier: float = 30.0,
         pam: bool = True,
         margin_type: str = "nmi",
         nmi_average: str = "arithmetic",
@@ -487,7 +487,7 @@ class ClusteringLoss(MetricLoss):
         if not math.isfinite(margin_multiplier) or margin_multiplier < 0:
             raise LossConfigError(
                 f"margin_multiplier must be finite and >= 0, got {margin_multiplier}",
-                hint="the paper tunes γ on validation data; 1.0 is the default",
+                hint="the paper tunes γ on validation data; 30 is the default",
             )
         if not isinstance(pam, bool):
             raise LossConfigError("pam must be true or false", hint="pam = true enables the PAM refinement")

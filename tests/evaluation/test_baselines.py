@@ -93,6 +93,12 @@ def test_reuse_force_and_stale_folders(tmp_path: Path, data_root: Path) -> None:
         manifest.model_copy(update={"dataset": manifest.dataset.model_copy(update={"fingerprint": "0"})})
     )
     assert not run_baseline("raw", "digits", runs_root=tmp_path, data_root=data_root, device="cpu").reused
+    # a loss default that changed since (the recorded [loss] never touches a baseline) keeps it reusable
+    original = run.config_path.read_text()
+    assert "margin_multiplier = 30.0" in original
+    run.config_path.write_text(original.replace("margin_multiplier = 30.0", "margin_multiplier = 1.0"))
+    assert run_baseline("raw", "digits", runs_root=tmp_path, data_root=data_root, device="cpu").reused
+    run.config_path.write_text(original)
     # a different config in the folder is refused without --force, kept as it was
     text = run.config_path.read_text().replace("embedding_dim = 64", "embedding_dim = 32")
     run.config_path.write_text(text)
