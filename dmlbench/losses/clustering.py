@@ -211,6 +211,21 @@ def _greedy(
     return chosen
 
 
+def _two_nearest_slots(dist: Tensor, medoids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per point, the slot of its nearest and second-nearest medoid and their distances (second: inf if k = 1)."""
+    to_medoids = dist.index_select(1, medoids)  # [N, k]; dist is symmetric
+    first = to_medoids.argmin(dim=1)
+    first_val = to_medoids.gather(1, first.unsqueeze(1)).squeeze(1)
+    if medoids.numel() > 1:
+        without_first = to_medoids.scatter(1, first.unsqueeze(1), math.inf)
+        second = without_first.argmin(dim=1)
+        second_val = without_first.gather(1, second.unsqueeze(1)).squeeze(1)
+    else:
+        second = torch.zeros_like(first)
+        second_val = torch.full_like(first_val, math.inf)
+    return first, first_val, second, second_val
+
+
 def _swap_assignments(dist: Tensor, medoids: Tensor, candidates: Tensor, slots: Tensor) -> Tensor:
     """Clusterings [C, N] of `medoids` with medoids[slots[r]] replaced by candidates[r], for all r at once.
 
@@ -219,16 +234,7 @@ def _swap_assignments(dist: Tensor, medoids: Tensor, candidates: Tensor, slots: 
     second best) medoid of the unmodified list.
     """
     k = medoids.numel()
-    to_medoids = dist.index_select(1, medoids)  # [N, k]; dist is symmetric
-    first = to_medoids.argmin(dim=1)
-    first_val = to_medoids.gather(1, first.unsqueeze(1)).squeeze(1)
-    if k > 1:
-        without_first = to_medoids.scatter(1, first.unsqueeze(1), math.inf)
-        second = without_first.argmin(dim=1)
-        second_val = without_first.gather(1, second.unsqueeze(1)).squeeze(1)
-    else:
-        second = torch.zeros_like(first)
-        second_val = torch.full_like(first_val, math.inf)
+    first, first_val, second, second_val = _two_nearest_slots(dist, medoids)
     slot_col = slots.unsqueeze(1)
     replaced_is_first = first.unsqueeze(0) == slot_col
     other = torch.where(replaced_is_first, second.unsqueeze(0), first.unsqueeze(0))
@@ -317,16 +323,7 @@ def _pam_iteration(
     labels, n_classes = tables.labels, tables.n_classes
     slot_ids = torch.arange(k, device=device)
     points = torch.arange(n, device=device)
-    to_medoids = dist.index_select(1, medoids)  # [N, k]; dist is symmetric
-    first = to_medoids.argmin(dim=1)
-    first_val = to_medoids.gather(1, first.unsqueeze(1)).squeeze(1)
-    if k > 1:
-        without_first = to_medoids.scatter(1, first.unsqueeze(1), math.inf)
-        second = without_first.argmin(dim=1)
-        second_val = without_first.gather(1, second.unsqueeze(1)).squeeze(1)
-    else:
-        second = torch.zeros_like(first)
-        second_val = torch.full_like(first_val, math.inf)
+    first, first_val, second, second_val = _two_nearest_slots(dist, medoids)
     base = first.scatter(0, medoids, slot_ids)  # the current clustering, == _assign(dist, medoids)
     slot_col = frozen.unsqueeze(1)  # [N, 1]: the slot each candidate row would take over
     # as in _swap_assignments: each point's cluster if the row's slot lost its medoid, and who wins it
