@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from markdown_table import print_table  # benchmarks/ is sys.path[0] when a script runs
+
 
 def _closed_port() -> int:
     with socket.socket() as sock:
@@ -61,18 +63,6 @@ def offline(model: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _table(rows: list[dict[str, Any]]) -> None:
-    header = list(rows[0])
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        cells = [
-            f"{v:.0f}" if isinstance(v, float) and v > 2 else f"{v:.2f}" if isinstance(v, float) else str(v)
-            for v in row.values()
-        ]
-        print("| " + " | ".join(cells) + " |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="timm model name (repeatable; default test_resnet, test_vit)")
@@ -90,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     models = args.model or ["test_resnet", "test_vit"]
     if args.offline:
-        _table(offline(models[0]))
+        print_table(offline(models[0]))
         return
 
     import torch
@@ -120,7 +110,7 @@ def main() -> None:
             rows.append({"trunk": "frozen" if frozen else "trained", **row})
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     print(f"device: {name}, torch {torch.__version__}")
-    _table(rows)
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from markdown_table import print_table  # benchmarks/ is sys.path[0] when a script runs
 
 from dmlbench.config import load_config
 from dmlbench.datasets import get_spec, open_prepared, prepare
@@ -164,15 +165,7 @@ def main() -> None:
     ]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
     print(f"device: {name}, torch {torch.__version__}")
-    header = list(rows[0])
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        cells = [
-            f"{v:.0f}" if isinstance(v, float) and v > 2 else f"{v:.2f}" if isinstance(v, float) else str(v)
-            for v in row.values()
-        ]
-        print("| " + " | ".join(cells) + " |")
+    print_table(rows)
 
 
 if __name__ == "__main__":
