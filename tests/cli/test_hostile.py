@@ -97,6 +97,12 @@ CASES = [
     Case("epochs zero by flag", [*TRAIN, "--run-dir", "{out}/R", "--epochs", "0"], 2, "--epochs"),
     Case("huge batch", [*TRAIN, "--run-dir", "{out}/R", "--set", "sampler.classes_per_batch=99"], 2, "99 classes"),
     Case(
+        "unknown feature_norm",
+        [*TRAIN, "--run-dir", "{out}/R", "--set", 'model.feature_norm="layer"'],
+        2,
+        "should be 'none' or 'batch'",
+    ),
+    Case(
         "one-image batch, standardised head",
         [*TRAIN, "--run-dir", "{out}/R", "--loss", "proxyanchor", "--set", "sampler.classes_per_batch=1"]
         + ["--set", "sampler.samples_per_class=1"],
