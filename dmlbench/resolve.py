@@ -87,7 +87,7 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
     if model.normalize is None:
         model.normalize = bool(getattr(loss_cls, "expects_normalized", True))
 
-    sampler.classes_per_batch = sampler.classes_per_batch or spec.default_batch_classes
+    sampler.classes_per_batch = sampler.classes_per_batch or _fillable_classes(spec, resolved)
     sampler.samples_per_class = sampler.samples_per_class or spec.default_batch_per_class
     optim.name = optim.name or defaults["optim"]
     # A dataset may set its own lr and epochs (measured for it: docs/datasets.md), else the backbone kind's.
@@ -105,6 +105,20 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
         resolved.run_id = f"{resolved.dataset}-{loss_name}-{backbone_name}-seed{resolved.seed}"
     check_name(resolved.run_id, "run_id")
     return resolved
+
+
+def _fillable_classes(spec: SpecLike, cfg: TrainConfig) -> int:
+    """The dataset's P, lowered when held-out validation classes leave fewer training classes than P
+    (a 12-class folder with --val-classes 0.2 must still train without flags)."""
+    from dmlbench.datasets.splits import held_out_classes
+
+    wanted = spec.default_batch_classes
+    counts = getattr(spec, "expect_classes", None) or {}
+    n_train = counts.get("train")
+    if not n_train or cfg.validation.val_classes <= 0:
+        return wanted
+    held_out = held_out_classes(range(n_train), cfg.validation.val_classes, cfg.seed)
+    return max(2, min(wanted, n_train - len(held_out)))
 
 
 def _signature_names(factory: Any) -> list[str]:

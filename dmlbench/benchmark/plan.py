@@ -149,7 +149,7 @@ def make_plan(
 
     catalogs = tuple(Path(c) for c in catalog)
     RENDERERS.get(fmt)  # a typo in --format fails before hours of training
-    dataset_names = names("dataset", datasets or [default_dataset()], sorted(load_catalog(catalogs)))
+    dataset_names = names("dataset", datasets or [default_dataset()], sorted(load_catalog(catalogs, data_root=data_root)))
     pml_names = [n.strip() for n in losses if n.strip().startswith("pml:")]
     for name in pml_names:
         LOSSES.get(name)  # any pytorch-metric-learning loss; did-you-mean on a typo
@@ -161,7 +161,7 @@ def make_plan(
     plan = BenchPlan()
     backbones: dict[tuple[str, str], None] = {}
     for dataset in dataset_names:
-        spec = get_spec(dataset, catalog=catalogs)
+        spec = get_spec(dataset, catalog=catalogs, data_root=data_root)
         if metrics is not None:
             # an unknown metric fails now, not after training everything
             check_options(EvalOptions(recall_k=tuple(spec.recall_k), metrics=metrics))

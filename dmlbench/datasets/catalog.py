@@ -17,6 +17,8 @@ from dmlbench.registry import did_you_mean
 from dmlbench.utils import toml as tomllib
 
 CATALOG_FILE = "datasets.toml"
+#: Sources of datasets made from the user's files: their spec lives in the prepared folder, not a catalog.
+USER_SOURCES = frozenset({"imagefolder", "omlcsv"})
 
 
 def builtin_catalog_path() -> Path:
@@ -79,8 +81,12 @@ def parse_catalog(path: StrPath) -> dict[str, DatasetSpec]:
     return specs
 
 
-def load_catalog(extra: Iterable[StrPath] = ()) -> dict[str, DatasetSpec]:
-    """The built-in catalog plus user catalogs; a name defined twice is an error, never an override."""
+def load_catalog(extra: Iterable[StrPath] = (), *, data_root: StrPath | None = None) -> dict[str, DatasetSpec]:
+    """The built-in catalog plus user catalogs; a name defined twice is an error, never an override.
+
+    With `data_root`, datasets prepared there from the user's files (`prepare PATH`) are included: their
+    spec is recorded in their prepared.json, so later commands need neither the path nor a catalog.
+    """
     builtin = builtin_catalog_path()
     specs = parse_catalog(builtin)
     origin = dict.fromkeys(specs, builtin)
@@ -93,17 +99,47 @@ def load_catalog(extra: Iterable[StrPath] = ()) -> dict[str, DatasetSpec]:
                 )
             specs[name] = spec
             origin[name] = Path(path)
+    if data_root is not None:
+        for name, spec in prepared_user_specs(data_root).items():
+            specs.setdefault(name, spec)  # a catalog name wins: prepare PATH refuses catalog names
     return specs
 
 
-def get_spec(name: str, catalog: Iterable[StrPath] = ()) -> DatasetSpec:
-    """The spec of `name`; UnknownNameError with did-you-mean when it is not in the catalog."""
-    specs = load_catalog(catalog)
+def prepared_user_specs(data_root: StrPath) -> dict[str, DatasetSpec]:
+    """The recorded specs of the datasets prepared under `data_root` from the user's files."""
+    from dmlbench.datasets.prepared import INFO_FILE
+    from dmlbench.utils.io import read_json
+
+    root = Path(data_root)
+    specs: dict[str, DatasetSpec] = {}
+    if not root.is_dir():
+        return specs
+    for info_path in sorted(root.glob(f"*/{INFO_FILE}")):
+        try:
+            recorded = read_json(info_path).get("spec")
+        except (ValueError, OSError):
+            continue  # an unreadable prepared.json is reported when that dataset is opened
+        if not isinstance(recorded, dict) or recorded.get("source") not in USER_SOURCES:
+            continue
+        try:
+            spec = DatasetSpec.model_validate(recorded)
+        except ValidationError:
+            continue
+        if spec.name == info_path.parent.name:
+            specs[spec.name] = spec
+    return specs
+
+
+def get_spec(name: str, catalog: Iterable[StrPath] = (), *, data_root: StrPath | None = None) -> DatasetSpec:
+    """The spec of `name` (catalogs, then datasets prepared under `data_root` from the user's files);
+    UnknownNameError with did-you-mean when it is in neither."""
+    specs = load_catalog(catalog, data_root=data_root)
     if name not in specs:
         known = sorted(specs)
         raise UnknownNameError(
             f"unknown dataset {name!r}",
-            hint=f"{did_you_mean(name, known)}known datasets: {', '.join(known)} (see `dmlbench prepare --list`)",
+            hint=f"{did_you_mean(name, known)}known datasets: {', '.join(known)} (see `dmlbench prepare --list`); "
+            "for your own images: `dmlbench prepare PATH` (a folder of class folders or an OML CSV)",
         )
     return specs[name]
 

@@ -25,6 +25,7 @@ from dmlbench.datasets.prepared import (
     ARRAY_FILE,
     BOX_COLUMNS,
     INDEX_FILE,
+    SEQUENCE_COLUMN,
     INFO_FILE,
     PreparedDataset,
     dataset_dir,
@@ -64,8 +65,8 @@ def prepare(
     `source` is a `--from` path (downloaded archive, file or folder) used instead of downloading.
     `catalog` adds user catalog files; `spec` replaces the catalog entry entirely (tests, scripting).
     """
-    spec = spec if spec is not None else get_spec(name, catalog)
     data_root = Path(data_root)
+    spec = spec if spec is not None else get_spec(name, catalog, data_root=data_root)
     source = Path(source) if source is not None else None
     root = dataset_dir(spec.name, data_root)
     reader: Source = SOURCES.get(spec.source)()
@@ -117,6 +118,7 @@ def _build(
         inputs = _acquire(spec, reader, source, root / "raw", on_event)
         emit(on_event, Event("log", spec.name, message=f"building {spec.name} from {inputs.describe()}"))
         frame = _apply_protocol(spec, reader.build(spec, inputs, staging, on_event))
+        spec = reader.fit_spec(spec, frame)
         disjoint = _check_splits(spec, frame)
         index_bytes = frame.to_csv(index=False, float_format="%.6g").encode("utf-8")
         (staging / INDEX_FILE).write_bytes(index_bytes)
@@ -146,6 +148,9 @@ def _acquire(
 ) -> SourceInputs:
     if source is not None:
         return reader.gather(spec, source)
+    recorded = reader.default_inputs(spec)
+    if recorded is not None:
+        return recorded
     if not reader.needs_files:
         return SourceInputs(origin="generated")
     manual = [f.name for f in spec.files if not f.urls]
@@ -161,7 +166,7 @@ def _acquire(
 
 
 def _apply_protocol(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    if spec.protocol == "class-split":
+    if spec.protocol == "class-split" and spec.split_rule != "source":
         assert spec.train_classes is not None and spec.test_classes is not None
         labels = frame["label"]
         in_train = labels.between(*spec.train_classes)
@@ -179,7 +184,8 @@ def _apply_protocol(spec: DatasetSpec, frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.assign(split=np.where(in_train, "train", "test"))
     elif "split" not in frame.columns:
         raise ChecksumError(f"{spec.name}: the source gave no split column", hint="this is a bug in the source")
-    columns = ["path", "label", "split"] + [c for c in BOX_COLUMNS if c in frame.columns]
+    extra = [*BOX_COLUMNS, SEQUENCE_COLUMN]
+    columns = ["path", "label", "split"] + [c for c in extra if c in frame.columns]
     return frame[columns].reset_index(drop=True)
 
 
@@ -244,7 +250,7 @@ def open_or_prepare(
     try:
         return open_prepared(name, data_root=root)
     except MissingInputError:
-        spec = get_spec(name, catalog=catalogs)
+        spec = get_spec(name, catalog=catalogs, data_root=root)
         if SOURCES.get(spec.source).needs_files:
             raise
     emit(on_event, Event("log", "prepare", message=f"preparing {name} in {root}"))

@@ -26,6 +26,9 @@ INDEX_FILE = "index.csv"
 INFO_FILE = "prepared.json"
 ARRAY_FILE = "images.npy"
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
+# Optional integer column: rows sharing a value are never each other's neighbours in evaluation
+# (open-metric-learning's `sequence`; a query and its own gallery row share one too).
+SEQUENCE_COLUMN = "sequence"
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def list_status(data_root: StrPath, catalog: Iterable[StrPath] = ()) -> list[Dat
     from dmlbench.datasets.catalog import load_catalog
 
     rows = []
-    for name, spec in load_catalog(catalog).items():
+    for name, spec in load_catalog(catalog, data_root=data_root).items():
         root = dataset_dir(name, data_root)
         splits: dict[str, dict[str, int]] = {}
         prepared = (root / INFO_FILE).is_file()

@@ -54,7 +54,7 @@ class DatasetSpec(BaseModel):
     title: str = Field(min_length=1)
     source: str = Field(description="raw-format reader, a key of dmlbench.datasets.sources.SOURCES")
     protocol: Protocol
-    backbone: Literal["small_cnn", "googlenet"]
+    backbone: str = Field(description="a BACKBONES name, a plugin's, or timm:<model>")
     image_size: int = Field(gt=0, description="side of the square network input")
     channels: Literal[1, 3]
     recall_k: tuple[int, ...] = Field(min_length=1)
@@ -64,10 +64,11 @@ class DatasetSpec(BaseModel):
     default_lr: float | None = Field(None, gt=0, description="learning rate when the config sets none")
     train_classes: tuple[int, int] | None = None
     test_classes: tuple[int, int] | None = None
-    split_rule: Literal["ranges", "alternate"] = Field(
+    split_rule: Literal["ranges", "alternate", "source"] = Field(
         "ranges",
         description="class-split: 'ranges' = every id in each range; 'alternate' = interleaved ids, each split "
-        "taking the ids of its range with the parity its range starts on (e.g. train [0, 348], test [1, 349])",
+        "taking the ids of its range with the parity its range starts on (e.g. train [0, 348], test [1, 349]); "
+        "'source' = the source assigns each image's split itself (datasets from the user's files: no ranges)",
     )
     expect_images: dict[str, int] = Field(default_factory=dict, description="exact images per split, checked")
     expect_classes: dict[str, int] = Field(default_factory=dict, description="exact classes per split, checked")
@@ -75,7 +76,25 @@ class DatasetSpec(BaseModel):
     homepage: str = ""
     citation: str = ""
     notes: str = ""
-    params: dict[str, int | float | str] = Field(default_factory=dict, description="source-specific settings")
+    params: dict[str, int | float | str | list[str]] = Field(
+        default_factory=dict, description="source-specific settings"
+    )
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from dmlbench.models.facts import is_timm_name
+        from dmlbench.models.registry import BACKBONES
+
+        # timm names are checked against timm's own list when a run resolves them (that imports torch)
+        if is_timm_name(value) or value in BACKBONES:
+            return value
+        from dmlbench.registry import did_you_mean
+
+        raise ValueError(
+            f"unknown backbone {value!r}; {did_you_mean(value, BACKBONES.names())}"
+            f"known: {', '.join(BACKBONES.names())} or timm:<model>"
+        )
 
     @field_validator("recall_k")
     @classmethod
@@ -101,9 +120,11 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _protocol_needs(self) -> DatasetSpec:
-        if self.protocol == "class-split":
-            if self.train_classes is None or self.test_classes is None:
-                raise ValueError("protocol 'class-split' needs train_classes and test_classes")
+        if self.protocol == "class-split" and (self.train_classes is None) != (self.test_classes is None):
+            raise ValueError("protocol 'class-split' needs both train_classes and test_classes, or neither")
+        if self.protocol == "class-split" and self.train_classes is None and self.split_rule != "source":
+            raise ValueError("protocol 'class-split' needs train_classes and test_classes (or split_rule 'source')")
+        if self.protocol == "class-split" and self.train_classes is not None and self.test_classes is not None:
             (a, b), (c, d) = self.train_classes, self.test_classes
             if self.split_rule == "alternate":
                 if a % 2 == c % 2:
@@ -113,7 +134,7 @@ class DatasetSpec(BaseModel):
                     )
             elif not (b < c or d < a):
                 raise ValueError("train_classes and test_classes overlap; a DML split must be class-disjoint")
-        elif self.split_rule != "ranges":
+        elif self.split_rule not in ("ranges", "source"):
             raise ValueError("split_rule applies to protocol 'class-split' only")
         names = [f.name for f in self.files]
         if len(names) != len(set(names)):

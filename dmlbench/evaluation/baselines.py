@@ -52,6 +52,7 @@ def baseline_config(
     backbone: str | None = None,
     weights: str | os.PathLike[str] | None = None,
     catalog: Sequence[str | os.PathLike[str]] = (),
+    data_root: str | os.PathLike[str] | None = None,
 ) -> Any:
     """The resolved TrainConfig a baseline is computed from (and stored with); every input is checked here."""
     from dmlbench.config import ModelConfig, TrainConfig
@@ -67,7 +68,7 @@ def baseline_config(
             hint="drop --weights, or use --baseline untrained",
         )
     check_name(dataset, "dataset")
-    spec = get_spec(dataset, catalog=[Path(c) for c in catalog])
+    spec = get_spec(dataset, catalog=[Path(c) for c in catalog], data_root=data_root)
     model = ModelConfig(backbone=backbone, weights=str(weights) if weights is not None else None)
     resolved = resolve_config(TrainConfig(dataset=dataset, seed=seed, model=model), spec)
     assert resolved.model.backbone is not None
@@ -101,7 +102,7 @@ def run_baseline(
     from dmlbench.provenance import git_commit, versions
     from dmlbench.utils.device import resolve_device
 
-    cfg = baseline_config(kind, dataset, seed=seed, backbone=backbone, weights=weights, catalog=catalog)
+    cfg = baseline_config(kind, dataset, seed=seed, backbone=backbone, weights=weights, catalog=catalog, data_root=data_root)
     target = resolve_device(device)
     data_path = Path(data_root)
     prepared = open_or_prepare(dataset, data_root=data_path, on_event=on_event, catalog=catalog)

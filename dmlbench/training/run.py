@@ -104,7 +104,7 @@ def train(
     if ctx.enabled and torch_device.type == "cuda" and torch_device.index is None:
         torch_device = torch.device("cuda", ctx.local_rank)  # one GPU per torchrun process
         torch.cuda.set_device(torch_device)
-    resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=catalogs))
+    resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=catalogs, data_root=data_path))
     assert resolved.run_id is not None
     run = RunDir(Path(run_dir) if run_dir is not None else child_path(Path(runs_root), resolved.run_id, "run_id"))
     _check_reusable(run, resolved, resume=resume, force=force)

@@ -45,7 +45,7 @@ def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | Non
     run = RunDir(plan.final_dir(seed))
     resume = force = False
     if run.exists():
-        resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=plan.catalogs))
+        resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=plan.catalogs, data_root=plan.data_root))
         try:
             same = not diff_keys(run.read_config(), resolved)
         except DmlbenchError:

@@ -112,7 +112,8 @@ def make_plan(options: TuneOptions) -> Plan:
     metric_info(options.metric)
     study = check_name(options.study or default_study_name(options.dataset, options.loss), "study name")
     catalogs = tuple(Path(c) for c in options.catalog)
-    spec = get_spec(options.dataset, catalog=catalogs)
+    data_root = Path(options.data_root) if options.data_root is not None else default_data_root()
+    spec = get_spec(options.dataset, catalog=catalogs, data_root=data_root)
     flags = {"loss.name": options.loss, "dataset": options.dataset, "schedule.epochs": options.epochs}
     cfg = load_config(options.config_file, list(options.overrides), flags)
     cfg = cfg.model_copy(update={"seed": options.seed})
@@ -128,7 +129,6 @@ def make_plan(options: TuneOptions) -> Plan:
         )
     assert base.schedule.epochs is not None and base.sampler.classes_per_batch and base.sampler.samples_per_class
 
-    data_root = Path(options.data_root) if options.data_root is not None else default_data_root()
     prepared = open_or_prepare(options.dataset, data_root=data_root, catalog=catalogs)
     index = prepared.index
     labels = index[index["split"] == "train"]["label"].to_numpy()

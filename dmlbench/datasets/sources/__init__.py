@@ -14,5 +14,8 @@ SOURCES.add("cub200", "dmlbench.datasets.sources.cub200:Cub200Source")
 SOURCES.add("cars196", "dmlbench.datasets.sources.cars196:Cars196Source")
 SOURCES.add("sop", "dmlbench.datasets.sources.sop:SopSource")
 SOURCES.add("inshop", "dmlbench.datasets.sources.inshop:InShopSource")
+# the user's own files (`dmlbench prepare PATH`): the path and split rule are in the spec's params
+SOURCES.add("imagefolder", "dmlbench.datasets.sources.imagefolder:ImageFolderSource")
+SOURCES.add("omlcsv", "dmlbench.datasets.sources.omlcsv:OmlCsvSource")
 
 __all__ = ["SOURCES", "Source"]

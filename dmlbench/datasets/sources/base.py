@@ -86,6 +86,15 @@ class Source(ABC):
     ) -> pd.DataFrame:
         """Write the dataset's images into `staging` and return its index frame."""
 
+    def default_inputs(self, spec: DatasetSpec) -> SourceInputs | None:
+        """Inputs known from the spec itself (the user's folder or CSV recorded in it), else None."""
+        return None
+
+    def fit_spec(self, spec: DatasetSpec, frame: pd.DataFrame) -> DatasetSpec:
+        """The spec prepared.json records, once `build` has seen the data (user datasets fit their
+        backbone, input size and P x K to it); catalog datasets keep theirs."""
+        return spec
+
     def build_info(self) -> dict[str, Any]:
         """Facts about the last `build` that prepared.json records under `source_info` (e.g. the fonts and
         generator version of a generated dataset); empty for most sources."""
