@@ -23,7 +23,11 @@ from dmlbench.launch import cli_options as opt
 @friendly_errors
 def command(
     datasets: Annotated[
-        list[str] | None, typer.Option(help="Datasets, comma-separated \\[default: `train`'s default dataset].")
+        list[str] | None,
+        typer.Option(
+            help="Datasets, comma-separated: names, or folders of class folders / OML CSVs (prepared first) "
+            "\\[default: `train`'s default dataset]."
+        ),
     ] = None,
     losses: Annotated[
         list[str] | None, typer.Option(help="Losses \\[default: clustering,triplet,lifted,npairs].")
@@ -103,9 +107,14 @@ def command(
         gpu_list = opt.resolve_gpus(gpus, device, workers)
     if not quiet:
         setup_logging()
+    from dmlbench.cli._datasets import dataset_names
+
+    dataset_list = split_list(datasets)
+    if dataset_list is not None:
+        dataset_list = dataset_names(dataset_list, data_root, quiet=quiet)
     with ProgressRenderer(quiet=quiet) as progress:
         result = run_bench(
-            datasets=split_list(datasets),
+            datasets=dataset_list,
             losses=split_list(losses) or DEFAULT_LOSSES,
             seeds=seeds,
             runs_root=resolve_runs_root(runs_root),

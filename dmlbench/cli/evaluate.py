@@ -97,7 +97,9 @@ def command(
         str | None,
         typer.Option(help="Score a baseline instead of a run: untrained or raw (needs --dataset).", rich_help_panel=B),
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset of the --baseline.", rich_help_panel=B)] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset of the --baseline (a name, or a folder / OML CSV).", rich_help_panel=B)
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed of the untrained network (default 0).", rich_help_panel=B)
     ] = None,
@@ -164,11 +166,12 @@ def command(
             )
             if dataset is None:
                 raise UsageError("--baseline needs --dataset NAME", hint="e.g. --baseline raw --dataset digits")
+            from dmlbench.cli._datasets import dataset_name
             from dmlbench.evaluation.baselines import run_baseline
 
             result = run_baseline(
                 baseline,
-                dataset,
+                dataset_name(dataset, data_root, quiet=as_json) or dataset,
                 runs_root=resolve_runs_root(runs_root),
                 data_root=resolve_data_root(data_root),
                 seed=0 if seed is None else seed,

@@ -26,7 +26,12 @@ def command(
         ),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="Dataset (default: glyphs, generated on first use).", rich_help_panel=D)
+        str | None,
+        typer.Option(
+            help="Dataset name, or a folder of class folders / an OML CSV (prepared first; write ./pngs "
+            "for a folder here) (default: glyphs, generated on first use).",
+            rich_help_panel=D,
+        ),
     ] = None,
     backbone: Annotated[
         str | None,
@@ -86,6 +91,9 @@ def command(
     from dmlbench.rundir import RunDir
     from dmlbench.training import DistContext, train
 
+    from dmlbench.cli._datasets import dataset_name
+
+    dataset = dataset_name(dataset, data_root, quiet=quiet)
     stored = RunDir(run_dir).config_path if run_dir is not None else None
     if config is None and resume and stored is not None and stored.is_file():
         config = stored  # `--resume --run-dir X` alone continues the stored run

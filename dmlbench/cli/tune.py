@@ -17,7 +17,7 @@ S, T, R = "Study", "Trials", "Run"
 @friendly_errors
 def command(
     loss: Annotated[str, typer.Option(help="The loss to tune (any registered loss).", rich_help_panel=S)],
-    dataset: Annotated[str, typer.Option(help="Prepared dataset.", rich_help_panel=S)],
+    dataset: Annotated[str, typer.Option(help="Prepared dataset (a name, or a folder / OML CSV).", rich_help_panel=S)],
     trials: Annotated[
         int, typer.Option(help="Finished trials (complete + pruned) the study ends with.", rich_help_panel=T)
     ],
@@ -119,9 +119,11 @@ def command(
             wait=wait,
         )
 
+    from dmlbench.cli._datasets import dataset_name
+
     options = TuneOptions.build(
         loss=loss,
-        dataset=dataset,
+        dataset=dataset_name(dataset, data_root) or dataset,
         trials=trials,
         folds=folds,
         metric=metric,
