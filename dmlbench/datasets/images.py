@@ -75,7 +75,7 @@ def store_image(source: Path, target_stem: Path, *, pixel_limit: int) -> StoredI
         except UnidentifiedImageError:
             raise BadImage("not an image file PIL can decode") from None
         except (OSError, SyntaxError, ValueError) as err:
-            raise BadImage(f"corrupt image header: {err}") from None
+            raise BadImage(f"truncated or corrupt image: {err}") from None
     width, height = image.size
     if width * height > pixel_limit:
         raise BadImage(f"decompression bomb: {width} x {height} pixels exceeds the limit of {pixel_limit:,} pixels")
@@ -84,7 +84,7 @@ def store_image(source: Path, target_stem: Path, *, pixel_limit: int) -> StoredI
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise BadImage(f"truncated or corrupt image data: {err}") from None
+        raise BadImage(f"truncated or corrupt image: {err}") from None
     normalised, converted = _normalise(image)
     suffix = source.suffix.lower() or ".png"
     target_stem.parent.mkdir(parents=True, exist_ok=True)

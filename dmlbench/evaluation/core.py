@@ -113,6 +113,48 @@ def _normalise(x: NDArray[np.float32], what: str) -> NDArray[np.float32]:
     return normalised
 
 
+def _groups(
+    query_groups: Any, gallery_groups: Any, n_queries: int, n_gallery: int, separate: bool
+) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    """(query groups, gallery groups) as integer arrays, or None when no exclusion groups were given."""
+    if query_groups is None and gallery_groups is None:
+        return None
+    if query_groups is None or (separate and gallery_groups is None):
+        raise UsageError("exclusion groups need one array for the queries and one for the gallery", hint="pass both")
+    if not separate and gallery_groups is not None:
+        raise UsageError("without a gallery, pass query_groups only", hint="the queries are the gallery")
+    query = as_labels(query_groups, n_queries, "query groups")
+    gallery = as_labels(gallery_groups, n_gallery, "gallery groups") if separate else query
+    return query, gallery
+
+
+def _pair_counts(
+    query_labels: NDArray[np.int64],
+    query_groups: NDArray[np.int64],
+    gallery_labels: NDArray[np.int64],
+    gallery_groups: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """Per query: how many gallery items share both its label and its group."""
+    n_gallery = gallery_labels.shape[0]
+    _, label_code = np.unique(np.concatenate([gallery_labels, query_labels]), return_inverse=True)
+    group_values, group_code = np.unique(np.concatenate([gallery_groups, query_groups]), return_inverse=True)
+    key = label_code.astype(np.int64) * len(group_values) + group_code
+    keys, counts = np.unique(key[:n_gallery], return_counts=True)
+    wanted = key[n_gallery:]
+    pos = np.clip(np.searchsorted(keys, wanted), 0, max(keys.size - 1, 0))
+    return np.where(keys[pos] == wanted, counts[pos], 0).astype(np.int64)
+
+
+def _drop_groups(
+    indices: NDArray[np.int64], query_groups: NDArray[np.int64], gallery_groups: NDArray[np.int64], k: int
+) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """Each row's neighbours minus those of the query's own group, order kept, cut to k columns; the mask
+    says which columns are real neighbours (a row whose candidates run out is padded with dropped ones)."""
+    kept = gallery_groups[indices] != query_groups[:, None]
+    order = np.argsort(~kept, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(indices, order, axis=1), np.take_along_axis(kept, order, axis=1)
+
+
 def _select(metrics: Iterable[str] | None, recall_k: Sequence[int]) -> tuple[list[int], list[str]]:
     """Expand metric names into (recall cut-offs, other metric keys in canonical order)."""
     ks = sorted({int(k) for k in recall_k})
@@ -152,8 +194,12 @@ def _r_metrics_by_rank(
     *,
     exclude_self: bool,
     on_event: EventHandler | None,
+    groups: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-query (R-Precision, MAP@R) from whole score rows, a few queries at a time (large R)."""
+    """Per-query (R-Precision, MAP@R) from whole score rows, a few queries at a time (large R).
+
+    `groups` (query, gallery) push each query's same-group items below every other score: R counts
+    none of them, so they never reach the top R."""
     n = queries.shape[0]
     rprec = np.full(n, np.nan)
     mapr = np.full(n, np.nan)
@@ -165,6 +211,9 @@ def _r_metrics_by_rank(
     for first in range(0, n, block):
         # few large matmuls: many small ones leave BLAS threads spinning between calls
         scores = engine.score_rows(queries[first : first + block])
+        if groups is not None:
+            same = groups[0][first : first + scores.shape[0], None] == groups[1][None, :]
+            scores = np.where(same, scores.min() - 1.0, scores).astype(np.float32)
         for start in range(first, first + scores.shape[0], tile):
             stop = min(start + tile, first + scores.shape[0])
             rprec[start:stop], mapr[start:stop] = M.r_metrics_from_scores(
@@ -230,6 +279,8 @@ def evaluate_embeddings(
     gallery_embeddings: Any = None,
     gallery_labels: Any = None,
     on_event: EventHandler | None = None,
+    query_groups: Any = None,
+    gallery_groups: Any = None,
     **overrides: Any,
 ) -> EvalOutcome:
     """Score embeddings: metric values (`recall@K`, `precision@1`, `r_precision`, `map@r`, `nmi`, `f1`),
@@ -239,6 +290,9 @@ def evaluate_embeddings(
     Without a gallery, every item queries all others (itself excluded by index). With one, queries
     search the gallery only. Lone queries (no same-class item among the candidates) are counted and
     left out of every retrieval metric. Clustering metrics use the query embeddings.
+    `query_groups`/`gallery_groups` (integers, one per row; without a gallery, `query_groups` alone) make
+    items of one group never each other's neighbours (open-metric-learning's sequences): they are
+    neither candidates nor counted in R.
     """
     opts = with_overrides(options, overrides)
     recall_k, metrics, device, distance = opts.recall_k, opts.metrics, opts.device, opts.distance
@@ -281,7 +335,11 @@ def evaluate_embeddings(
     classes, class_sizes = np.unique(gallery_ids, return_counts=True)
     pos = np.clip(np.searchsorted(classes, query_labels), 0, classes.size - 1)
     n_relevant = np.where(classes[pos] == query_labels, class_sizes[pos], 0).astype(np.int64)
-    if not separate:
+    groups = _groups(query_groups, gallery_groups, queries.shape[0], gallery.shape[0], separate)
+    if groups is not None:  # the query itself is in its own group, so this also removes it
+        n_relevant -= _pair_counts(query_labels, groups[0], gallery_ids, groups[1])
+        excluded = _pair_counts(np.zeros_like(groups[0]), groups[0], np.zeros_like(groups[1]), groups[1])
+    elif not separate:
         n_relevant -= 1
     lone = n_relevant == 0
     retrieval = [key for key in others if key in RETRIEVAL_ORDER]
@@ -297,6 +355,11 @@ def evaluate_embeddings(
         by_rank = r_metrics and int(n_relevant.max()) > LARGE_R_MIN
         need = max([*ks, 1, int(n_relevant.max()) if r_metrics and not by_rank else 1])
         available = gallery.shape[0] - (0 if separate else 1)
+        fetch = need
+        if groups is not None:
+            # exclusion by group: fetch the largest group's worth more, then drop each query's own group
+            available = gallery.shape[0] - int(excluded.max())
+            fetch = min(need + int(excluded.max()), gallery.shape[0] - (0 if separate else 1))
         if ks and ks[-1] > available:
             raise UsageError(
                 f"recall@{ks[-1]} asks for more neighbours than the {available} candidates per query",
@@ -314,9 +377,14 @@ def evaluate_embeddings(
             task = f"search k={need}"
             emit(on_event, Event("start", task, total=float(queries.shape[0]), unit="queries"))
             for start, stop, _scores, idx in iter_neighbours(
-                engine, queries, need, exclude_self=not separate, tile_size=tile_size
+                engine, queries, fetch, exclude_self=not separate, tile_size=tile_size
             ):
+                kept = None
+                if groups is not None:
+                    idx, kept = _drop_groups(idx, groups[0][start:stop], groups[1], need)
                 relevant = gallery_ids[idx] == query_labels[start:stop, None]
+                if kept is not None:
+                    relevant &= kept
                 first_hit[start:stop] = M.first_hit_rank(relevant)
                 p1[start:stop] = M.precision_at_1(relevant)
                 if r_metrics and not by_rank:
@@ -328,7 +396,14 @@ def evaluate_embeddings(
             emit(on_event, Event("finish", task))
         if by_rank:
             rprec, mapr = _r_metrics_by_rank(
-                engine, queries, query_labels, gallery_ids, n_relevant, exclude_self=not separate, on_event=on_event
+                engine,
+                queries,
+                query_labels,
+                gallery_ids,
+                n_relevant,
+                exclude_self=not separate,
+                on_event=on_event,
+                groups=groups,
             )
         keep = ~lone
         for k in ks:

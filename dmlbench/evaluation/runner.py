@@ -268,6 +268,7 @@ def _evaluate(
         distance=distance,
         gallery_embeddings=gallery,
         gallery_labels=gallery_labels,
+        **_exclusion_groups(query_rows, gallery_rows),
         kmeans_niter=kmeans_niter,
         seed=int(cfg.seed),
         backend=backend,
@@ -286,6 +287,18 @@ def _evaluate(
     with writing(run.metrics_path(split)):
         written = run.write_metrics(record, merge=merge and not previous_unreadable)
     return EvalResult(metrics=written.metrics, path=run.metrics_path(split), outcome=outcome)
+
+
+def _exclusion_groups(query_rows: pd.DataFrame, gallery_rows: pd.DataFrame | None) -> dict[str, Any]:
+    """The index's sequence ids as evaluation exclusion groups (none when the dataset has no sequences)."""
+    from dmlbench.datasets.prepared import SEQUENCE_COLUMN
+
+    if SEQUENCE_COLUMN not in query_rows.columns:
+        return {}
+    groups = {"query_groups": query_rows[SEQUENCE_COLUMN].to_numpy(dtype="int64")}
+    if gallery_rows is not None:
+        groups["gallery_groups"] = gallery_rows[SEQUENCE_COLUMN].to_numpy(dtype="int64")
+    return groups
 
 
 def _stored_metrics_unreadable(run: RunDir, split: str) -> bool:
