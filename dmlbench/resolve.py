@@ -112,9 +112,9 @@ def _fillable_classes(spec: SpecLike, cfg: TrainConfig) -> int:
     (a 12-class folder with --val-classes 0.2 must still train without flags)."""
     from dmlbench.datasets.splits import held_out_classes
 
-    wanted = spec.default_batch_classes
+    wanted = int(spec.default_batch_classes)
     counts = getattr(spec, "expect_classes", None) or {}
-    n_train = counts.get("train")
+    n_train = int(counts.get("train") or 0)
     if not n_train or cfg.validation.val_classes <= 0:
         return wanted
     held_out = held_out_classes(range(n_train), cfg.validation.val_classes, cfg.seed)

@@ -149,7 +149,9 @@ def make_plan(
 
     catalogs = tuple(Path(c) for c in catalog)
     RENDERERS.get(fmt)  # a typo in --format fails before hours of training
-    dataset_names = names("dataset", datasets or [default_dataset()], sorted(load_catalog(catalogs, data_root=data_root)))
+    dataset_names = names(
+        "dataset", datasets or [default_dataset()], sorted(load_catalog(catalogs, data_root=data_root))
+    )
     pml_names = [n.strip() for n in losses if n.strip().startswith("pml:")]
     for name in pml_names:
         LOSSES.get(name)  # any pytorch-metric-learning loss; did-you-mean on a typo

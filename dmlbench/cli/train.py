@@ -87,11 +87,10 @@ def command(
     if nproc_per_node is not None:
         _relaunch(nproc_per_node)
         return
+    from dmlbench.cli._datasets import dataset_name
     from dmlbench.config import load_config
     from dmlbench.rundir import RunDir
     from dmlbench.training import DistContext, train
-
-    from dmlbench.cli._datasets import dataset_name
 
     dataset = dataset_name(dataset, data_root, quiet=quiet)
     stored = RunDir(run_dir).config_path if run_dir is not None else None

@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"})
 _READY_MODES = ("RGB", "L")  # stored as they are (when upright)
 _ORIENTATION_TAG = 0x0112
 _WHITE = (255, 255, 255)
@@ -103,15 +105,14 @@ def store_image(source: Path, target_stem: Path, *, pixel_limit: int) -> StoredI
     )
 
 
-def _normalise(image: object) -> tuple[object, str]:
+def _normalise(image: PILImage.Image) -> tuple[PILImage.Image, str]:
     """(upright 8-bit RGB or L image, what was done) for a loaded PIL image; "" when nothing was."""
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    assert isinstance(image, Image.Image)
     steps: list[str] = []
     orientation = image.getexif().get(_ORIENTATION_TAG, 1)
     if orientation in range(2, 9):
-        image = ImageOps.exif_transpose(image)
+        image = ImageOps.exif_transpose(image) or image
         steps.append(f"EXIF orientation {orientation}")
     mode = image.mode
     if mode not in _READY_MODES:
@@ -123,12 +124,11 @@ def _normalise(image: object) -> tuple[object, str]:
     return image, ", ".join(steps)
 
 
-def _to_8bit(image: object) -> object:
+def _to_8bit(image: PILImage.Image) -> PILImage.Image:
     """RGB (colour, alpha over white) or L (grayscale, 16/32-bit scaled) for any PIL mode."""
     import numpy as np
     from PIL import Image
 
-    assert isinstance(image, Image.Image)
     mode = image.mode
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
     if has_alpha:

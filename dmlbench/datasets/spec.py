@@ -76,9 +76,7 @@ class DatasetSpec(BaseModel):
     homepage: str = ""
     citation: str = ""
     notes: str = ""
-    params: dict[str, int | float | str | list[str]] = Field(
-        default_factory=dict, description="source-specific settings"
-    )
+    params: dict[str, int | float | str] = Field(default_factory=dict, description="source-specific settings")
 
     @field_validator("backbone")
     @classmethod

@@ -46,7 +46,7 @@ def name_for(path: Path) -> str:
     return name
 
 
-def split_params(test_classes: str | None, split_seed: int | None) -> dict[str, int | float | str | list[str]]:
+def split_params(test_classes: str | None, split_seed: int | None) -> dict[str, int | float | str]:
     """`--test-classes` as spec params: a share (0.5), `alternate`, a text file of class names (one per line)
     or comma-separated class names; `--split-seed` draws the share."""
     if test_classes is None:
@@ -71,7 +71,7 @@ def split_params(test_classes: str | None, split_seed: int | None) -> dict[str, 
         names = [part.strip() for part in value.split(",") if part.strip()]
     if not names:
         raise UsageError("--test-classes lists no class", hint="e.g. --test-classes 'cat,dog' or a file")
-    return {"split": "list", "test_class_names": names}
+    return {"split": "list", "test_class_names": "\n".join(names)}  # one name a line, as in a file
 
 
 def user_spec(
@@ -92,7 +92,7 @@ def user_spec(
         raise UsageError(
             f"{source_path} is a file but not a .csv", hint="pass a folder of class folders or an OML CSV file"
         )
-    params: dict[str, int | float | str | list[str]] = {"path": str(source_path)}
+    params: dict[str, int | float | str] = {"path": str(source_path)}
     split = split_params(test_classes, split_seed)
     if is_csv and split:
         raise UsageError("--test-classes/--split-seed do not apply to a CSV", hint="the CSV's split column decides")
@@ -159,7 +159,7 @@ def _check_same(recorded: DatasetSpec, wanted: DatasetSpec, *, given_split: bool
     if recorded.source not in USER_SOURCES or recorded.params.get("path") != wanted.params.get("path"):
         raise UsageError(
             f"dataset {recorded.name!r} is already prepared from {recorded.params.get('path')}",
-            hint=f"give this one another name with --name, or replace it with --force",
+            hint="give this one another name with --name, or replace it with --force",
         )
     if given_split and _split_of(recorded) != _split_of(wanted):
         raise UsageError(

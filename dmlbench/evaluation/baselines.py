@@ -102,7 +102,9 @@ def run_baseline(
     from dmlbench.provenance import git_commit, versions
     from dmlbench.utils.device import resolve_device
 
-    cfg = baseline_config(kind, dataset, seed=seed, backbone=backbone, weights=weights, catalog=catalog, data_root=data_root)
+    cfg = baseline_config(
+        kind, dataset, seed=seed, backbone=backbone, weights=weights, catalog=catalog, data_root=data_root
+    )
     target = resolve_device(device)
     data_path = Path(data_root)
     prepared = open_or_prepare(dataset, data_root=data_path, on_event=on_event, catalog=catalog)

@@ -55,15 +55,32 @@ def test_train_with_a_path_prepares_it_first(roots: tuple[str, str]) -> None:
 def test_bench_with_a_folder(roots: tuple[str, str]) -> None:
     data_root, runs_root = roots
     output = invoke(
-        "bench", "--datasets", "./pngs", "--losses", "triplet", "--seeds", "1", "--epochs", "1",
-        "--data-root", data_root, "--runs-root", runs_root, "--quiet",
+        "bench",
+        "--datasets",
+        "./pngs",
+        "--losses",
+        "triplet",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--data-root",
+        data_root,
+        "--runs-root",
+        runs_root,
+        "--quiet",
     )
     assert "| triplet" in output
 
 
 def brute_force(
-    queries: np.ndarray, q_labels: np.ndarray, q_groups: np.ndarray,
-    gallery: np.ndarray, g_labels: np.ndarray, g_groups: np.ndarray, ks: list[int],
+    queries: np.ndarray,
+    q_labels: np.ndarray,
+    q_groups: np.ndarray,
+    gallery: np.ndarray,
+    g_labels: np.ndarray,
+    g_groups: np.ndarray,
+    ks: list[int],
 ) -> dict[str, float]:
     """Recall@K and MAP@R by definition: cosine, ties by gallery index, same-group items are no candidates."""
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
@@ -100,16 +117,24 @@ def test_oml_csv_query_gallery_with_sequences_matches_brute_force(tmp_path: Path
     index = open_prepared("df", data_root).index
     query_rows, gallery_rows = index[index["split"] == "query"], index[index["split"] == "gallery"]
     expected = brute_force(
-        np.load(stored.embeddings_path("test")), query_rows["label"].to_numpy(), query_rows["sequence"].to_numpy(),
-        np.load(stored.embeddings_path("test", gallery=True)), gallery_rows["label"].to_numpy(),
-        gallery_rows["sequence"].to_numpy(), list(record["recall_k"]),
+        np.load(stored.embeddings_path("test")),
+        query_rows["label"].to_numpy(),
+        query_rows["sequence"].to_numpy(),
+        np.load(stored.embeddings_path("test", gallery=True)),
+        gallery_rows["label"].to_numpy(),
+        gallery_rows["sequence"].to_numpy(),
+        list(record["recall_k"]),
     )
     for key, value in expected.items():
         assert record["metrics"][key] == pytest.approx(value, abs=1e-6), key
     # the exclusion matters here: without it, a query's own gallery row and its sequence would be found
     no_groups = brute_force(
-        np.load(stored.embeddings_path("test")), query_rows["label"].to_numpy(), np.arange(len(query_rows)),
-        np.load(stored.embeddings_path("test", gallery=True)), gallery_rows["label"].to_numpy(),
-        -1 - np.arange(len(gallery_rows)), list(record["recall_k"]),
+        np.load(stored.embeddings_path("test")),
+        query_rows["label"].to_numpy(),
+        np.arange(len(query_rows)),
+        np.load(stored.embeddings_path("test", gallery=True)),
+        gallery_rows["label"].to_numpy(),
+        -1 - np.arange(len(gallery_rows)),
+        list(record["recall_k"]),
     )
     assert no_groups["map@r"] != pytest.approx(expected["map@r"], abs=1e-6)

@@ -47,12 +47,22 @@ def test_groups_match_brute_force(self_mode: bool, by_rank: bool, monkeypatch: p
     g, gl, gg = rng.normal(size=(70, 8)), rng.integers(0, 5, 70), rng.integers(0, 12, 70)
     ks = [1, 2, 4, 8]
     if self_mode:
-        outcome = evaluate_embeddings(q, ql, recall_k=ks, metrics=["recall", "r_precision", "map@r"],
-                                      device="cpu", query_groups=qg)
+        outcome = evaluate_embeddings(
+            q, ql, recall_k=ks, metrics=["recall", "r_precision", "map@r"], device="cpu", query_groups=qg
+        )
         expected = reference(q, ql, qg, q, ql, qg, ks, True)
     else:
-        outcome = evaluate_embeddings(q, ql, recall_k=ks, metrics=["recall", "r_precision", "map@r"], device="cpu",
-                                      gallery_embeddings=g, gallery_labels=gl, query_groups=qg, gallery_groups=gg)
+        outcome = evaluate_embeddings(
+            q,
+            ql,
+            recall_k=ks,
+            metrics=["recall", "r_precision", "map@r"],
+            device="cpu",
+            gallery_embeddings=g,
+            gallery_labels=gl,
+            query_groups=qg,
+            gallery_groups=gg,
+        )
         expected = reference(q, ql, qg, g, gl, gg, ks, False)
     for key, value in expected.items():
         assert outcome.metrics[key] == pytest.approx(value, abs=1e-9), key

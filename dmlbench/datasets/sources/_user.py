@@ -65,17 +65,13 @@ class UserFilesSource(Source):
     def build_info(self) -> dict[str, Any]:
         return self.info
 
-    def store(
-        self, spec: DatasetSpec, jobs: list[ImageJob], staging: Path, on_event: EventHandler | None
-    ) -> list[str]:
+    def store(self, spec: DatasetSpec, jobs: list[ImageJob], staging: Path, on_event: EventHandler | None) -> list[str]:
         """Check and copy every image (one error listing the bad ones); return the stored relative paths."""
         task = f"check {len(jobs):,} images"
         emit(on_event, Event("start", task, total=float(len(jobs)), unit="images"))
         stems = [f"{IMAGES_DIR}/{i // SHARD:04d}/{i:07d}" for i in range(len(jobs))]
         pairs = [(job.source, staging / stem) for job, stem in zip(jobs, stems, strict=True)]
-        results = list(
-            store_images(pairs, on_done=lambda n: emit(on_event, Event("advance", task, amount=float(n))))
-        )
+        results = list(store_images(pairs, on_done=lambda n: emit(on_event, Event("advance", task, amount=float(n)))))
         emit(on_event, Event("finish", task))
         bad = [(job, result) for job, result in zip(jobs, results, strict=True) if isinstance(result, BadImage)]
         if bad:
@@ -93,8 +89,14 @@ class UserFilesSource(Source):
         self.info["images_converted"] = len(converted)
         self.info["converted_examples"] = [f"{where}: {what}" for where, what in converted[:MAX_LISTED]]
         if converted:
-            emit(on_event, Event("log", spec.name, message=f"normalised {len(converted):,} image(s), e.g. "
-                                 f"{converted[0][0]}: {converted[0][1]}"))
+            emit(
+                on_event,
+                Event(
+                    "log",
+                    spec.name,
+                    message=f"normalised {len(converted):,} image(s), e.g. {converted[0][0]}: {converted[0][1]}",
+                ),
+            )
         return paths
 
     def _check_duplicates(self, spec: DatasetSpec, jobs: list[ImageJob]) -> None:

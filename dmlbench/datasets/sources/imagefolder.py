@@ -51,8 +51,7 @@ def class_folders(root: Path) -> list[Path]:
         key = unicodedata.normalize("NFC", folder.name)  # macOS writes decomposed accents
         if key in seen:
             raise UsageError(
-                f"class folders {seen[key].name!r} and {folder.name!r} have the same name in different "
-                "Unicode forms",
+                f"class folders {seen[key].name!r} and {folder.name!r} have the same name in different Unicode forms",
                 hint="rename one of them",
             )
         seen[key] = folder
@@ -66,19 +65,17 @@ def test_class_ids(spec: DatasetSpec, names: list[str]) -> set[int]:
     if rule == "alternate":
         return set(range(1, n, 2))
     if rule == "list":
-        wanted = spec.params.get("test_class_names", [])
-        listed = [wanted] if isinstance(wanted, str) else [str(w) for w in wanted]  # type: ignore[list-item]
+        listed = str(spec.params.get("test_class_names", "")).split("\n")
         index = {name: i for i, name in enumerate(names)}
         unknown = [name for name in listed if name not in index]
         if unknown:
             raise UsageError(
                 f"test class {unknown[0]!r} is not a class folder",
-                hint=f"{did_you_mean(unknown[0], names)}classes: {', '.join(names[:20])}"
-                + (" ..." if n > 20 else ""),
+                hint=f"{did_you_mean(unknown[0], names)}classes: {', '.join(names[:20])}" + (" ..." if n > 20 else ""),
             )
         chosen = {index[name] for name in listed}
     elif rule == "fraction":
-        fraction = float(spec.params.get("test_classes", DEFAULT_TEST_CLASSES))
+        fraction = float(spec.params.get("test_classes", DEFAULT_TEST_CLASSES))  # type: ignore[arg-type]
         if not 0 < fraction < 1:
             raise UsageError(f"--test-classes {fraction} is not a share in (0, 1)", hint="e.g. --test-classes 0.5")
         count = round(fraction * n)
@@ -119,8 +116,10 @@ class ImageFolderSource(UserFilesSource):
             jobs += [ImageJob(p, str(p.relative_to(root))) for p in images]
             labels += [label] * len(images)
         if skipped:
-            emit(on_event, Event("log", spec.name, message=f"skipped {len(skipped)} non-image file(s), e.g. "
-                                 f"{skipped[0]}"))
+            emit(
+                on_event,
+                Event("log", spec.name, message=f"skipped {len(skipped)} non-image file(s), e.g. {skipped[0]}"),
+            )
         test_ids = test_class_ids(spec, names)
         paths = self.store(spec, jobs, staging, on_event)
         self.write_classes(staging, names)

@@ -51,7 +51,8 @@ def read_csv(path: Path) -> pd.DataFrame:
         raise UsageError(f"{path} has box column(s) {boxes} but not all of {', '.join(BOX)}", hint=HINT)
     if frame.empty:
         raise UsageError(f"{path} has no rows", hint=HINT)
-    return frame.apply(lambda column: column.str.strip())
+    stripped: pd.DataFrame = frame.apply(lambda column: column.str.strip())
+    return stripped
 
 
 def _flag(value: str, column: str, where: str) -> bool:
@@ -76,7 +77,8 @@ class OmlCsvSource(UserFilesSource):
         rows: list[dict[str, object]] = []
         jobs: list[ImageJob] = []
         first_row: dict[Path, str] = {}
-        for i, record in enumerate(raw.to_dict("records")):
+        records: list[dict[str, str]] = raw.to_dict("records")  # type: ignore[assignment]
+        for i, record in enumerate(records):
             where = f"{csv_path.name} row {i + 2}"  # the header is line 1
             label_text = record["label"]
             try:
@@ -103,8 +105,15 @@ class OmlCsvSource(UserFilesSource):
             if has_boxes and any(record[c] for c in BOX):
                 box = self._box(record, where)
             rows.append(
-                {"label": label, "split": record["split"], "query": query, "gallery": gallery, "box": box,
-                 "sequence": record.get("sequence", ""), "where": where}
+                {
+                    "label": label,
+                    "split": record["split"],
+                    "query": query,
+                    "gallery": gallery,
+                    "box": box,
+                    "sequence": record.get("sequence", ""),
+                    "where": where,
+                }
             )
             jobs.append(ImageJob(source, f"{where} ({record['path']})"))
         paths = self.store(spec, jobs, staging, on_event)
@@ -119,7 +128,8 @@ class OmlCsvSource(UserFilesSource):
             raise UsageError(f"{where}: the box {[record[c] for c in BOX]} is not four numbers", hint=HINT) from None
         if not all(np.isfinite([x1, x2, y1, y2])) or x1 < 0 or y1 < 0 or x1 >= x2 or y1 >= y2:
             raise UsageError(
-                f"{where}: box x_1={x1:g} x_2={x2:g} y_1={y1:g} y_2={y2:g} is not a box (0 <= x_1 < x_2, 0 <= y_1 < y_2)",
+                f"{where}: box x_1={x1:g} x_2={x2:g} y_1={y1:g} y_2={y2:g} is not a box "
+                "(0 <= x_1 < x_2, 0 <= y_1 < y_2)",
                 hint=HINT,
             )
         return x1, y1, x2, y2
