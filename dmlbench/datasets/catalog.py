@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from dmlbench.datasets.prepared import INFO_FILE, dataset_dir, prepared_user_specs
 from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError
 from dmlbench.paths import StrPath, check_name
 from dmlbench.registry import did_you_mean
 from dmlbench.utils import toml as tomllib
+from dmlbench.utils.io import read_json
 
 CATALOG_FILE = "datasets.toml"
-#: Sources of datasets made from the user's files: their spec lives in the prepared folder, not a catalog.
-USER_SOURCES = frozenset({"imagefolder", "omlcsv"})
 
 
 def builtin_catalog_path() -> Path:
@@ -105,31 +106,6 @@ def load_catalog(extra: Iterable[StrPath] = (), *, data_root: StrPath | None = N
     return specs
 
 
-def prepared_user_specs(data_root: StrPath) -> dict[str, DatasetSpec]:
-    """The recorded specs of the datasets prepared under `data_root` from the user's files."""
-    from dmlbench.datasets.prepared import INFO_FILE
-    from dmlbench.utils.io import read_json
-
-    root = Path(data_root)
-    specs: dict[str, DatasetSpec] = {}
-    if not root.is_dir():
-        return specs
-    for info_path in sorted(root.glob(f"*/{INFO_FILE}")):
-        try:
-            recorded = read_json(info_path).get("spec")
-        except (ValueError, OSError):
-            continue  # an unreadable prepared.json is reported when that dataset is opened
-        if not isinstance(recorded, dict) or recorded.get("source") not in USER_SOURCES:
-            continue
-        try:
-            spec = DatasetSpec.model_validate(recorded)
-        except ValidationError:
-            continue
-        if spec.name == info_path.parent.name:
-            specs[spec.name] = spec
-    return specs
-
-
 def get_spec(name: str, catalog: Iterable[StrPath] = (), *, data_root: StrPath | None = None) -> DatasetSpec:
     """The spec of `name` (catalogs, then datasets prepared under `data_root` from the user's files);
     UnknownNameError with did-you-mean when it is in neither."""
@@ -148,3 +124,30 @@ def spec_to_table(spec: DatasetSpec) -> dict[str, Any]:
     """The TOML table of `spec` (without `name`), e.g. to write a user catalog entry."""
     table = spec.model_dump(mode="json", exclude={"name"}, exclude_none=True)
     return {key: value for key, value in table.items() if value not in ("", {}, [])}
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """One row of `dmlbench prepare --list`."""
+
+    name: str
+    title: str
+    prepared: bool
+    splits: dict[str, dict[str, int]]
+    path: Path
+
+
+def list_status(data_root: StrPath, catalog: Iterable[StrPath] = ()) -> list[DatasetStatus]:
+    """Every catalog dataset and whether it is prepared under `data_root`."""
+    rows = []
+    for name, spec in load_catalog(catalog, data_root=data_root).items():
+        root = dataset_dir(name, data_root)
+        splits: dict[str, dict[str, int]] = {}
+        prepared = (root / INFO_FILE).is_file()
+        if prepared:
+            try:
+                splits = dict(read_json(root / INFO_FILE).get("splits", {}))
+            except ValueError:
+                prepared = False
+        rows.append(DatasetStatus(name=name, title=spec.title, prepared=prepared, splits=splits, path=root))
+    return rows

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 import dmlbench
 from dmlbench.datasets.spec import DatasetSpec
@@ -29,6 +30,8 @@ BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 # Optional integer column: rows sharing a value are never each other's neighbours in evaluation
 # (open-metric-learning's `sequence`; a query and its own gallery row share one too).
 SEQUENCE_COLUMN = "sequence"
+#: Sources of datasets made from the user's files: their spec lives in their prepared.json, not a catalog.
+USER_SOURCES = frozenset({"imagefolder", "omlcsv"})
 
 
 @dataclass(frozen=True)
@@ -144,30 +147,23 @@ def write_info(
     return {"schema_version": SCHEMA_VERSION, **payload}
 
 
-@dataclass(frozen=True)
-class DatasetStatus:
-    """One row of `dmlbench prepare --list`."""
-
-    name: str
-    title: str
-    prepared: bool
-    splits: dict[str, dict[str, int]]
-    path: Path
-
-
-def list_status(data_root: StrPath, catalog: Iterable[StrPath] = ()) -> list[DatasetStatus]:
-    """Every catalog dataset and whether it is prepared under `data_root`."""
-    from dmlbench.datasets.catalog import load_catalog
-
-    rows = []
-    for name, spec in load_catalog(catalog, data_root=data_root).items():
-        root = dataset_dir(name, data_root)
-        splits: dict[str, dict[str, int]] = {}
-        prepared = (root / INFO_FILE).is_file()
-        if prepared:
-            try:
-                splits = dict(read_json(root / INFO_FILE).get("splits", {}))
-            except ValueError:
-                prepared = False
-        rows.append(DatasetStatus(name=name, title=spec.title, prepared=prepared, splits=splits, path=root))
-    return rows
+def prepared_user_specs(data_root: StrPath) -> dict[str, DatasetSpec]:
+    """The recorded specs of the datasets prepared under `data_root` from the user's files."""
+    root = Path(data_root)
+    specs: dict[str, DatasetSpec] = {}
+    if not root.is_dir():
+        return specs
+    for info_path in sorted(root.glob(f"*/{INFO_FILE}")):
+        try:
+            recorded = read_json(info_path).get("spec")
+        except (ValueError, OSError):
+            continue  # an unreadable prepared.json is reported when that dataset is opened
+        if not isinstance(recorded, dict) or recorded.get("source") not in USER_SOURCES:
+            continue
+        try:
+            spec = DatasetSpec.model_validate(recorded)
+        except ValidationError:
+            continue
+        if spec.name == info_path.parent.name:
+            specs[spec.name] = spec
+    return specs

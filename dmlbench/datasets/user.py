@@ -11,9 +11,9 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from dmlbench.datasets.catalog import USER_SOURCES, load_catalog, prepared_user_specs
+from dmlbench.datasets.catalog import load_catalog
 from dmlbench.datasets.pipeline import prepare
-from dmlbench.datasets.prepared import PreparedDataset
+from dmlbench.datasets.prepared import USER_SOURCES, PreparedDataset, prepared_user_specs
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import MissingInputError, UsageError
 from dmlbench.events import EventHandler
