@@ -105,9 +105,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="decode threads (0: the default)")
     parser.add_argument("--scratch", type=Path, default=None, help="where the temporary folders go")
     args = parser.parse_args()
-    rows = [
-        measure(n, max(4, n // args.images_per_class), args.workers, args.scratch) for n in sorted(args.images)
-    ]
+    rows = [measure(n, max(4, n // args.images_per_class), args.workers, args.scratch) for n in sorted(args.images)]
     print_table(rows)
 
 

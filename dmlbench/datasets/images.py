@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -53,8 +54,14 @@ def max_pixels() -> int:
     return int(limit) if limit else 2**62
 
 
-def store_image(source: Path, target_stem: Path, *, pixel_limit: int) -> StoredImage:
-    """Check `source` completely and write its stored copy to `target_stem` + suffix; BadImage if unusable."""
+Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels of the upright image
+
+
+def store_image(source: Path, target_stem: Path, *, pixel_limit: int, box: Box | None = None) -> StoredImage:
+    """Check `source` completely and write its stored copy to `target_stem` + suffix; BadImage if unusable.
+
+    With `box`, the stored copy is that region of the upright image (each row of an OML CSV may crop its
+    own object out of a shared photo); `width`/`height` are then the crop's."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -88,6 +95,15 @@ def store_image(source: Path, target_stem: Path, *, pixel_limit: int) -> StoredI
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadImage(f"truncated or corrupt image: {err}") from None
     normalised, converted = _normalise(image)
+    if box is not None:
+        left, top, right, bottom = box
+        if right > normalised.width or bottom > normalised.height:
+            raise BadImage(
+                f"box x_2={right:g} y_2={bottom:g} reaches outside the {normalised.width} x {normalised.height} "
+                "image (box coordinates are pixels of the upright image)"
+            )
+        normalised = normalised.crop((int(left), int(top), math.ceil(right), math.ceil(bottom)))
+        converted = ", ".join(step for step in (converted, "cropped to its box") if step)
     suffix = source.suffix.lower() or ".png"
     target_stem.parent.mkdir(parents=True, exist_ok=True)
     if converted:
@@ -147,20 +163,20 @@ def _to_8bit(image: PILImage.Image) -> PILImage.Image:
 
 
 def store_images(
-    jobs: Sequence[tuple[Path, Path]],
+    jobs: Sequence[tuple[Path, Path, Box | None]],
     *,
     workers: int | None = None,
     pixel_limit: int | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> Iterator[StoredImage | BadImage]:
-    """`store_image` over (source, target_stem) pairs in order, decoded by a few threads (PIL releases the GIL
+    """`store_image` over (source, target_stem, box) triples in order, decoded by a few threads (PIL releases the GIL
     while it decodes and zlib while it compresses); `on_done(n)` after every chunk."""
     limit = pixel_limit if pixel_limit is not None else max_pixels()
     threads = workers or min(8, os.cpu_count() or 1)
 
-    def one(job: tuple[Path, Path]) -> StoredImage | BadImage:
+    def one(job: tuple[Path, Path, Box | None]) -> StoredImage | BadImage:
         try:
-            return store_image(job[0], job[1], pixel_limit=limit)
+            return store_image(job[0], job[1], pixel_limit=limit, box=job[2])
         except BadImage as bad:
             return bad
 

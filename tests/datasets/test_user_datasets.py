@@ -244,9 +244,29 @@ def test_oml_csv_rows_become_train_query_gallery_with_sequences(tmp_path: Path) 
     assert (both == 2).sum() == 8  # a row that is both is one stored image with two index rows
     pair = index[index["path"] == both[both == 2].index[0]]
     assert pair["sequence"].nunique() == 1  # ... and one sequence id: a query never finds itself
-    # boxes: given ones kept, missing ones the whole (upright) image
-    assert {tuple(r) for r in index[["x1", "y1", "x2", "y2"]].to_numpy()} == {(2, 1, 30, 31), (0, 0, 32, 32)}
+    # boxes: the stored copy is the crop (x_1=2, x_2=30, y_1=1, y_2=31); a row with empty box cells keeps it all
+    sizes = {Image.open(prepared.root / p).size for p in index["path"]}
+    assert sizes == {(28, 30), (32, 32)}
+    assert prepared.info["source_info"]["boxes_cropped"] == 30
     assert prepared.info["train_test_disjoint"] is True
+
+
+def test_oml_boxes_crop_objects_of_one_photo_and_are_checked(tmp_path: Path) -> None:
+    csv = write_oml_csv(tmp_path / "oml", boxes=True)
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    # one photo, two objects: row 3 (images/0_1.png, box 2..30) again with another box
+    lines.append("0,images/0_1.png,train,,,cat0,seq-0-0,0,10,0,10")
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prepared = prepare_path(csv, data_root=tmp_path / "data")
+    assert len(prepared.split("train")) == 37
+    lines.append("0,images/0_1.png,train,,,cat0,seq-0-0,0,10,0,10")  # the same file and box twice
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="byte-identical images: df.csv row 62 .* = df.csv row 63"):
+        prepare_path(csv, data_root=tmp_path / "d2")
+    lines[-1] = "0,images/0_3.png,train,,,cat0,seq-0-1,0,40,0,10"  # wider than the 32 px image
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"df.csv row 63 \(images/0_3.png\): box x_2=40 .* outside the 32 x 32"):
+        prepare_path(csv, data_root=tmp_path / "d2")
 
 
 def test_oml_csv_classification_split_is_accepted_with_a_recorded_warning(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dmlbench.datasets.images import BadImage, StoredImage, duplicate_groups, store_images
+from dmlbench.datasets.images import BadImage, Box, StoredImage, duplicate_groups, store_images
 from dmlbench.datasets.sources.base import Source, SourceInputs
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import MissingInputError, UsageError
@@ -36,6 +36,7 @@ class ImageJob:
 
     source: Path
     where: str
+    box: Box | None = None  # crop the stored copy to this region (OML CSV boxes)
 
 
 class UserFilesSource(Source):
@@ -70,7 +71,7 @@ class UserFilesSource(Source):
         task = f"check {len(jobs):,} images"
         emit(on_event, Event("start", task, total=float(len(jobs)), unit="images"))
         stems = [f"{IMAGES_DIR}/{i // SHARD:04d}/{i:07d}" for i in range(len(jobs))]
-        pairs = [(job.source, staging / stem) for job, stem in zip(jobs, stems, strict=True)]
+        pairs = [(job.source, staging / stem, job.box) for job, stem in zip(jobs, stems, strict=True)]
         results = list(store_images(pairs, on_done=lambda n: emit(on_event, Event("advance", task, amount=float(n)))))
         emit(on_event, Event("finish", task))
         bad = [(job, result) for job, result in zip(jobs, results, strict=True) if isinstance(result, BadImage)]
@@ -102,7 +103,9 @@ class UserFilesSource(Source):
     def _check_duplicates(self, spec: DatasetSpec, jobs: list[ImageJob]) -> None:
         """Byte-identical files: an error listing them, unless `params.allow_duplicates` keeps (and records) them."""
         where = [job.where for job in jobs]
-        groups = duplicate_groups(where, [s.sha256 for s in self.stored])
+        # the same photo cropped to two boxes is two images; the same file and box twice is a duplicate
+        keys = [f"{s.sha256} {job.box}" for job, s in zip(jobs, self.stored, strict=True)]
+        groups = duplicate_groups(where, keys)
         self.info["duplicate_groups"] = len(groups)
         self.info["duplicates"] = [group for group in groups[:100]]
         if groups and not spec.params.get("allow_duplicates"):

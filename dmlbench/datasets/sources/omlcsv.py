@@ -3,8 +3,9 @@
 Required columns: `label` (integer), `path` (absolute, or relative to the CSV's folder), `split` (train or
 validation), `is_query`, `is_gallery` (on validation rows; both true = the row queries all other
 gallery rows). Optional: `category`, `x_1, x_2, y_1, y_2` (a box to crop: left, right, top, bottom, in
-pixels of the upright image) and `sequence` (rows sharing a sequence never count as each other's
-neighbours). Other columns are ignored.
+pixels of the upright image; the stored copy is the crop, so rows may crop several objects out of
+one photo) and `sequence` (rows sharing a sequence never count as each other's neighbours). Other
+columns are ignored.
 
 Validation rows become `query` and/or `gallery` rows of the index (a row that is both appears twice,
 with one stored image). Index column `sequence` holds an integer per row: rows sharing an id are never
@@ -76,7 +77,6 @@ class OmlCsvSource(UserFilesSource):
         has_boxes = all(c in raw.columns for c in BOX)
         rows: list[dict[str, object]] = []
         jobs: list[ImageJob] = []
-        first_row: dict[Path, str] = {}
         records: list[dict[str, str]] = raw.to_dict("records")  # type: ignore[assignment]
         for i, record in enumerate(records):
             where = f"{csv_path.name} row {i + 2}"  # the header is line 1
@@ -91,9 +91,6 @@ class OmlCsvSource(UserFilesSource):
                 raise UsageError(f"{where}: empty path", hint=HINT)
             source = Path(record["path"]).expanduser()
             source = source if source.is_absolute() else csv_path.parent / source
-            if source in first_row:
-                raise UsageError(f"{where}: {record['path']} is listed again (first at {first_row[source]})", hint=HINT)
-            first_row[source] = where
             if record["split"] == "validation":
                 query = _flag(record["is_query"], "is_query", where)
                 gallery = _flag(record["is_gallery"], "is_gallery", where)
@@ -110,15 +107,14 @@ class OmlCsvSource(UserFilesSource):
                     "split": record["split"],
                     "query": query,
                     "gallery": gallery,
-                    "box": box,
                     "sequence": record.get("sequence", ""),
-                    "where": where,
                 }
             )
-            jobs.append(ImageJob(source, f"{where} ({record['path']})"))
+            jobs.append(ImageJob(source, f"{where} ({record['path']})", box))
         paths = self.store(spec, jobs, staging, on_event)
         self.write_origins(staging, paths, jobs)
-        return self._index(rows, paths, has_boxes)
+        self.info["boxes_cropped"] = sum(job.box is not None for job in jobs)
+        return self._index(rows, paths)
 
     @staticmethod
     def _box(record: dict[str, str], where: str) -> tuple[float, float, float, float]:
@@ -134,28 +130,13 @@ class OmlCsvSource(UserFilesSource):
             )
         return x1, y1, x2, y2
 
-    def _index(self, rows: list[dict[str, object]], paths: list[str], has_boxes: bool) -> pd.DataFrame:
+    def _index(self, rows: list[dict[str, object]], paths: list[str]) -> pd.DataFrame:
         names = sorted({str(r["sequence"]) for r in rows if r["sequence"]})
         sequence_ids = {name: i for i, name in enumerate(names)}
         out: list[dict[str, object]] = []
         for n, (row, path) in enumerate(zip(rows, paths, strict=True)):
-            stored = self.stored[n]
-            box = row["box"]
-            if has_boxes:
-                if box is None:
-                    box = (0.0, 0.0, float(stored.width), float(stored.height))
-                assert isinstance(box, tuple)
-                if box[2] > stored.width or box[3] > stored.height:
-                    raise UsageError(
-                        f"{row['where']}: box x_2={box[2]:g} y_2={box[3]:g} reaches outside the "
-                        f"{stored.width} x {stored.height} image",
-                        hint="box coordinates are pixels of the upright image (EXIF orientation applied)",
-                    )
             sequence = sequence_ids.get(str(row["sequence"]), len(names) + n)
             base = {"path": path, "label": row["label"], SEQUENCE_COLUMN: sequence}
-            if has_boxes:
-                assert isinstance(box, tuple)
-                base.update(dict(zip(("x1", "y1", "x2", "y2"), box, strict=True)))
             if row["split"] == "train":
                 out.append({**base, "split": "train"})
             if row["query"]:
