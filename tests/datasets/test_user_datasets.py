@@ -300,3 +300,37 @@ def test_oml_csv_errors_name_the_row(tmp_path: Path, edit: object, message: str)
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in result.output.replace("\n", " "), result.output
     assert not data_root.exists() or not any(data_root.iterdir())
+
+
+def test_catalog_schema_checks_backbones_by_registry_and_relaxes_ranges(tmp_path: Path) -> None:
+    from dmlbench.datasets.catalog import parse_catalog
+    from dmlbench.errors import ConfigError
+
+    table = (
+        '[mine]\ntitle = "mine"\nsource = "imagefolder"\nprotocol = "class-split"\nbackbone = "{b}"\n'
+        "image_size = 64\nchannels = 3\nrecall_k = [1]\ndefault_batch_classes = 4\ndefault_batch_per_class = 2\n"
+        'split_rule = "source"\n'
+    )
+    catalog = tmp_path / "mine.toml"
+    for backbone in ("resnet50", "timm:vit_small_patch16_224.dino", "small_cnn"):
+        catalog.write_text(table.format(b=backbone), encoding="utf-8")
+        assert parse_catalog(catalog)["mine"].backbone == backbone  # no class ranges needed with split_rule source
+    catalog.write_text(table.format(b="resnet5O"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="field 'backbone': .*unknown backbone 'resnet5O'; did you mean 'resnet50'"):
+        parse_catalog(catalog)
+    catalog.write_text(table.format(b="small_cnn").replace('split_rule = "source"\n', ""), encoding="utf-8")
+    with pytest.raises(ConfigError, match="needs train_classes and test_classes"):
+        parse_catalog(catalog)
+
+
+def test_batch_classes_leave_room_for_validation_classes(tmp_path: Path) -> None:
+    from dmlbench.config import TrainConfig
+    from dmlbench.resolve import resolve_config
+
+    prepare_path(write_folder(tmp_path / "pngs"), data_root=tmp_path / "data")
+    spec = get_spec("pngs", data_root=tmp_path / "data")
+    assert spec.default_batch_classes == 6  # all 6 training classes
+    plain = resolve_config(TrainConfig(dataset="pngs"), spec)
+    assert plain.sampler.classes_per_batch == 6
+    held_out = resolve_config(TrainConfig.model_validate({"dataset": "pngs", "validation": {"val_classes": 0.3}}), spec)
+    assert held_out.sampler.classes_per_batch == 4  # 2 of the 6 classes validate
