@@ -89,15 +89,6 @@ class UserFilesSource(Source):
         converted = [(job.where, s.converted) for job, s in zip(jobs, self.stored, strict=True) if s.converted]
         self.info["images_converted"] = len(converted)
         self.info["converted_examples"] = [f"{where}: {what}" for where, what in converted[:MAX_LISTED]]
-        if converted:
-            emit(
-                on_event,
-                Event(
-                    "log",
-                    spec.name,
-                    message=f"normalised {len(converted):,} image(s), e.g. {converted[0][0]}: {converted[0][1]}",
-                ),
-            )
         return paths
 
     def _check_duplicates(self, spec: DatasetSpec, jobs: list[ImageJob]) -> None:
@@ -107,7 +98,7 @@ class UserFilesSource(Source):
         keys = [f"{s.sha256} {job.box}" for job, s in zip(jobs, self.stored, strict=True)]
         groups = duplicate_groups(where, keys)
         self.info["duplicate_groups"] = len(groups)
-        self.info["duplicates"] = [group for group in groups[:100]]
+        self.info["duplicates"] = groups[:100]
         if groups and not spec.params.get("allow_duplicates"):
             listed = "; ".join(" = ".join(group) for group in groups[:MAX_LISTED])
             more = f" (and {len(groups) - MAX_LISTED} more groups)" if len(groups) > MAX_LISTED else ""

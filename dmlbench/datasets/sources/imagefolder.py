@@ -98,7 +98,7 @@ class ImageFolderSource(UserFilesSource):
         self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, on_event: EventHandler | None
     ) -> pd.DataFrame:
         """Scan the class folders, check and copy every image, split the classes."""
-        root = Path(inputs.origin)
+        root = inputs.folder or Path(inputs.origin)
         folders = class_folders(root)
         names = [folder.name for folder in folders]
         jobs: list[ImageJob] = []
