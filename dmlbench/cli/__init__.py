@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 import dmlbench
-from dmlbench.cli import bench, embed, env, evaluate, prepare, report, status, train, tune
+from dmlbench.cli import bench, embed, env, evaluate, export, prepare, report, status, train, tune
 
 EPILOG = """Examples:
 
@@ -60,6 +60,7 @@ app.command("bench")(bench.command)
 app.command("tune")(tune.command)
 app.command("embed")(embed.command)
 app.command("env")(env.command)
+app.command("export")(export.command)
 app.command("status")(status.command)
 
 
