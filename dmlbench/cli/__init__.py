@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 import dmlbench
-from dmlbench.cli import bench, embed, env, evaluate, export, prepare, report, status, train, tune
+from dmlbench.cli import bench, embed, env, evaluate, export, index, prepare, report, search, status, train, tune
 
 EPILOG = """Examples:
 
@@ -61,6 +61,8 @@ app.command("tune")(tune.command)
 app.command("embed")(embed.command)
 app.command("env")(env.command)
 app.command("export")(export.command)
+app.command("index")(index.command)
+app.command("search")(search.command)
 app.command("status")(status.command)
 
 
