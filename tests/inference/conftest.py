@@ -72,9 +72,6 @@ def make_run(root: Path, data_root: Path, backbone: str, *, image_size: int = 32
     run.train_dir.mkdir()
     torch.save(model.state_dict(), run.model_path)
     prepared = open_prepared("glyphs", data_root)
-    run.write_manifest(
-        Manifest.model_validate(
-            {"run_id": run.run_id, "status": "complete", "dataset": {"name": "glyphs", "fingerprint": prepared.fingerprint}}
-        )
-    )
+    dataset = {"name": "glyphs", "fingerprint": prepared.fingerprint}
+    run.write_manifest(Manifest.model_validate({"run_id": run.run_id, "status": "complete", "dataset": dataset}))
     return run.root

@@ -76,7 +76,8 @@ def test_csv_paths_relative_to_the_csv_and_text_labels(glyphs_run: Path, glyphs_
     _glyph_pngs(glyphs_root, tmp_path / "images", n=3)
     files = sorted((tmp_path / "images").rglob("*.png"))
     listing = tmp_path / "list.csv"
-    listing.write_text("path,label\n" + "".join(f"{f.relative_to(tmp_path)},{'ab'[i % 2]}\n" for i, f in enumerate(files)))
+    rows = [f"{f.relative_to(tmp_path)},{'ab'[i % 2]}\n" for i, f in enumerate(files)]
+    listing.write_text("path,label\n" + "".join(rows))
     out = tmp_path / "csv.npz"
     done = invoke("embed", str(glyphs_run), "--images", str(listing), "-o", str(out), "--data-root", str(glyphs_root))
     assert done.exit_code == 0, done.stderr
@@ -119,7 +120,8 @@ def test_a_run_without_weights(glyphs_run: Path, glyphs_root: Path, tmp_path: Pa
     run = tmp_path / "run"
     shutil.copytree(glyphs_run, run)
     (run / "train" / "model.pt").unlink()
-    done = invoke("embed", str(run), "--dataset", "glyphs", "-o", str(tmp_path / "x.npz"), "--data-root", str(glyphs_root))
+    out = str(tmp_path / "x.npz")
+    done = invoke("embed", str(run), "--dataset", "glyphs", "-o", out, "--data-root", str(glyphs_root))
     assert done.exit_code == 3
     assert "model.pt" in _error(done)
 
