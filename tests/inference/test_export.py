@@ -48,7 +48,7 @@ def test_timm_model_with_batch_standardize_head_passes_parity(glyphs_root: Path,
     assert parity is not None and parity.passed and not parity.dmlbench_imported, parity
 
 
-def test_parity_fails_when_the_file_computes_something_else(glyphs_run: Path, glyphs_root: Path, tmp_path: Path) -> None:
+def test_parity_fails_when_the_file_differs(glyphs_run: Path, glyphs_root: Path, tmp_path: Path) -> None:
     model = load_run_model(glyphs_run, "cpu")
     export_run(model, "torchscript", tmp_path / "m.pt", data_root=glyphs_root, check=False)
     inputs, expected = parity_inputs(model, run_dataset(model, glyphs_root))
