@@ -84,7 +84,8 @@ def test_index_and_search_through_the_cli(glyphs_run: Path, glyphs_root: Path, t
     assert [r["rank"] for r in rows] == [1, 2, 3]
     assert rows[0]["path"] == first["path"] and rows[0]["label"] == str(first["label"])
     assert rows[0]["score"] == pytest.approx(1.0, abs=1e-6)  # the PNG of a gallery image finds that image
-    table = invoke("search", str(index), "--images", str(tmp_path / "q.png"), "-k", "2", "--data-root", str(glyphs_root))
+    query = str(tmp_path / "q.png")
+    table = invoke("search", str(index), "--images", query, "-k", "2", "--data-root", str(glyphs_root))
     assert table.exit_code == 0 and "neighbour" in table.stdout and first["path"] in table.stdout
 
 
@@ -124,7 +125,8 @@ def test_output_folder_must_exist_and_an_index_is_replaced_only_with_force(galle
     assert invoke("index", "--embeddings", str(gallery_file), "-o", str(tmp_path / "idx")).exit_code == 0
     again = invoke("index", "--embeddings", str(gallery_file), "-o", str(tmp_path / "idx"))
     assert again.exit_code == 2 and "already exists" in _error(again)
-    forced = invoke("index", "--embeddings", str(gallery_file), "-o", str(tmp_path / "idx"), "--force", "--index", "hnsw")
+    target = str(tmp_path / "idx")
+    forced = invoke("index", "--embeddings", str(gallery_file), "-o", target, "--force", "--index", "hnsw")
     assert forced.exit_code == 0 and load_index(tmp_path / "idx").meta["kind"] == "hnsw"
 
 
