@@ -12,18 +12,13 @@ Usage: python benchmarks/bench_search.py [--quick] [--queries 2000] [--threads N
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from markdown_table import print_table  # benchmarks/ is sys.path[0] when a script runs
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from markdown_table import print_table  # noqa: E402
-
-from dmlbench.inference.embed import Embeddings  # noqa: E402
-from dmlbench.inference.index import IndexParams, build_index, search  # noqa: E402
-
+from dmlbench.inference.embed import Embeddings
+from dmlbench.inference.index import IndexParams, build_index, search
 
 
 def kinds(nlist: int) -> list[tuple[str, IndexParams, str]]:
