@@ -15,7 +15,7 @@ from dmlbench.errors import DmlbenchError
 @friendly_errors
 def command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `dmlbench train`.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx or torchscript.")] = "onnx",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: RUN_ID.onnx / RUN_ID.pt).")
     ] = None,
@@ -37,7 +37,7 @@ def command(
     from dmlbench.inference.embed import check_output, load_run_model
     from dmlbench.inference.export import PARITY_TOLERANCE, SUFFIXES, check_format, export_run
 
-    kind = check_format(format)
+    kind = check_format(fmt)
     model = load_run_model(run_dir, "cpu")  # fp32 on CPU: the reference the check compares against
     target = output if output is not None else Path(f"{model.run.run_id}{SUFFIXES[kind]}")
     check_output(target, SUFFIXES[kind])

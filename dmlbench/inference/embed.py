@@ -186,7 +186,9 @@ def embed_split(
     pre = run_preprocessing(rm.cfg, prepared)
     meta = _meta(rm, {"dataset": dataset_name, "split": split, "fingerprint": prepared.fingerprint}, pre)
     labels = rows["label"].to_numpy(dtype=np.int64)
-    return Embeddings(vectors, rows["path"].astype(str).tolist(), labels, None, meta)
+    # image files by absolute path, so search results can be opened; array rows keep their `images.npy#N` id
+    paths = [p if prepared.is_array else str(prepared.root / p) for p in rows["path"].astype(str)]
+    return Embeddings(vectors, paths, labels, None, meta)
 
 
 def write_embeddings(path: PathArg, result: Embeddings) -> Path:

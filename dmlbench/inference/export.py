@@ -44,6 +44,7 @@ INPUT_NAME, OUTPUT_NAME = "images", "embeddings"
 METADATA_FILE = "dmlbench.json"  # TorchScript extra file (parity_child.py reads the same name)
 PARITY_TOLERANCE = 1e-4  # float32 on CPU: the exported graph may reorder sums, not change the maths
 PARITY_IMAGES = 64
+PARITY_TIMEOUT_S = 1800
 _CHILD = Path(__file__).with_name("parity_child.py")
 PathArg = str | os.PathLike[str]
 
@@ -85,8 +86,10 @@ def check_format(fmt: str) -> ExportFormat:
     raise UsageError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
 
 
-def metadata(rm: RunModel, pre: dict[str, Any]) -> dict[str, str]:
-    """What a user of the file needs, as text (ONNX metadata_props are strings; TorchScript gets the same)."""
+def metadata(rm: RunModel, pre: dict[str, Any], embedding_dim: int) -> dict[str, str]:
+    """What a user of the file needs, as text (ONNX metadata_props are strings; TorchScript gets the same).
+
+    `embedding_dim` is the measured output width (a raw-pixel baseline's is not its config's)."""
     cfg = rm.cfg
     fields: dict[str, Any] = {
         "producer": f"dmlbench {dmlbench.__version__}",
@@ -103,7 +106,7 @@ def metadata(rm: RunModel, pre: dict[str, Any]) -> dict[str, str]:
         "resize": f"shorter side to {pre['resize_side']}, centre crop" if pre["layout"] == "files" else "whole image",
         "interpolation": pre["interpolation"],
         "output_name": OUTPUT_NAME,
-        "embedding_dim": cfg.model.embedding_dim,
+        "embedding_dim": embedding_dim,
         "output_normalized": bool(cfg.model.normalize),
         "preprocessing": pre,
     }
@@ -204,7 +207,13 @@ def check_parity(fmt: ExportFormat, path: Path, inputs: np.ndarray, expected: np
         np.save(expected_path, expected)
         # -I: no PYTHONPATH, no user site, no script folder on sys.path: only the installed runtimes
         command = [sys.executable, "-I", str(_CHILD), fmt, str(path), str(inputs_path), str(expected_path)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=PARITY_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            raise EnvironmentFailure(
+                f"the parity check of {path} did not finish in {PARITY_TIMEOUT_S} s",
+                hint="the machine is overloaded; rerun, or skip the check with --no-check",
+            ) from None
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise EnvironmentFailure(
@@ -246,8 +255,8 @@ def export_run(
     kind = check_format(fmt)
     target = check_output(output, SUFFIXES[kind])
     prepared = run_dataset(rm, data_root, catalog=catalog)
-    meta = metadata(rm, run_preprocessing(rm.cfg, prepared).as_dict())
     inputs, expected = parity_inputs(rm, prepared)
+    meta = metadata(rm, run_preprocessing(rm.cfg, prepared).as_dict(), int(expected.shape[1]))
     model = rm.model.to("cpu").eval()
     # two rows: a batch of one lets tracers specialise the batch dimension to 1
     example = torch.from_numpy(np.repeat(inputs[:1], 2, axis=0) if inputs.shape[0] < 2 else inputs[:2])
