@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.inference.conftest import invoke
+from .helpers import invoke
 
 COMMANDS = ["embed", "export", "index", "search"]
 

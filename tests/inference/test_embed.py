@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from dmlbench.inference.embed import embed_images, embed_split, load_run_model, read_embeddings
-from tests.inference.conftest import invoke
+
+from .helpers import invoke
 
 
 def _glyph_pngs(data_root: Path, folder: Path, n: int = 6) -> tuple[list[int], list[int]]:

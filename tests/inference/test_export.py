@@ -10,7 +10,8 @@ import pytest
 
 from dmlbench.inference.embed import load_run_model, run_dataset
 from dmlbench.inference.export import PARITY_TOLERANCE, check_parity, export_run, parity_inputs
-from tests.inference.conftest import invoke, make_run
+
+from .helpers import invoke, make_run
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -12,7 +12,8 @@ from dmlbench.evaluation.core import _normalise
 from dmlbench.evaluation.search import knn
 from dmlbench.inference.embed import Embeddings, write_embeddings
 from dmlbench.inference.index import IndexParams, build_index, load_index, normalise, save_index, search
-from tests.inference.conftest import invoke
+
+from .helpers import invoke
 
 RNG = np.random.default_rng(0)
 CENTRES = RNG.normal(size=(20, 16))
