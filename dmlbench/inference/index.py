@@ -24,6 +24,7 @@ import numpy as np
 
 import dmlbench
 from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.evaluation.files import LABELS_KEY
 from dmlbench.evaluation.search import Distance, SearchBackend, iter_neighbours
 from dmlbench.inference.embed import CLASS_NAMES_KEY, PATHS_KEY, Embeddings
 from dmlbench.utils.io import atomic_path, read_json, write_json_atomic
@@ -31,7 +32,6 @@ from dmlbench.utils.io import atomic_path, read_json, write_json_atomic
 IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw"]
 INDEX_KINDS: tuple[IndexKind, ...] = ("flat", "ivf", "ivfpq", "hnsw")
 INDEX_FILE, ITEMS_FILE, META_FILE = "index.faiss", "items.npz", "index.json"
-LABELS_KEY = "labels"
 # faiss's own rule of thumb (it warns below it): k-means wants about 39 training points per centroid.
 POINTS_PER_CENTROID = 39
 PathArg = str | os.PathLike[str]
