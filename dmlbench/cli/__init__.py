@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 import dmlbench
-from dmlbench.cli import bench, env, evaluate, prepare, report, status, train, tune
+from dmlbench.cli import bench, embed, env, evaluate, export, index, prepare, report, search, status, train, tune
 
 EPILOG = """Examples:
 
@@ -58,7 +58,11 @@ app.command("evaluate")(evaluate.command)
 app.command("report")(report.command)
 app.command("bench")(bench.command)
 app.command("tune")(tune.command)
+app.command("embed")(embed.command)
 app.command("env")(env.command)
+app.command("export")(export.command)
+app.command("index")(index.command)
+app.command("search")(search.command)
 app.command("status")(status.command)
 
 

@@ -65,6 +65,11 @@ def _read(path: Path) -> dict[str, np.ndarray] | np.ndarray:
     return _from_torch(obj, path)
 
 
+def load_arrays(path: PathArg) -> dict[str, np.ndarray] | np.ndarray:
+    """The arrays of one .npy/.npz/.pt file (a mapping name -> array for containers), read safely."""
+    return _read(Path(path))
+
+
 def _tensor_to_numpy(tensor: Any) -> np.ndarray:
     """A tensor as a numpy array; bfloat16, which numpy lacks, goes through float32."""
     import torch

@@ -24,6 +24,9 @@ def modules_after_import(module: str) -> set[str]:
         ("dmlbench.evaluation", {"dmlbench.training", "dmlbench.reporting"}),
         ("dmlbench.losses", {"dmlbench.datasets", "dmlbench.training", "dmlbench.evaluation", "pandas", "faiss"}),
         ("dmlbench.models", {"dmlbench.datasets", "dmlbench.training", "dmlbench.evaluation", "faiss"}),
+        ("dmlbench.inference", {"torch", "faiss", "onnx", "dmlbench.training", "dmlbench.reporting"}),
+        ("dmlbench.inference.index", {"onnx", "onnxruntime", "dmlbench.training", "dmlbench.reporting"}),
+        ("dmlbench.inference.export", {"onnx", "onnxruntime", "dmlbench.training", "dmlbench.reporting"}),
     ],
 )
 def test_package_does_not_pull_in(module: str, forbidden: set[str]) -> None:

@@ -1,0 +1,80 @@
+"""`dmlbench search`: nearest gallery items of query images or embeddings in an index."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, setup_logging
+from dmlbench.errors import UsageError
+
+
+@friendly_errors
+def command(
+    index: Annotated[Path, typer.Argument(help="Index folder written by `dmlbench index`.")],
+    images: Annotated[Path | None, typer.Option(help="Query image, folder of images or CSV with `path`.")] = None,
+    embeddings: Annotated[Path | None, typer.Option(help="Query embeddings (.npz from `dmlbench embed`).")] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Run that embeds --images (default: the index's run).")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 10,
+    nprobe: Annotated[int | None, typer.Option(help="IVF cells searched (overrides the index's).")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW efSearch (overrides the index's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
+    device: Annotated[str, typer.Option(help="Device that embeds --images.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    data_root: Annotated[Path | None, typer.Option(help="Prepared-data folder (env: DMLBENCH_DATA_ROOT).")] = None,
+) -> None:
+    """Print the K nearest gallery items of each query: query, rank, neighbour path, label, score.
+
+    Scores are cosine similarities (or minus squared L2 distances for a euclidean index): higher is closer.
+    """
+    setup_logging()
+    from dmlbench.inference.embed import embed_images, load_run_model, read_embeddings
+    from dmlbench.inference.index import check_same_model, load_index, neighbours, search
+
+    if (images is None) == (embeddings is None):
+        raise UsageError("give exactly one of --images or --embeddings", hint="see `dmlbench search --help`")
+    if embeddings is not None and run is not None:
+        raise UsageError("--run applies to --images only", hint="embeddings are already embedded; drop --run")
+    built = load_index(index)
+    if k < 1 or k > built.size:
+        raise UsageError(
+            f"-k {k} is not between 1 and the gallery's {built.size} items", hint=f"use -k {built.size} or less"
+        )
+    if embeddings is not None:
+        queries = read_embeddings(embeddings)
+        check_same_model(built, queries.meta.get("model_fingerprint"), str(embeddings))
+    else:
+        assert images is not None
+        run_dir = run if run is not None else built.meta.get("run")
+        if not run_dir:
+            raise UsageError(f"{index} records no run to embed images with", hint="pass --run RUN_DIR")
+        model = load_run_model(run_dir, device)
+        check_same_model(built, model.fingerprint, f"run {model.run.root}")
+        with ProgressRenderer(quiet=as_json) as progress:
+            queries = embed_images(
+                model, images, data_root=resolve_data_root(data_root), batch_size=batch_size, on_event=progress
+            )
+    scores, positions = search(built, queries.embeddings, k, nprobe=nprobe, ef_search=ef_search)
+    rows = neighbours(built, queries.paths, scores, positions)
+    if as_json:
+        out.print_json(json.dumps([asdict(row) for row in rows]))
+        return
+    table = Table(title=f"{index}: {k} nearest of {len(queries.paths)} queries", title_justify="left")
+    for name, justify in (
+        ("query", "left"),
+        ("rank", "right"),
+        ("neighbour", "left"),
+        ("label", "left"),
+        ("score", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(row.query, str(row.rank), row.path, row.label, f"{row.score:.4f}")
+    out.print(table)
