@@ -340,14 +340,21 @@ class RunDir:
 
     def _history_rows(self) -> list[HistoryRow]:
         try:
-            text = self.history_path.read_text(encoding="utf-8")
+            data = self.history_path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as err:
+            raise MissingInputError(
+                f"cannot read {self.history_path}: {err.strerror or err}",
+                hint=f"the run is damaged; retrain it with `dmlbench train --run-dir {self.root} --force`",
+            ) from None
         rows: list[HistoryRow] = []
-        for line in text.splitlines():
+        # Line by line, bytes first: a line torn by a kill mid-write, or garbage in a copied folder (not
+        # UTF-8, not JSON), is skipped on its own and never costs the rows around it.
+        for line in data.splitlines():
             try:
-                raw = json.loads(line)
-            except json.JSONDecodeError:  # a line torn by a kill mid-write
+                raw = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
             row = _parse_history_row(raw) if isinstance(raw, dict) else None
             if row is not None:
@@ -355,7 +362,10 @@ class RunDir:
         return rows
 
     def read_history(self) -> History:
-        """The history's rows; a line torn by a kill mid-write (or otherwise unreadable) is skipped."""
+        """The history's rows; a line torn by a kill mid-write (or otherwise unreadable) is skipped.
+
+        MissingInputError when the file exists but cannot be read at all (a folder, no permission).
+        """
         rows = self._history_rows()
         return History(
             steps=[row for row in rows if isinstance(row, StepRow)],
