@@ -10,6 +10,7 @@ import errno
 import gzip
 import hashlib
 import logging
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from pathlib import Path
 from dmlbench.datasets.spec import FileSpec
 from dmlbench.errors import ChecksumError, DownloadError, EnvironmentFailure
 from dmlbench.events import Event, EventHandler, emit
+from dmlbench.utils.io import open_no_follow
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,8 @@ def _fetch_once(url: str, part: Path, spec: FileSpec, on_event: EventHandler | N
         if have:
             emit(on_event, Event("advance", task, amount=have))
         received = 0
-        with part.open(mode) as handle:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+        with os.fdopen(open_no_follow(part, flags), mode) as handle:  # a planted link is refused, never followed
             try:
                 if first:
                     handle.write(first)

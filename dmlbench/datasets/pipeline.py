@@ -24,9 +24,14 @@ from dmlbench.datasets.download import download_file
 from dmlbench.datasets.prepared import (
     ARRAY_FILE,
     BOX_COLUMNS,
+    IMAGES_DIR,
     INDEX_FILE,
     INFO_FILE,
+    META_DIR,
+    PREPARE_LOCK,
+    RAW_DIR,
     PreparedDataset,
+    check_no_links,
     dataset_dir,
     open_prepared,
     write_info,
@@ -45,8 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
-PREPARE_LOCK = ".prepare.lock"  # one prepare per dataset folder at a time
-_PAYLOAD = ("images", ARRAY_FILE, "meta", INDEX_FILE)
+_PAYLOAD = (IMAGES_DIR, ARRAY_FILE, META_DIR, INDEX_FILE)
 
 
 def prepare(
@@ -82,6 +86,8 @@ def prepare(
             f"{spec.name} is generated or bundled; --from is not used for it",
             hint=f"run `dmlbench prepare {spec.name}` without --from",
         )
+    if root.is_dir():
+        check_no_links(root, spec)  # before the lock file is opened: nothing is written through a link
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = exclusive_lock(root / PREPARE_LOCK, holder=f"prepare {spec.name}", what=f"dataset folder {root}")
@@ -114,7 +120,7 @@ def _build(
     except OSError as err:
         raise EnvironmentFailure(f"cannot create {root}: {err.strerror}", hint="check --data-root") from None
     try:
-        inputs = _acquire(spec, reader, source, root / "raw", on_event)
+        inputs = _acquire(spec, reader, source, root / RAW_DIR, on_event)
         emit(on_event, Event("log", spec.name, message=f"building {spec.name} from {inputs.describe()}"))
         frame = _apply_protocol(spec, reader.build(spec, inputs, staging, on_event))
         disjoint = _check_splits(spec, frame)
