@@ -43,6 +43,7 @@ from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.paths import StrPath, check_name
 from dmlbench.utils.locks import exclusive_lock
+from dmlbench.utils.npy import load_npy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -216,7 +217,7 @@ def _check_splits(spec: DatasetSpec, frame: pd.DataFrame) -> bool:
 def _array_image_size(staging: Path) -> list[int] | None:
     if not (staging / ARRAY_FILE).is_file():
         return None
-    shape = np.load(staging / ARRAY_FILE, mmap_mode="r").shape
+    shape = load_npy(staging / ARRAY_FILE, mmap_mode="r").shape
     return [int(shape[1]), int(shape[2])]
 
 

@@ -217,3 +217,20 @@ def test_unreadable_history_costs_only_its_curve(tmp_path: Path) -> None:
     plots = tmp_path / "plots"
     report([root], fmt="markdown", plots_dir=plots)
     assert (plots / "digits-recall.png").is_file() and not (plots / "digits-training.png").exists()
+
+
+def test_forged_saved_embeddings_cost_only_the_tsne_map(tmp_path: Path) -> None:
+    import io
+
+    import numpy as np
+
+    root = tmp_path / "runs"
+    run = make_run(root, "a", GOOD)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 128)})
+    run.embeddings_path("test").write_bytes(header.getvalue() + bytes(64))
+    np.save(run.labels_path("test"), np.arange(10))
+    plots = tmp_path / "plots"
+    text = report([root], fmt="markdown", plots_dir=plots)
+    assert "| R@1" in text.replace("  ", " ")
+    assert (plots / "digits-recall.png").is_file() and not list(plots.glob("*tsne*"))
