@@ -152,7 +152,7 @@ class _Writer:
         """Write one member from its bytes or its chunks (a read error of the archive propagates as is)."""
         folder, _, base = rel.rpartition("/")
         fd = self.folder(folder)
-        head = bytearray()
+        head = bytearray(data[:8] if isinstance(data, bytes) else b"")
 
         def noting_head(chunks: Iterable[bytes]) -> Iterator[bytes]:
             for chunk in chunks:
@@ -161,7 +161,7 @@ class _Writer:
                 yield chunk
 
         try:
-            _write_file(base, noting_head([data] if isinstance(data, bytes) else data), fd)
+            _write_file(base, (data,) if isinstance(data, bytes) else noting_head(data), fd)
         except OSError as err:
             if isinstance(err, _ReadError):
                 raise err.cause from None
@@ -257,19 +257,23 @@ def extract_tar(
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 
 
+def _seek_member_data(handle: BinaryIO, info: zipfile.ZipInfo) -> None:
+    """Move `handle` to the member's data, past its local header (stored and deflated members only)."""
+    handle.seek(info.header_offset)
+    header = handle.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header for {info.filename}")
+    fields = _LOCAL_HEADER.unpack(header)
+    handle.seek(fields[9] + fields[10], os.SEEK_CUR)  # file name and extra field lengths
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise zipfile.BadZipFile(f"{info.filename} uses unsupported compression {info.compress_type}")
+
+
 def _zip_member_chunks(handle: BinaryIO, info: zipfile.ZipInfo) -> Iterator[bytes]:
     """One member's bytes, CHUNK at a time, straight from its local header (far less overhead than
     ZipFile.open per member). Inflating past the size the header declares is refused as it happens."""
     try:
-        handle.seek(info.header_offset)
-        header = handle.read(_LOCAL_HEADER.size)
-        if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-            raise zipfile.BadZipFile(f"bad local header for {info.filename}")
-        fields = _LOCAL_HEADER.unpack(header)
-        name_len, extra_len = fields[9], fields[10]
-        handle.seek(name_len + extra_len, os.SEEK_CUR)
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise zipfile.BadZipFile(f"{info.filename} uses unsupported compression {info.compress_type}")
+        _seek_member_data(handle, info)
     except (OSError, zipfile.BadZipFile) as err:
         raise _ReadError(err) from None
     crc = produced = 0
@@ -283,6 +287,27 @@ def _zip_member_chunks(handle: BinaryIO, info: zipfile.ZipInfo) -> Iterator[byte
         yield data
     if produced != info.file_size or crc != info.CRC:
         raise _ReadError(zipfile.BadZipFile(f"CRC mismatch in {info.filename}"))
+
+
+def _read_small_zip_member(handle: BinaryIO, info: zipfile.ZipInfo) -> bytes:
+    """A member of at most CHUNK bytes either way, in one read (most images: no per-chunk overhead); its
+    inflation is capped at one byte past the declared size all the same."""
+    _seek_member_data(handle, info)
+    raw = handle.read(info.compress_size)
+    if len(raw) != info.compress_size:
+        raise zipfile.BadZipFile(f"{info.filename} is cut short")
+    if info.compress_type == zipfile.ZIP_STORED:
+        data = raw
+    else:
+        inflater = zlib.decompressobj(-15)
+        data = inflater.decompress(raw, info.file_size + 1)
+        if len(data) <= info.file_size and not inflater.eof:
+            raise zipfile.BadZipFile(f"{info.filename} is cut short")
+    if len(data) > info.file_size:
+        raise zipfile.BadZipFile(f"{info.filename} inflates past the {info.file_size:,} bytes its header declares")
+    if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+        raise zipfile.BadZipFile(f"CRC mismatch in {info.filename}")
+    return data
 
 
 def _inflated(raw: Iterator[bytes], *, deflated: bool) -> Iterator[bytes]:
@@ -355,7 +380,10 @@ def extract_zip(
             plan.sort(key=lambda item: item[0].header_offset)  # sequential reads
             with archive.open("rb") as handle:
                 for count, (info, rel) in enumerate(plan, start=1):
-                    writer.write(rel, _zip_member_chunks(handle, info))
+                    small = info.file_size <= CHUNK and info.compress_size <= CHUNK
+                    writer.write(
+                        rel, _read_small_zip_member(handle, info) if small else _zip_member_chunks(handle, info)
+                    )
                     if count % _ADVANCE_EVERY == 0:
                         emit(on_event, Event("advance", task, amount=_ADVANCE_EVERY))
             emit(on_event, Event("advance", task, amount=len(plan) % _ADVANCE_EVERY))

@@ -447,13 +447,14 @@ def test_zip_bomb_outside_the_listed_members_is_never_read(data_root: Path, tmp_
     assert not list(prepared.rglob("*bomb*"))
 
 
-def test_zip_member_inflating_past_its_declared_size_is_refused(data_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [4 << 20, 256 << 10], ids=["read in chunks", "read at once"])
+def test_zip_member_inflating_past_its_declared_size_is_refused(size: int, data_root: Path, tmp_path: Path) -> None:
     """A forged central directory that understates a member's size: caught as the member is inflated."""
     rows = sop_layout(3, 3)
     archive = tmp_path / "Stanford_Online_Products.zip"
     build_sop_zip(archive, rows)
     member = "Stanford_Online_Products/bicycle_final/111_liar.JPG"
-    _add_zip_bomb(archive, member, 4 << 20)
+    _add_zip_bomb(archive, member, size)
     data = bytearray(archive.read_bytes())
     central = data.rfind(b"PK\x01\x02" + data[data.rfind(b"PK\x01\x02") + 4 : data.rfind(b"PK\x01\x02") + 8])
     assert data[central + 46 : central + 46 + len(member)] == member.encode()
