@@ -455,8 +455,15 @@ def _copy_files(
             try:
                 os.link(source_path, dest / rel)
                 writer.result.written.add(rel)
-            except OSError:
-                writer.write(rel, source_path.read_bytes())
+            except OSError:  # another file system: copied, a chunk at a time like an archive member
+                try:
+                    with source_path.open("rb") as handle:
+                        writer.write(rel, _chunks(handle, source_path.stat().st_size))
+                except (OSError, EOFError) as err:  # the writer's own failures are DmlbenchErrors already
+                    raise ChecksumError(
+                        f"cannot read {source_path}: {err}",
+                        hint="check the --from folder (a file changed while copied?)",
+                    ) from None
             count += 1
             if count % _ADVANCE_EVERY == 0:
                 emit(on_event, Event("advance", task, amount=_ADVANCE_EVERY))

@@ -340,6 +340,23 @@ def test_copy_tree_reports_every_file(tmp_path: Path) -> None:
     assert [e.kind for e in events][-1] == "finish"
 
 
+def test_copy_tree_without_hard_links_copies_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    big = bytes(range(256)) * (3 * extract.CHUNK // 256 + 7)  # several chunks and a remainder
+    (src / "a" / "big.bin").write_bytes(big)
+    (src / "a" / "empty.bin").write_bytes(b"")
+
+    def cross_device(*args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(extract.os, "link", cross_device)
+    result = extract.copy_tree(src, tmp_path / "dest", lambda name: name)
+    assert result.written == {"a/big.bin", "a/empty.bin"}
+    assert (tmp_path / "dest" / "a" / "big.bin").read_bytes() == big
+    assert (tmp_path / "dest" / "a" / "empty.bin").read_bytes() == b""
+
+
 def test_write_error_while_extracting_is_not_blamed_on_the_archive(
     cub_mini: Built, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
