@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dmlbench.errors import ConfigError, MissingInputError, RunIncompleteError, from_os_error
-from dmlbench.utils.io import SCHEMA_VERSION, append_line, read_json, write_json_atomic, write_text_atomic
+from dmlbench.utils.io import (
+    SCHEMA_VERSION,
+    append_line,
+    read_json,
+    refuse_links,
+    write_json_atomic,
+    write_text_atomic,
+)
 from dmlbench.utils.locks import exclusive_lock, lock_holder
 
 if TYPE_CHECKING:
@@ -52,6 +59,18 @@ EVAL_FILES = (
     "gallery_labels.npy",
 )
 SPLITS = ("test", "val")
+
+
+def _owned_paths() -> tuple[str, ...]:
+    """Every name a run writes, relative to its folder, each folder before what it holds."""
+    names = [LOCK, *RUN_FILES, TRAIN, *(f"{TRAIN}/{name}" for name in TRAIN_FILES), TENSORBOARD, EVAL]
+    for split in SPLITS:
+        names += [f"{EVAL}/{split}", *(f"{EVAL}/{split}/{name}" for name in EVAL_FILES)]
+    return tuple(names)
+
+
+# What `check_no_links` refuses to find as a link (tensorboard's own event files are checked as found).
+OWNED_PATHS = _owned_paths()
 
 # The runs root's own layout, beside the run folders of `train` and `bench`.
 STUDIES_JOURNAL = "studies.journal"  # Optuna's journal storage of every study under this root
@@ -340,14 +359,21 @@ class RunDir:
 
     def _history_rows(self) -> list[HistoryRow]:
         try:
-            text = self.history_path.read_text(encoding="utf-8")
+            data = self.history_path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as err:
+            raise MissingInputError(
+                f"cannot read {self.history_path}: {err.strerror or err}",
+                hint=f"the run is damaged; retrain it with `dmlbench train --run-dir {self.root} --force`",
+            ) from None
         rows: list[HistoryRow] = []
-        for line in text.splitlines():
+        # Line by line, bytes first: a line torn by a kill mid-write, or garbage in a copied folder (not
+        # UTF-8, not JSON), is skipped on its own and never costs the rows around it.
+        for line in data.splitlines():
             try:
-                raw = json.loads(line)
-            except json.JSONDecodeError:  # a line torn by a kill mid-write
+                raw = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
             row = _parse_history_row(raw) if isinstance(raw, dict) else None
             if row is not None:
@@ -355,7 +381,10 @@ class RunDir:
         return rows
 
     def read_history(self) -> History:
-        """The history's rows; a line torn by a kill mid-write (or otherwise unreadable) is skipped."""
+        """The history's rows; a line torn by a kill mid-write (or otherwise unreadable) is skipped.
+
+        MissingInputError when the file exists but cannot be read at all (a folder, no permission).
+        """
         rows = self._history_rows()
         return History(
             steps=[row for row in rows if isinstance(row, StepRow)],
@@ -425,30 +454,58 @@ class RunDir:
 
     # -- ownership -------------------------------------------------------------------------------
 
+    def check_no_links(self) -> None:
+        """ConfigError naming the first link planted at a name this run writes (a copied folder is untrusted).
+
+        Every writer claims the folder first, and `claim` calls this before it opens anything, so nothing
+        is ever written, truncated or removed through a link. The folder itself may be a link: the user
+        named it.
+        """
+        refuse_links(self.root, OWNED_PATHS)
+        if self.tensorboard_dir.is_dir():
+            for folder, dirs, files in os.walk(self.tensorboard_dir):  # os.walk never descends into links
+                refuse_links(Path(folder), [*dirs, *files])
+
     def foreign_entries(self) -> list[Path]:
-        """Files or folders here that no run writes (what `--force` must never delete)."""
+        """Files or folders here that no run writes (what `--force` must never delete); links count as foreign."""
         if not self.root.is_dir():
             return []
+
+        def own_file(path: Path) -> bool:
+            return path.is_file() and not path.is_symlink()
+
+        def own_dir(path: Path) -> bool:
+            return path.is_dir() and not path.is_symlink()
+
         foreign: list[Path] = []
         for child in self.root.iterdir():
-            if child.name in (*RUN_FILES, LOCK) and child.is_file():
+            if child.name in (*RUN_FILES, LOCK) and own_file(child):
                 continue
-            if child.name == TRAIN and child.is_dir():
-                foreign += [p for p in child.iterdir() if p.name not in TRAIN_FILES or not p.is_file()]
-            elif child.name == EVAL and child.is_dir():
+            if child.name == TRAIN and own_dir(child):
+                foreign += [p for p in child.iterdir() if p.name not in TRAIN_FILES or not own_file(p)]
+            elif child.name == EVAL and own_dir(child):
                 for split_dir in child.iterdir():
-                    if split_dir.name not in SPLITS or not split_dir.is_dir():
+                    if split_dir.name not in SPLITS or not own_dir(split_dir):
                         foreign.append(split_dir)
                         continue
-                    foreign += [p for p in split_dir.iterdir() if p.name not in EVAL_FILES or not p.is_file()]
-            elif child.name == TENSORBOARD and child.is_dir():
-                foreign += [p for p in child.rglob("*") if p.is_file() and not p.name.startswith("events.out.")]
+                    foreign += [p for p in split_dir.iterdir() if p.name not in EVAL_FILES or not own_file(p)]
+            elif child.name == TENSORBOARD and own_dir(child):
+                foreign += [
+                    p
+                    for p in child.rglob("*")
+                    if p.is_symlink() or (p.is_file() and not p.name.startswith("events.out."))
+                ]
             else:
                 foreign.append(child)
         return sorted(foreign)
 
     def clear(self) -> None:
-        """--force: remove the files a run writes; refuse (and remove nothing) if the folder holds others."""
+        """--force: remove the files a run writes; refuse (and remove nothing) if the folder holds others.
+
+        Everything is checked before anything is removed: a planted link or a foreign file leaves the
+        folder exactly as it was.
+        """
+        self.check_no_links()
         foreign = self.foreign_entries()
         if foreign:
             shown = ", ".join(str(p.relative_to(self.root)) for p in foreign[:3])
@@ -472,6 +529,8 @@ class RunDir:
         """
         created = not self.root.exists()
         lock_existed = self.lock_path.exists()
+        if self.root.is_dir():
+            self.check_no_links()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             lock = exclusive_lock(self.lock_path, holder=holder, what=str(self.root))
@@ -500,7 +559,12 @@ class RunDir:
     # -- reuse -----------------------------------------------------------------------------------
 
     def check_reusable(self, *, same_config: bool, resume: bool, force: bool) -> None:
-        """Refuse to overwrite a different run; explain how to resume or replace an unfinished one."""
+        """Refuse to overwrite a different run; explain how to resume or replace an unfinished one.
+
+        A link planted in the folder is refused first, whatever the flags (before any work starts).
+        """
+        if self.root.is_dir():
+            self.check_no_links()
         if force:
             foreign = self.foreign_entries()
             if foreign:

@@ -67,8 +67,8 @@ def _state(run: Any) -> tuple[str, str | None]:
             return "done", None
         try:
             has_test = run.read_metrics("test") is not None
-        except DmlbenchError:
-            has_test = False
+        except DmlbenchError as error:  # damaged (e.g. a metric that is not a number): shown with its reason
+            return "failed", error.message
         return ("done", None) if has_test else ("pending", None)  # trained, not yet evaluated
     return "pending", None  # interrupted, or left running by a killed process: resumable
 
@@ -82,6 +82,11 @@ def _study_record(runs_root: Path, study: str) -> dict[str, Any] | None:
         return read_json(path) if path.is_file() else None
     except (DmlbenchError, ValueError, OSError):
         return None
+
+
+def _count(value: Any) -> int:
+    """A trial count of study.json; anything but a non-negative integer (a damaged record) counts 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _queued_labels(runs_root: Path) -> set[str]:
@@ -150,7 +155,7 @@ def collect_status(runs_root: str | Path) -> list[GroupStatus]:
         record = _study_record(root, study)
         if record is not None and isinstance(record.get("trials"), int):
             group.target = int(record["trials"])
-            finished = int(record.get("n_complete", 0)) + int(record.get("n_pruned", 0))
+            finished = _count(record.get("n_complete")) + _count(record.get("n_pruned"))
             group.pending = max(0, group.target - max(finished, group.done) - group.running)
     queued = len(_queued_labels(root) - seen_labels)
     if queued:

@@ -10,6 +10,7 @@ import errno
 import gzip
 import hashlib
 import logging
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -20,6 +21,7 @@ from pathlib import Path
 from dmlbench.datasets.spec import FileSpec
 from dmlbench.errors import ChecksumError, DownloadError, EnvironmentFailure
 from dmlbench.events import Event, EventHandler, emit
+from dmlbench.utils.io import open_no_follow
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +112,48 @@ def verify_file(spec: FileSpec, path: Path, origin: str) -> None:
             )
 
 
+# A .gz may inflate to the catalog's content_size exactly; without one, to this many times its own size
+# (idx image files compress about 3-5x) plus a floor: a bomb stops at the bound, never in memory whole.
+CONTENT_RATIO = 20
+CONTENT_FLOOR = 32 << 20
+
+
+def content_limit(spec: FileSpec, compressed: int) -> int:
+    """The most bytes `spec`'s decompressed content may have."""
+    return spec.content_size if spec.content_size is not None else CONTENT_RATIO * compressed + CONTENT_FLOOR
+
+
 def verify_content(spec: FileSpec, path: Path, origin: str) -> bytes:
-    """Decompress a .gz (or read a plain file) and check the catalog's content size/sha256; return the bytes."""
+    """Decompress a .gz (or read a plain file) and check the catalog's content size/sha256; return the bytes.
+
+    Decompression stops one byte past `content_limit`: a file that inflates further is refused.
+    """
     try:
-        raw = path.read_bytes()
-        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        size = path.stat().st_size
+        limit = content_limit(spec, size)
+        with path.open("rb") as handle:
+            gzipped = handle.read(2) == b"\x1f\x8b"
+            handle.seek(0)
+            if gzipped:
+                with gzip.GzipFile(fileobj=handle) as inflated:
+                    data = inflated.read(limit + 1)
+            else:
+                data = handle.read(limit + 1)
     except (OSError, EOFError, zlib.error) as err:
         raise ChecksumError(
             f"{path.name} from {origin} is not a valid gzip file ({err})",
             hint="the file is truncated or damaged; get it again",
         ) from None
+    if len(data) > limit:
+        raise ChecksumError(
+            f"{path.name} from {origin} decompresses to more than {limit:,} bytes "
+            + (
+                f"(the catalog expects {spec.content_size:,})"
+                if spec.content_size is not None
+                else f"({size:,} compressed)"
+            ),
+            hint=f"the file is malicious (a decompression bomb) or not the {spec.name} the catalog describes",
+        )
     if looks_like_html(data[:512]):
         raise ChecksumError(f"{path.name} from {origin} is an HTML page, not {spec.name}", hint="get the real file")
     if spec.content_size is not None and len(data) != spec.content_size:
@@ -192,7 +226,8 @@ def _fetch_once(url: str, part: Path, spec: FileSpec, on_event: EventHandler | N
         if have:
             emit(on_event, Event("advance", task, amount=have))
         received = 0
-        with part.open(mode) as handle:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+        with os.fdopen(open_no_follow(part, flags), mode) as handle:  # a planted link is refused, never followed
             try:
                 if first:
                     handle.write(first)

@@ -24,10 +24,15 @@ from dmlbench.datasets.download import download_file
 from dmlbench.datasets.prepared import (
     ARRAY_FILE,
     BOX_COLUMNS,
+    IMAGES_DIR,
     INDEX_FILE,
     INFO_FILE,
+    META_DIR,
+    PREPARE_LOCK,
+    RAW_DIR,
     SEQUENCE_COLUMN,
     PreparedDataset,
+    check_no_links,
     dataset_dir,
     open_prepared,
     write_info,
@@ -39,6 +44,7 @@ from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.paths import StrPath, check_name
 from dmlbench.utils.locks import exclusive_lock
+from dmlbench.utils.npy import load_npy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,8 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
-PREPARE_LOCK = ".prepare.lock"  # one prepare per dataset folder at a time
-_PAYLOAD = ("images", ARRAY_FILE, "meta", INDEX_FILE)
+_PAYLOAD = (IMAGES_DIR, ARRAY_FILE, META_DIR, INDEX_FILE)
 
 
 def prepare(
@@ -83,6 +88,8 @@ def prepare(
             f"{spec.name} is generated or bundled; --from is not used for it",
             hint=f"run `dmlbench prepare {spec.name}` without --from",
         )
+    if root.is_dir():
+        check_no_links(root, spec)  # before the lock file is opened: nothing is written through a link
     try:
         root.mkdir(parents=True, exist_ok=True)
         lock = exclusive_lock(root / PREPARE_LOCK, holder=f"prepare {spec.name}", what=f"dataset folder {root}")
@@ -115,7 +122,7 @@ def _build(
     except OSError as err:
         raise EnvironmentFailure(f"cannot create {root}: {err.strerror}", hint="check --data-root") from None
     try:
-        inputs = _acquire(spec, reader, source, root / "raw", on_event)
+        inputs = _acquire(spec, reader, source, root / RAW_DIR, on_event)
         emit(on_event, Event("log", spec.name, message=f"building {spec.name} from {inputs.describe()}"))
         frame = _apply_protocol(spec, reader.build(spec, inputs, staging, on_event))
         spec = reader.fit_spec(spec, frame)
@@ -216,7 +223,7 @@ def _check_splits(spec: DatasetSpec, frame: pd.DataFrame) -> bool:
 def _array_image_size(staging: Path) -> list[int] | None:
     if not (staging / ARRAY_FILE).is_file():
         return None
-    shape = np.load(staging / ARRAY_FILE, mmap_mode="r").shape
+    shape = load_npy(staging / ARRAY_FILE, mmap_mode="r").shape
     return [int(shape[1]), int(shape[2])]
 
 

@@ -18,7 +18,7 @@ import dmlbench
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import MissingInputError
 from dmlbench.paths import StrPath, child_path, default_data_root
-from dmlbench.utils.io import SCHEMA_VERSION, read_json, write_json_atomic
+from dmlbench.utils.io import SCHEMA_VERSION, read_json, refuse_links, write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,12 +26,33 @@ if TYPE_CHECKING:
 INDEX_FILE = "index.csv"
 INFO_FILE = "prepared.json"
 ARRAY_FILE = "images.npy"
+IMAGES_DIR = "images"
+META_DIR = "meta"
+RAW_DIR = "raw"  # verified downloads and resumable `.part` files
+PREPARE_LOCK = ".prepare.lock"  # one prepare per dataset folder at a time
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 # Optional integer column: rows sharing a value are never each other's neighbours in evaluation
 # (open-metric-learning's `sequence`; a query and its own gallery row share one too).
 SEQUENCE_COLUMN = "sequence"
 #: Sources of datasets made from the user's files: their spec lives in their prepared.json, not a catalog.
 USER_SOURCES = frozenset({"imagefolder", "omlcsv"})
+# Every name `prepare` writes in a dataset folder, folders before what they hold (its downloads are
+# `raw/<file>` and `raw/<file>.part` for each catalog file; the staging folder is made fresh each time).
+DATASET_PATHS = (PREPARE_LOCK, INFO_FILE, INDEX_FILE, ARRAY_FILE, IMAGES_DIR, META_DIR, RAW_DIR)
+
+
+def download_names(spec: DatasetSpec) -> tuple[str, ...]:
+    """`raw/<file>` and `raw/<file>.part` of each catalog file, relative to the dataset folder."""
+    return tuple(f"{RAW_DIR}/{f.name}{suffix}" for f in spec.files for suffix in ("", ".part"))
+
+
+def check_no_links(root: Path, spec: DatasetSpec) -> None:
+    """ConfigError naming the first link planted at a name `prepare` writes in the dataset folder `root`.
+
+    A dataset folder is copied between machines like a run folder: before a prepare writes, replaces or
+    removes anything, no name it owns may be a link (the folder itself may: the user chose it).
+    """
+    refuse_links(root, (*DATASET_PATHS, *download_names(spec)))
 
 
 @dataclass(frozen=True)

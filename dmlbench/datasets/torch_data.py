@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from dmlbench.datasets.prepared import ARRAY_FILE, BOX_COLUMNS, PreparedDataset
 from dmlbench.errors import ChecksumError, UsageError
+from dmlbench.utils.npy import load_npy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -228,7 +229,9 @@ def build_dataset(
     if prepared.is_array:
         if bbox_crop:
             raise UsageError(f"{prepared.name} has no bounding boxes", hint="bbox_crop is for cub200 and cars196")
-        images = np.load(prepared.root / ARRAY_FILE, mmap_mode="r")
+        images = load_npy(
+            prepared.root / ARRAY_FILE, mmap_mode="r", hint=f"rerun `dmlbench prepare {prepared.name} --force`"
+        )
         rows = _array_rows(frame)
         return ArrayImageDataset(
             np.asarray(images[rows]),

@@ -1,7 +1,8 @@
 """Score embeddings produced elsewhere, read from files: .npy, .npz (named arrays) and .pt (tensors).
 
-Arrays load with `np.load(allow_pickle=False)` and `torch.load(weights_only=True)`: a file can hold
-numbers, never code. `evaluate_files` is the embeddings-file form of `dmlbench evaluate`.
+Arrays load through `dmlbench.utils.npy` (no pickles; a header is checked against the file's size before
+anything is allocated) and `torch.load(weights_only=True)`: a file can hold numbers, never code.
+`evaluate_files` is the embeddings-file form of `dmlbench evaluate`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from dmlbench.errors import MissingInputError, UsageError
 from dmlbench.evaluation.core import EvalOptions, EvalOutcome, check_options, evaluate_embeddings, with_overrides
 from dmlbench.events import EventHandler
+from dmlbench.utils.npy import load_npy, load_npz
 
 SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 EMBEDDINGS_KEY, LABELS_KEY = "embeddings", "labels"
@@ -49,10 +51,9 @@ def _read(path: Path) -> dict[str, np.ndarray] | np.ndarray:
         )
     try:
         if suffix == ".npy":
-            return np.asarray(np.load(path, allow_pickle=False))
+            return load_npy(path)
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {name: np.asarray(archive[name]) for name in archive.files}
+            return load_npz(path)
         import torch
 
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)

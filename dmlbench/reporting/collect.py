@@ -158,11 +158,20 @@ def find_run_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[RunDir]:
 
 
 def collect(paths: Sequence[str | os.PathLike[str]]) -> Collection:
-    """Read every run under `paths`; corrupt files raise, unusable runs are kept with an exclusion reason."""
+    """Read every run under `paths`; unusable or damaged runs are kept with an exclusion reason.
+
+    Run folders are copied between machines, so one of them may be damaged (a corrupt config, a metric
+    that is not a number, an unknown status): that run is left out with the reason, the others are read.
+    """
     runs: list[RunInfo] = []
     trials = 0
     for run_dir in find_run_dirs(paths):
-        info = read_run(run_dir)
+        try:
+            info = read_run(run_dir)
+        except DmlbenchError as err:
+            info = RunInfo(
+                run_id=run_dir.run_id, run_dir=run_dir, status="unreadable", excluded=f"damaged: {err.message}"
+            )
         if info.kind == "trial":  # validation-only by design: counted, never a row nor a "left out" note
             trials += 1
             continue
@@ -315,9 +324,10 @@ def _as_int(value: Any) -> int | None:
 
 def read_history(run: RunInfo) -> pd.DataFrame:
     """Training-step rows of the run's history (step, epoch, loss); a torn or non-finite row is skipped."""
-    rows = [
-        {"step": row.step, "epoch": row.epoch, "loss": row.loss}
-        for row in run.run_dir.read_history().steps
-        if math.isfinite(row.loss)
-    ]
+    try:
+        steps = run.run_dir.read_history().steps
+    except DmlbenchError as err:  # a loss curve is optional: the report goes on without this one
+        log.warning("%s: %s; no loss curve", run.run_id, err.message)
+        return pd.DataFrame()
+    rows = [{"step": row.step, "epoch": row.epoch, "loss": row.loss} for row in steps if math.isfinite(row.loss)]
     return pd.DataFrame.from_records(rows, columns=["step", "epoch", "loss"]) if rows else pd.DataFrame()

@@ -21,6 +21,7 @@ from dmlbench.reporting.collect import EVAL_SPLIT, Collection, RunInfo, read_his
 from dmlbench.reporting.render import KIND_SUFFIX, RenderedFigure, plain
 from dmlbench.reporting.tables import MEASURED, DatasetTable, Report, Row, loss_sort_key
 from dmlbench.utils.io import write_bytes_atomic
+from dmlbench.utils.npy import load_npy
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,10 @@ def plot_tsne(dataset: str, runs: Sequence[RunInfo], stem: Path) -> RenderedFigu
     for index, loss in enumerate(losses):
         run = chosen[loss]
         try:
-            embeddings = np.load(run.run_dir.embeddings_path(EVAL_SPLIT), allow_pickle=False)
-            labels = np.load(run.run_dir.labels_path(EVAL_SPLIT), allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:  # empty/truncated/pickled: the map is optional, the report not
-            log.warning("%s: cannot read saved embeddings (%s); no t-SNE", run.run_id, err)
+            embeddings = load_npy(run.run_dir.embeddings_path(EVAL_SPLIT))
+            labels = load_npy(run.run_dir.labels_path(EVAL_SPLIT))
+        except DmlbenchError as err:  # empty/truncated/forged/pickled: the map is optional, the report not
+            log.warning("%s: %s; no t-SNE", run.run_id, err.message)
             continue
         if embeddings.ndim != 2 or labels.ndim != 1 or len(embeddings) != len(labels) or len(embeddings) < 5:
             log.warning("%s: embeddings and labels do not match or are too few; no t-SNE", run.run_id)

@@ -1,17 +1,67 @@
-"""Atomic file writes and checksums: a reader never sees half a file."""
+"""Atomic file writes and checksums: a reader never sees half a file.
+
+Run and dataset folders are copied between machines, so what is inside them is untrusted: a file name
+the tool writes may have been replaced by a link to any file of the user's. Atomic writes replace the
+name itself (never what a link points to); files written in place (locks, appended logs) are opened
+with `open_no_follow`; and the folders' owners refuse every planted link before they write anything
+(`refuse_links`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from dmlbench.errors import ConfigError
+
 SCHEMA_VERSION = 1
+LINK_HINT = "remove the link (what it points to was not touched), or use another folder"
+
+
+def link_error(path: Path, what: str = "a symbolic link") -> ConfigError:
+    """The one error for a planted link: it names the link, and nothing was written through it."""
+    return ConfigError(
+        f"{path} is {what}; dmlbench never writes through links inside a run or dataset folder", hint=LINK_HINT
+    )
+
+
+def refuse_links(root: Path, relative: Iterable[str]) -> None:
+    """ConfigError naming the first `root/<name>` that is a symbolic link (checked with lstat, never followed).
+
+    List folders before the names inside them: a linked folder is then reported as itself.
+    """
+    for name in relative:
+        path = root / name
+        if path.is_symlink():
+            raise link_error(path)
+
+
+def open_no_follow(path: Path, flags: int, mode: int = 0o666) -> int:
+    """`os.open` for writing in place: a symbolic link at `path` is refused, and so is anything but a
+    regular file with no other hard link (truncating or appending to it would change another file)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise link_error(path) from None
+        if err.errno == errno.ENXIO:  # a fifo or socket nobody reads: O_NONBLOCK kept the open from hanging
+            raise link_error(path, "not a regular file") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file"
+        raise link_error(path, what)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _current_umask() -> int:
@@ -74,9 +124,10 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line and flush it to disk (history.jsonl, train.log)."""
+    """Append one line and flush it to disk (history.jsonl, train.log); a link at `path` is refused."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
         handle.write(line.rstrip("\n") + "\n")
         handle.flush()
         os.fsync(handle.fileno())

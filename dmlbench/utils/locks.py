@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dmlbench.errors import ConfigError
+from dmlbench.utils.io import open_no_follow
 
 
 @contextlib.contextmanager
@@ -21,14 +22,15 @@ def exclusive_lock(path: Path, *, holder: str, what: str) -> Iterator[None]:
     """Hold `path`'s exclusive lock for the block, or raise ConfigError naming the holder's pid and host.
 
     The file is opened (created) by the caller's rules: OSErrors propagate for the caller to translate.
+    The lock file is truncated and rewritten in place, so a link planted at `path` is refused (ConfigError).
     """
-    handle = path.open("a+", encoding="utf-8")
+    handle = os.fdopen(open_no_follow(path, os.O_RDWR | os.O_CREAT), "r+", encoding="utf-8", errors="replace")
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            owner = handle.read().strip() or "another process"
+            owner = handle.read(256).strip() or "another process"
             raise ConfigError(
                 f"{what} is in use by {owner}", hint="wait for it to finish, or use another folder"
             ) from None
@@ -48,14 +50,16 @@ def exclusive_lock(path: Path, *, holder: str, what: str) -> Iterator[None]:
 
 def lock_holder(path: Path) -> str | None:
     """Who holds `path`'s lock now, or None when nobody does (or there is no lock file)."""
-    try:
-        handle = path.open("r", encoding="utf-8")
+    try:  # never through a link: the holder line would show another file's first line
+        handle = os.fdopen(
+            os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "r", encoding="utf-8", errors="replace"
+        )
     except OSError:
         return None
     with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return handle.read().strip() or "another process"
+            return handle.read(256).strip() or "another process"
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     return None

@@ -83,6 +83,17 @@ def _damaged_manifest(sandbox: Path) -> None:
     (run / "manifest.json").write_text("{not json")
 
 
+def _forged_images(sandbox: Path) -> None:
+    """images.npy whose header declares 10**9 digits: refused from the header, never allocated."""
+    import io
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 8, 8)})
+    (sandbox / "data" / "digits" / "images.npy").write_bytes(header.getvalue() + bytes(100))
+
+
 TRAIN = ["train", "--dataset", "digits", "--quiet", "--no-eval", "--data-root", "{data}", "--steps", "1"]
 
 CASES = [
@@ -148,6 +159,13 @@ CASES = [
     Case("bad device", [*TRAIN, "--run-dir", "{out}/R", "--device", "tpu"], 2, "tpu"),
     Case("weights file missing", [*TRAIN, "--run-dir", "{out}/R", "--weights", "{user}/w.pth"], 2, "weights"),
     Case("unknown backbone", [*TRAIN, "--run-dir", "{out}/R", "--backbone", "resnet5"], 2, "resnet50"),
+    Case(
+        "prepared images forged",
+        [*TRAIN, "--run-dir", "{out}/R"],
+        3,
+        "declares a 1000000000x8x8 uint8 array",
+        _forged_images,
+    ),
     Case("nproc zero", [*TRAIN, "--run-dir", "{out}/R", "--nproc-per-node", "0"], 2, "nproc"),
     # prepare
     Case("prepare unknown", ["prepare", "cub-200", "--data-root", "{out}"], 2, "cub-200"),

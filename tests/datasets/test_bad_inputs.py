@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import errno
+import io
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dataset_builders import (
@@ -14,6 +17,7 @@ from dataset_builders import (
     FileServer,
     assert_nothing_left,
     build_cub_tgz,
+    build_fashion_files,
     build_sop_zip,
     closed_port,
     sop_layout,
@@ -336,6 +340,23 @@ def test_copy_tree_reports_every_file(tmp_path: Path) -> None:
     assert [e.kind for e in events][-1] == "finish"
 
 
+def test_copy_tree_without_hard_links_copies_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    big = bytes(range(256)) * (3 * extract.CHUNK // 256 + 7)  # several chunks and a remainder
+    (src / "a" / "big.bin").write_bytes(big)
+    (src / "a" / "empty.bin").write_bytes(b"")
+
+    def cross_device(*args: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(extract.os, "link", cross_device)
+    result = extract.copy_tree(src, tmp_path / "dest", lambda name: name)
+    assert result.written == {"a/big.bin", "a/empty.bin"}
+    assert (tmp_path / "dest" / "a" / "big.bin").read_bytes() == big
+    assert (tmp_path / "dest" / "a" / "empty.bin").read_bytes() == b""
+
+
 def test_write_error_while_extracting_is_not_blamed_on_the_archive(
     cub_mini: Built, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,3 +368,150 @@ def test_write_error_while_extracting_is_not_blamed_on_the_archive(
     _assert_error(result, 4, "cannot write into", "Permission denied")
     assert "corrupt" not in result.stderr
     assert_nothing_left(data_root, NAME)
+
+
+# ------------------------------------------------------------------ decompression bombs (issue 24)
+
+BOMB = 48 << 20  # inflates ~1000x from ~48 KiB: over the 32 MiB floor, far under a test machine's memory
+
+
+def _zeros(size: int) -> Iterator[bytes]:
+    chunk = bytes(1 << 20)
+    for start in range(0, size, len(chunk)):
+        yield chunk[: min(len(chunk), size - start)]
+
+
+def _add_zip_bomb(archive: Path, name: str, size: int = BOMB) -> None:
+    """Append a deflated member of `size` zero bytes, streamed (never whole in memory)."""
+    with zipfile.ZipFile(archive, "a", compression=zipfile.ZIP_DEFLATED) as zf, zf.open(name, "w") as member:
+        for chunk in _zeros(size):
+            member.write(chunk)
+
+
+def _tgz_with_bomb(archive: Path, cub_rows_: list[int], name: str, size: int = BOMB) -> Built:
+    """The mini CUB archive with a member of `size` zeros in front of the rest."""
+    import tarfile
+
+    plain = archive.with_suffix(".plain.tgz")
+    build_cub_tgz(plain, rows=cub_rows_)
+
+    class Zeros(io.RawIOBase):
+        """`size` zero bytes as a stream, a buffer at a time."""
+
+        def __init__(self) -> None:
+            self.left = size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            view = memoryview(buffer).cast("B")
+            count = min(len(view), self.left)
+            view[:count] = bytes(count)
+            self.left -= count
+            return count
+
+    with tarfile.open(plain) as src, tarfile.open(archive, "w:gz", compresslevel=9) as dst:
+        bomb = tarfile.TarInfo(name)
+        bomb.size = size
+        dst.addfile(bomb, io.BufferedReader(Zeros()))
+        for member in src:
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    plain.unlink()
+    return Built.of(archive)
+
+
+def _sop_spec(built: Built) -> DatasetSpec:
+    return spec_override(
+        "sop",
+        name="sop-mini",
+        files=(built.file_spec("Stanford_Online_Products.zip", "zip"),),
+        expect_images={},
+        expect_classes={},
+    )
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["Stanford_Online_Products/bicycle_final/111_bomb.JPG", "Stanford_Online_Products/Ebay_info.txt"],
+    ids=["image", "metadata"],
+)
+def test_zip_bomb_member_is_refused_from_its_header(member: str, data_root: Path, tmp_path: Path) -> None:
+    rows = sop_layout(3, 3)
+    archive = tmp_path / "Stanford_Online_Products.zip"
+    build_sop_zip(archive, rows)
+    with zipfile.ZipFile(archive) as zf:  # the bomb takes the place of a real member
+        kept = [(info, zf.read(info)) for info in zf.infolist() if info.filename != member]
+    with zipfile.ZipFile(archive, "w") as zf:
+        for info, data in kept:
+            zf.writestr(info, data)
+    _add_zip_bomb(archive, member)
+    assert archive.stat().st_size < BOMB // 500  # the bomb really is one
+    result = _run(tmp_path, data_root, _sop_spec(Built.of(archive)), "--from", str(archive))
+    _assert_error(result, 4, "refusing archive member", "bytes to 50,331,648 (more than 100x)", "decompression bomb")
+    assert_nothing_left(data_root, "sop-mini")
+
+
+def test_zip_bomb_outside_the_listed_members_is_never_read(data_root: Path, tmp_path: Path) -> None:
+    rows = sop_layout(3, 3)
+    archive = tmp_path / "Stanford_Online_Products.zip"
+    built = build_sop_zip(archive, rows)
+    _add_zip_bomb(archive, "Stanford_Online_Products/README-bomb.bin", 8 * BOMB)
+    result = _run(tmp_path, data_root, _sop_spec(Built.of(archive)), "--from", str(archive))
+    assert result.exit_code == 0, result.output
+    prepared = data_root / "sop-mini"
+    assert sum(1 for _ in (prepared / "images").rglob("*.JPG")) == built.train_images + built.test_images
+    assert not list(prepared.rglob("*bomb*"))
+
+
+@pytest.mark.parametrize("size", [4 << 20, 256 << 10], ids=["read in chunks", "read at once"])
+def test_zip_member_inflating_past_its_declared_size_is_refused(size: int, data_root: Path, tmp_path: Path) -> None:
+    """A forged central directory that understates a member's size: caught as the member is inflated."""
+    rows = sop_layout(3, 3)
+    archive = tmp_path / "Stanford_Online_Products.zip"
+    build_sop_zip(archive, rows)
+    member = "Stanford_Online_Products/bicycle_final/111_liar.JPG"
+    _add_zip_bomb(archive, member, size)
+    data = bytearray(archive.read_bytes())
+    central = data.rfind(b"PK\x01\x02" + data[data.rfind(b"PK\x01\x02") + 4 : data.rfind(b"PK\x01\x02") + 8])
+    assert data[central + 46 : central + 46 + len(member)] == member.encode()
+    data[central + 24 : central + 28] = (1000).to_bytes(4, "little")  # uncompressed size: 1000 bytes
+    archive.write_bytes(bytes(data))
+    result = _run(tmp_path, data_root, _sop_spec(Built.of(archive)), "--from", str(archive))
+    _assert_error(result, 4, "inflates past the 1,000 bytes its header declares")
+    assert_nothing_left(data_root, "sop-mini")
+
+
+@pytest.mark.parametrize(
+    "member", ["CUB_200_2011/images/001.x/bomb.jpg", "unlisted/bomb.bin"], ids=["listed", "unlisted"]
+)
+def test_tgz_bomb_is_refused_from_its_header(
+    member: str, data_root: Path, tmp_path: Path, cub_mini_rows: list[int]
+) -> None:
+    archive = tmp_path / "bomb" / "CUB_200_2011.tgz"
+    archive.parent.mkdir()
+    built = _tgz_with_bomb(archive, cub_mini_rows[:5], member)
+    assert built.size < BOMB // 200
+    result = _run(tmp_path, data_root, _mini_spec(built), "--from", str(archive))
+    _assert_error(result, 4, f"refusing archive member '{member}'", "would inflate to more than", "(10x its")
+    assert_nothing_left(data_root, NAME)
+
+
+def test_gz_inflating_past_the_catalog_content_size_is_refused(data_root: Path, tmp_path: Path) -> None:
+    import gzip
+
+    folder = tmp_path / "fm"
+    built = build_fashion_files(folder)
+    name = "train-labels-idx1-ubyte.gz"
+    declared = gzip.decompress((folder / name).read_bytes())
+    with gzip.open(folder / name, "wb") as handle:  # the real content, then 48 MiB more
+        handle.write(declared)
+        for chunk in _zeros(BOMB):
+            handle.write(chunk)
+    files = tuple(FileSpec(name=n, format="gz", content_size=len(content)) for n, (_, content) in built.items())
+    spec = spec_override("fashion-mnist", name="fm-mini", files=files, expect_images={}, expect_classes={})
+    result = _run(tmp_path, data_root, spec, "--from", str(folder))
+    _assert_error(
+        result, 4, f"{name} from", f"decompresses to more than {len(declared):,} bytes", "the catalog expects"
+    )
+    assert_nothing_left(data_root, "fm-mini")

@@ -73,6 +73,30 @@ def _setup_damaged_data(c: dict[str, Path]) -> None:
     (c["tmp"] / "bad-data" / "digits" / "images.npy").write_bytes(b"\x93NUMPY truncated")
 
 
+def _forged_npy(shape: tuple[int, ...], descr: str) -> bytes:
+    """A well-formed .npy header declaring `shape`, followed by a few bytes only."""
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + bytes(64)
+
+
+def _setup_forged_images(c: dict[str, Path]) -> None:
+    shutil.copytree(c["data"] / "digits", c["tmp"] / "bad-data" / "digits")
+    (c["tmp"] / "bad-data" / "digits" / "images.npy").write_bytes(_forged_npy((10**8, 8, 8), "|u1"))
+
+
+def _setup_forged_embeddings(c: dict[str, Path]) -> None:
+    import zipfile
+
+    (c["tmp"] / "forged.npy").write_bytes(_forged_npy((10**12, 512), "<f4"))
+    np.save(c["tmp"] / "labels.npy", np.arange(10))
+    with zipfile.ZipFile(c["tmp"] / "forged.npz", "w") as archive:
+        archive.writestr("embeddings.npy", _forged_npy((10, 4), "<f4")[:-64] + bytes(160))
+        archive.writestr("labels.npy", _forged_npy((10**10,), "<i8"))
+
+
 def _edit_config(c: dict[str, Path], old: str, new: str) -> None:
     path = c["run"] / "config.toml"
     path.write_text(path.read_text().replace(old, new))
@@ -137,7 +161,35 @@ CASES: list[tuple[str, Setup | None, list[str], int, str]] = [
         3,
         "cannot be merged",
     ),
-    ("prepared images corrupt", _setup_damaged_data, ["{run}", "--data-root", "{tmp}/bad-data"], 3, "cannot read the"),
+    ("prepared images corrupt", _setup_damaged_data, ["{run}", "--data-root", "{tmp}/bad-data"], 3, "images.npy"),
+    (
+        "prepared images declare a huge shape",
+        _setup_forged_images,
+        ["{run}", "--data-root", "{tmp}/bad-data"],
+        3,
+        "declares a 100000000x8x8 uint8 array",
+    ),
+    (
+        "embeddings declare a huge shape",
+        _setup_forged_embeddings,
+        ["--embeddings", "{tmp}/forged.npy", "--labels", "{tmp}/labels.npy"],
+        3,
+        "declares a 1000000000000x512 float32 array",
+    ),
+    (
+        "labels declare a huge shape",
+        _setup_forged_embeddings,
+        ["--embeddings", "{tmp}/labels.npy", "--labels", "{tmp}/forged.npy"],
+        3,
+        "forged.npy: its header declares",
+    ),
+    (
+        "npz member declares a huge shape",
+        _setup_forged_embeddings,
+        ["--embeddings", "{tmp}/forged.npz"],
+        3,
+        "member labels.npy",
+    ),
     ("data root is a file", None, ["{run}", "--data-root", "{tmp}/afile"], 2, "is a file or inside one"),
     (
         "embeddings output is a folder",

@@ -129,3 +129,24 @@ def test_progress_goes_to_stderr_and_quiet_silences_it(digits_root: Path, tmp_pa
     assert result.exit_code == 0, result.stderr
     assert "epoch 1" in result.stderr and "loss=" in result.stderr
     assert "epoch 1" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xff\xfe\x00 not utf-8\n", b"\x89PNG\r\n\x1a\n\x00\x00", b'{"step": 9, "ep'],
+    ids=["not utf-8", "binary", "torn"],
+)
+def test_resume_over_a_garbled_history_keeps_its_good_rows(garbage: bytes, digits_root: Path, tmp_path: Path) -> None:
+    """A history.jsonl with garbage between its rows (a copied folder, a disk error): resume, no traceback."""
+    run_dir = tmp_path / "r"
+    assert _train("--steps", "3", "--no-eval", "--run-dir", str(run_dir), data_root=digits_root, runs=tmp_path)[0] == 0
+    history = run_dir / "train" / "history.jsonl"
+    lines = history.read_bytes().splitlines(keepends=True)
+    history.write_bytes(lines[0] + garbage + b"\n" + b"".join(lines[1:]) + garbage)
+    code, stdout, stderr = _train(
+        "--resume", "--steps", "5", "--no-eval", "--run-dir", str(run_dir), data_root=digits_root, runs=tmp_path
+    )
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert ": 5 steps" in stdout
+    rows = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5]

@@ -49,3 +49,33 @@ def test_atomic_files_get_the_usual_permissions(tmp_path: Path) -> None:
     mask = os.umask(0o022)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_in_place_writers_refuse_symbolic_and_hard_links(tmp_path: Path) -> None:
+    import os
+
+    from dmlbench.errors import ConfigError
+    from dmlbench.utils.io import append_line
+    from dmlbench.utils.locks import exclusive_lock, lock_holder
+
+    precious = tmp_path / "thesis.tex"
+    precious.write_text("years of work\n")
+    symbolic, hard, fifo = tmp_path / "sym.log", tmp_path / "hard.log", tmp_path / "fifo.log"
+    symbolic.symlink_to(precious)
+    os.link(precious, hard)
+    os.mkfifo(fifo)
+    dangling = tmp_path / "dangling.log"
+    dangling.symlink_to(tmp_path / "created-through-the-link")
+    for path, what in ((symbolic, "symbolic link"), (hard, "hard link"), (fifo, "not a regular file")):
+        with pytest.raises(ConfigError, match=what) as info:
+            append_line(path, "appended")
+        assert str(path) in info.value.message and info.value.hint
+        with pytest.raises(ConfigError, match=what), exclusive_lock(path, holder="test", what="folder"):
+            pass
+    with pytest.raises(ConfigError, match="symbolic link"):
+        append_line(dangling, "appended")
+    assert not (tmp_path / "created-through-the-link").exists()
+    assert precious.read_text() == "years of work\n"
+    with exclusive_lock(tmp_path / "real.lock", holder="test", what="folder"):
+        assert lock_holder(symbolic) is None  # never reads another file's first line as a holder
+        assert lock_holder(tmp_path / "real.lock") is not None
