@@ -20,3 +20,8 @@ BACKBONES.register("resnet50", "dmlbench.models.backbones:resnet50", _IMAGENET)
 def backbone_info(name: str) -> BackboneInfo:
     """The facts of backbone `name` (registered or `timm:<model>`); UnknownNameError with did-you-mean."""
     return BACKBONES.info(name)
+
+
+def backbone_help() -> str:
+    """The `--backbone` help text, generated from the registry."""
+    return f"{BACKBONES.describe_names()}."

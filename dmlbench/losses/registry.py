@@ -1,0 +1,34 @@
+"""The LOSSES registry, torch-free: listing loss names (for `--help`, docs tables, tests) imports no torch.
+
+Adding a built-in loss is its module plus one line here. Every other name form goes through the scheme
+table of `dmlbench.registry`: `pml:<Class>` (any pytorch-metric-learning loss), `path/to/file.py:Attr`,
+`package.module:Attr`, and names installed packages add under the `dmlbench.losses` entry-point group.
+"""
+
+from __future__ import annotations
+
+from dmlbench.registry import Registry, Scheme
+
+LOSSES: Registry[object] = Registry(
+    "loss",
+    base="dmlbench.losses.base:MetricLoss",
+    schemes=[Scheme("pml", "dmlbench.losses.pml:pml_loss_class", "pml:<ClassName> (any pytorch-metric-learning loss)")],
+    entry_point_group="dmlbench.losses",
+    builds="torch.nn:Module",
+)
+LOSSES.add("clustering", "dmlbench.losses.clustering:ClusteringLoss")
+LOSSES.add("triplet", "dmlbench.losses.triplet:TripletLoss")
+LOSSES.add("lifted", "dmlbench.losses.lifted:LiftedStructLoss")
+LOSSES.add("npairs", "dmlbench.losses.npairs:NPairsLoss")
+# pytorch-metric-learning baselines (dmlbench/losses/pml.py).
+LOSSES.add("contrastive", "dmlbench.losses.pml:ContrastiveLoss")
+LOSSES.add("multisimilarity", "dmlbench.losses.pml:MultiSimilarityLoss")
+LOSSES.add("proxyanchor", "dmlbench.losses.pml:ProxyAnchorLoss")
+LOSSES.add("normsoftmax", "dmlbench.losses.pml:NormSoftmaxLoss")
+LOSSES.add("arcface", "dmlbench.losses.pml:ArcFaceLoss")
+LOSSES.add("supcon", "dmlbench.losses.pml:SupConLoss")
+
+
+def loss_help() -> str:
+    """The `--loss` help text of every command, generated from the registry."""
+    return f"{LOSSES.describe_names()}."
