@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dmlbench.errors import ConfigError, MissingInputError, RunIncompleteError, from_os_error
-from dmlbench.utils.io import SCHEMA_VERSION, append_line, read_json, write_json_atomic, write_text_atomic
+from dmlbench.utils.io import (
+    SCHEMA_VERSION,
+    append_line,
+    read_json,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from dmlbench.utils.locks import exclusive_lock, lock_holder
 
 if TYPE_CHECKING:
@@ -40,6 +47,7 @@ LOCK = ".lock"
 TRAIN = "train"
 EVAL = "eval"
 TENSORBOARD = "tensorboard"
+PLUGINS = "plugins"  # copies of the plugin files (a loss or backbone of your own) the run was trained with
 METRICS = "metrics.json"
 # Everything a run may write, relative to its folder: `clear()` removes these and refuses anything else.
 RUN_FILES = (MANIFEST, CONFIG)
@@ -80,6 +88,16 @@ class DatasetRecord(_Record):
     train_test_disjoint: bool | None = None
 
 
+class PluginRecord(_Record):
+    """A file plugin a run was trained with: the name as given, the file, its sha256 and the run's copy."""
+
+    role: Literal["loss", "backbone"]
+    name: str  # verbatim, as in config.toml: `./my_loss.py:MyLoss`
+    path: str  # the file's absolute path when the run started
+    sha256: str
+    stored: str  # the copy inside the run folder, relative to it: plugins/<role>-<stem>-<sha256[:12]>.py
+
+
 class Manifest(_Record):
     """`manifest.json`."""
 
@@ -105,6 +123,7 @@ class Manifest(_Record):
     fold: int | None = None  # the validation fold of a trial, when tuning with K folds
     tuned_params: dict[str, Any] | None = None  # the best parameters a final run was trained with
     tuning_trials: int | None = None  # how many finished trials chose those parameters
+    plugins: list[PluginRecord] = Field(default_factory=list)  # file plugins (loss, backbone) and their sha256
 
 
 class MetricsRecord(_Record):
@@ -229,6 +248,26 @@ class RunDir:
     @property
     def log_path(self) -> Path:
         return self.train_dir / "train.log"
+
+    def plugin_copy(self, role: str, source: Path, sha256: str) -> Path:
+        """Where the run keeps its copy of a plugin file (named by role, file stem and content)."""
+        return self.root / PLUGINS / f"{role}-{source.stem}-{sha256[:12]}.py"
+
+    def write_plugin_copy(self, role: Literal["loss", "backbone"], name: str, source: Path, data: bytes) -> PluginRecord:
+        """Copy a plugin file's bytes into the run folder (atomically) and return its manifest record."""
+        import hashlib
+
+        sha256 = hashlib.sha256(data).hexdigest()
+        target = self.plugin_copy(role, source, sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(target, data)
+        return PluginRecord(
+            role=role,
+            name=name,
+            path=str(source),
+            sha256=sha256,
+            stored=target.relative_to(self.root).as_posix(),
+        )
 
     def eval_dir(self, split: str) -> Path:
         """`eval/<split>/`, written by `evaluate`."""
@@ -441,6 +480,8 @@ class RunDir:
                         foreign.append(split_dir)
                         continue
                     foreign += [p for p in split_dir.iterdir() if p.name not in EVAL_FILES or not p.is_file()]
+            elif child.name == PLUGINS and child.is_dir():
+                foreign += [p for p in child.iterdir() if p.suffix != ".py" or not p.is_file()]
             elif child.name == TENSORBOARD and child.is_dir():
                 foreign += [p for p in child.rglob("*") if p.is_file() and not p.name.startswith("events.out.")]
             else:
@@ -459,7 +500,7 @@ class RunDir:
             )
         for name in RUN_FILES:
             (self.root / name).unlink(missing_ok=True)
-        for folder in (self.train_dir, self.root / EVAL, self.tensorboard_dir):
+        for folder in (self.train_dir, self.root / EVAL, self.tensorboard_dir, self.root / PLUGINS):
             if folder.is_dir():
                 shutil.rmtree(folder)
 
