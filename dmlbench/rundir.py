@@ -253,7 +253,9 @@ class RunDir:
         """Where the run keeps its copy of a plugin file (named by role, file stem and content)."""
         return self.root / PLUGINS / f"{role}-{source.stem}-{sha256[:12]}.py"
 
-    def write_plugin_copy(self, role: Literal["loss", "backbone"], name: str, source: Path, data: bytes) -> PluginRecord:
+    def write_plugin_copy(
+        self, role: Literal["loss", "backbone"], name: str, source: Path, data: bytes
+    ) -> PluginRecord:
         """Copy a plugin file's bytes into the run folder (atomically) and return its manifest record."""
         import hashlib
 
