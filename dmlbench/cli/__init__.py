@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 import dmlbench
-from dmlbench.cli import bench, env, evaluate, prepare, report, status, train, tune
+from dmlbench.cli import bench, check_loss, env, evaluate, prepare, report, status, train, tune
 
 EPILOG = """Examples:
 
@@ -60,6 +60,7 @@ app.command("bench")(bench.command)
 app.command("tune")(tune.command)
 app.command("env")(env.command)
 app.command("status")(status.command)
+app.command("check-loss")(check_loss.command)
 
 
 def main() -> None:
