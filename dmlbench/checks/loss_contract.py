@@ -132,7 +132,7 @@ def _finite(tensor: Tensor | None) -> bool:
 
 def _close(a: Tensor, b: Tensor, rtol: float) -> bool:
     a, b = a.double(), b.double()
-    scale = float(max(a.abs().max(), b.abs().max(), 1e-12))
+    scale = max(float(a.abs().max()), float(b.abs().max()), 1e-12)
     return bool(((a - b).abs() <= rtol * scale).all())
 
 
@@ -190,7 +190,8 @@ def _check_label_values(build: Builder, dim: int) -> CheckResult:
             return CheckResult("class ids", False, f"{ids}: {outcome.describe_error()}")
     assert small.value is not None and large.value is not None
     if not _close(small.value, large.value, VALUE_RTOL):
-        return CheckResult("class ids", False, f"loss {float(small.value):.6g} (0..7) vs {float(large.value):.6g} (large)")
+        values = f"loss {float(small.value):.6g} (0..7) vs {float(large.value):.6g} (large)"
+        return CheckResult("class ids", False, values)
     if small.grad is not None and large.grad is not None and not _close(small.grad, large.grad, GRAD_RTOL):
         return CheckResult("class ids", False, f"gradients differ by {_rel(large.grad, small.grad):.2g} (rel)")
     return CheckResult("class ids", True, "0..P-1 and large arbitrary ids give the same loss")
@@ -228,9 +229,8 @@ def _check_float64(build: Builder, dim: int) -> CheckResult:
     assert single.value is not None and double.value is not None
     difference = _rel(single.value, double.value)
     if not _finite(double.value) or difference > FLOAT64_RTOL:
-        return CheckResult(
-            "float64 vs float32", False, f"{float(single.value):.6g} vs {float(double.value):.6g} (rel {difference:.2g})"
-        )
+        values = f"{float(single.value):.6g} vs {float(double.value):.6g} (rel {difference:.2g})"
+        return CheckResult("float64 vs float32", False, values)
     return CheckResult("float64 vs float32", True, f"rel difference {difference:.1g}")
 
 
