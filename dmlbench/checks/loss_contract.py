@@ -166,7 +166,7 @@ def _check_random_batches(build: Builder, dim: int) -> CheckResult:
 def _keeping_class_order(labels: Tensor, perm: Tensor) -> Tensor:
     """`perm` changed so that each class's rows keep their relative order (classes still interleave anew)."""
     kept = perm.clone()
-    for label in labels.unique():
+    for label in torch.unique(labels):
         slots = torch.nonzero(labels[perm] == label).squeeze(1)
         kept[slots] = torch.nonzero(labels == label).squeeze(1)
     return kept
