@@ -17,7 +17,7 @@ LOSS_FILE = REPO / "tests" / "losses" / "plugins" / "contract_losses.py"
 LOSS = "./my_loss.py:GoodLoss"
 RUN_DIR = "runs/digits-my_loss-GoodLoss-my_backbone-TinyConv-seed0"  # plain-name slugs of both plugins
 
-BACKBONE = '''"""A backbone of your own: a feature map out, no out_features attribute (dmlbench pools and measures it)."""
+BACKBONE = '''"""A backbone of your own: a feature map out, no out_features (dmlbench pools and measures it)."""
 from torch import nn
 
 
@@ -92,7 +92,8 @@ def test_train_evaluate_and_resume_with_a_file_loss_and_backbone(workdir: Path, 
 def test_plugin_errors_are_one_line(workdir: Path, digits_root: Path) -> None:
     base = ["train", "--dataset", "digits", "--data-root", str(digits_root), "--runs-root", "runs", "-q"]
     missing = dmlbench(workdir, *base, "--loss", "./nope.py:Loss")
-    assert missing.returncode == 3 and missing.stderr.startswith("error: plugin file") and "Traceback" not in missing.stderr
+    assert missing.returncode == 3 and missing.stderr.startswith("error: plugin file")
+    assert "Traceback" not in missing.stderr
     typo = dmlbench(workdir, *base, "--loss", "./my_loss.py:GoodLos")
     assert typo.returncode == 2 and "did you mean 'GoodLoss'" in typo.stderr
     not_a_module = dmlbench(workdir, *base, "--loss", "./my_backbone.py:not_a_module", "--steps", "1")
