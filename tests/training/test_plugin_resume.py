@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_train import STEPS, Reference, _cfg, _final_state, _history, _spawn_training, _wait_for_steps
+from test_train import reference_runs as reference_runs  # the fixture: uninterrupted runs to compare with
 
 from dmlbench.rundir import RunDir
 from dmlbench.training import train
