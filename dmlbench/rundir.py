@@ -271,6 +271,20 @@ class RunDir:
             stored=target.relative_to(self.root).as_posix(),
         )
 
+    def stored_plugin_name(self, name: str) -> str:
+        """`name` pointed at the run's own copy when it is a file plugin the run recorded: the trained model
+        is rebuilt from the exact version it was trained with, from any working directory."""
+        from dmlbench.registry import parse_plugin_name
+
+        plugin = parse_plugin_name(name)
+        if plugin is None or plugin.kind != "file" or not self.manifest_path.is_file():
+            return name
+        for record in self.read_manifest().plugins:
+            stored = self.root / record.stored
+            if record.name == name and stored.is_file():
+                return f"{stored.resolve()}:{plugin.attr}"
+        return name
+
     def eval_dir(self, split: str) -> Path:
         """`eval/<split>/`, written by `evaluate`."""
         if split not in SPLITS:

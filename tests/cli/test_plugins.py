@@ -72,8 +72,10 @@ def test_train_evaluate_and_resume_with_a_file_loss_and_backbone(workdir: Path, 
 
         assert file_sha256(run / record["stored"]) == record["sha256"]  # the run keeps the exact version
     assert f'name = "{LOSS}"' in (run / "config.toml").read_text()  # stored verbatim
-    evaluated = dmlbench(workdir, "evaluate", str(run), "--data-root", str(digits_root))
+    (workdir / "my_backbone.py").unlink()  # evaluate rebuilds the backbone from the run's copy, from anywhere
+    evaluated = dmlbench(workdir.parent, "evaluate", str(run), "--data-root", str(digits_root))
     assert evaluated.returncode == 0, evaluated.stderr
+    (workdir / "my_backbone.py").write_text(BACKBONE)
 
     again = [*common, "--backbone", "./my_backbone.py:TinyConv", "--steps", "5", "--resume"]
     with (workdir / "my_loss.py").open("a") as file:
