@@ -32,7 +32,7 @@ from dmlbench.losses.base import (
     attached_zero,
     validate_inputs,
 )
-from dmlbench.registry import did_you_mean
+from dmlbench.registry import did_you_mean, parse_plugin_name
 
 PREFIX = "pml:"
 PROXY_LR_MULTIPLIER = 100.0  # Kim et al. 2020 (proxy anchor): proxies train at 100x the network's lr
@@ -438,7 +438,13 @@ class PMLGenericLoss(PMLLoss):
                 )
             params[arg] = _count(source, context[source])
         mined = None
-        if miner is not None:
+        if miner is not None and not isinstance(miner, str):
+            raise ConfigError(f"{what}: miner must be a name, got {miner!r}", hint='e.g. miner = "PairMarginMiner"')
+        if miner is not None and (miner.startswith(PREFIX) or parse_plugin_name(miner) is not None):
+            from dmlbench.losses.registry import MINERS  # pml:<Miner>, a file or module plugin, an entry point
+
+            mined = MINERS.build(miner, miner_kwargs or {})
+        elif miner is not None:
             miner_cls = _pml_class("miners", miner, "miner")
             mined = miner_cls(**_pml_kwargs(miner_cls, miner_kwargs or {}, f"miner {miner}"))
         elif miner_kwargs:
@@ -454,6 +460,11 @@ class PMLGenericLoss(PMLLoss):
             num_classes=int(indexed) if isinstance(indexed, int) else None,
             lr_multiplier=lr_multiplier,
         )
+
+
+def pml_miner_class(class_name: str) -> Any:
+    """The `pml:` scheme of the miner registry: pytorch-metric-learning's miner `class_name` (did-you-mean)."""
+    return _pml_class("miners", class_name, "miner")
 
 
 _GENERIC: dict[str, type[PMLGenericLoss]] = {}

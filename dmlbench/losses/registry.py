@@ -29,6 +29,17 @@ LOSSES.add("arcface", "dmlbench.losses.pml:ArcFaceLoss")
 LOSSES.add("supcon", "dmlbench.losses.pml:SupConLoss")
 
 
+# Miners pick the pairs or triplets a `pml:` loss sees (`miner = "..."` in its [loss] table): a bare name is a
+# pytorch-metric-learning miner class; `pml:<Miner>`, a file or module plugin and the `dmlbench.miners`
+# entry points resolve here. A miner is a module called as miner(embeddings, labels) -> PML indices tuple.
+MINERS: Registry[object] = Registry(
+    "miner",
+    schemes=[Scheme("pml", "dmlbench.losses.pml:pml_miner_class", "pml:<ClassName> (a pytorch-metric-learning miner)")],
+    entry_point_group="dmlbench.miners",
+    builds="torch.nn:Module",
+)
+
+
 def loss_help() -> str:
     """The `--loss` help text of every command, generated from the registry."""
     return f"{LOSSES.describe_names()}."
