@@ -7,6 +7,8 @@ table of `dmlbench.registry`: `pml:<Class>` (any pytorch-metric-learning loss), 
 
 from __future__ import annotations
 
+import functools
+
 from dmlbench.registry import Registry, Scheme
 
 LOSSES: Registry[object] = Registry(
@@ -40,6 +42,7 @@ MINERS: Registry[object] = Registry(
 )
 
 
+@functools.cache  # every command's --help asks; installed plugins are read from metadata once
 def loss_help() -> str:
     """The `--loss` help text of every command, generated from the registry."""
     return f"{LOSSES.describe_names()}."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dmlbench.models.facts import BackboneInfo
 from dmlbench.models.info import BackboneRegistry
 
@@ -22,6 +24,7 @@ def backbone_info(name: str) -> BackboneInfo:
     return BACKBONES.info(name)
 
 
+@functools.cache  # every command's --help asks; installed plugins are read from metadata once
 def backbone_help() -> str:
     """The `--backbone` help text, generated from the registry."""
     return f"{BACKBONES.describe_names()}."

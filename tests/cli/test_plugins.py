@@ -160,3 +160,25 @@ def test_torchrun_with_two_processes_trains_a_plugin_loss(workdir: Path, digits_
     manifest = json.loads((workdir / "r" / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["status"] == "complete"
     assert [p["name"] for p in manifest["plugins"]] == [LOSS]
+
+
+def test_a_plugin_loss_parameter_trains_and_is_checkpointed(workdir: Path, digits_root: Path) -> None:
+    import torch
+
+    from dmlbench.config import load_config
+    from dmlbench.training import train
+    from dmlbench.training.optim import build_optimizer
+
+    name = f"{workdir / 'my_loss.py'}:LearnedScaleLoss"
+    cfg = load_config(None, ["schedule.steps=3"], {"dataset": "digits", "loss.name": name})
+    summary = train(cfg, workdir / "run", data_root=digits_root, evaluate_at_end=False)
+    state = torch.load(summary.run_dir / "train" / "last.pt", weights_only=True)
+    assert float(state["loss"]["log_scale"]) != 0.0  # it moved: the optimizer holds it
+    from dmlbench.losses import LOSSES
+    from dmlbench.models import build_embedder
+
+    assert summary.config is not None
+    loss = LOSSES.build(name, {})
+    groups = build_optimizer(build_embedder(summary.config.model), summary.config.optim, loss).param_groups
+    [group] = [g for g in groups if any(p is loss.log_scale for p in g["params"])]
+    assert group["lr"] == summary.config.optim.lr * 10.0  # at its own param_lr_multiplier

@@ -69,3 +69,16 @@ class PerRankLoss(GoodLoss):
             mine = slice(dist.get_rank() * share, (dist.get_rank() + 1) * share)
             embeddings, labels = embeddings[mine], labels[mine]
         return contrastive(embeddings, labels, self.margin)
+
+
+class LearnedScaleLoss(GoodLoss):
+    """A learnable parameter (a distance scale), which must join the optimizer as proxies do."""
+
+    param_lr_multiplier = 10.0
+
+    def __init__(self, margin: float = 0.8) -> None:
+        super().__init__(margin)
+        self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        return contrastive(embeddings * self.log_scale.exp(), labels, self.margin)
