@@ -165,10 +165,13 @@ class Registry(Generic[T]):
         schemes: Sequence[Scheme] = (),
         entry_point_group: str | None = None,
         builds: str | None = None,
+        plugins: bool = False,
     ) -> None:
         """`base` ("module:Class" imports lazily) checks built-in entries; `builds` ("module:Class") is what
-        every build, a plugin's included, must return."""
+        every build, a plugin's included, must return; `plugins` admits `file.py:Attr` and `module:Attr`
+        names (losses, miners, backbones: code a user brings; not formats or sources)."""
         self.kind = kind
+        self.plugins = plugins
         self.base = base
         self.builds = builds
         self.entry_point_group = entry_point_group
@@ -206,7 +209,8 @@ class Registry(Generic[T]):
     def describe_names(self) -> str:
         """One line for `--help` and hints: the plain names, the schemes and the plugin forms."""
         forms = [scheme.help for scheme in self._schemes.values()]
-        forms.append("path/to/file.py:Attr or package.module:Attr (your own)")
+        if self.plugins:
+            forms.append("path/to/file.py:Attr or package.module:Attr (your own)")
         return f"{', '.join(self.names())}; {'; '.join(forms)}"
 
     def name_kind(self, name: str) -> NameKind:
@@ -216,15 +220,17 @@ class Registry(Generic[T]):
         prefix, colon, _ = name.partition(":")
         if colon and prefix in self._schemes:
             return "scheme"
-        plugin = parse_plugin_name(name)
+        plugin = parse_plugin_name(name) if self.plugins else None
         if plugin is not None:
             return plugin.kind
         if self.entry_point_group is not None and name in _entry_points(self.entry_point_group):
             return "entry_point"
         known = self.names()
-        forms = "; ".join([s.help for s in self._schemes.values()] + ["or path/to/file.py:Attr, package.module:Attr"])
+        extra = ["or path/to/file.py:Attr, package.module:Attr"] if self.plugins else []
+        forms = "; ".join([s.help for s in self._schemes.values()] + extra)
         raise UnknownNameError(
-            f"unknown {self.kind} {name!r}", hint=f"{did_you_mean(name, known)}known: {', '.join(known)}; {forms}"
+            f"unknown {self.kind} {name!r}",
+            hint=f"{did_you_mean(name, known)}known: {', '.join(known)}" + (f"; {forms}" if forms else ""),
         )
 
     # -- resolving ---------------------------------------------------------------------------------------
@@ -232,6 +238,8 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
+        if name in self._targets:
+            return True  # a built-in: known without importing it
         try:
             self.get(name)
         except (UnknownNameError, ConfigError, MissingInputError, EnvironmentFailure):

@@ -17,6 +17,7 @@ LOSSES: Registry[object] = Registry(
     schemes=[Scheme("pml", "dmlbench.losses.pml:pml_loss_class", "pml:<ClassName> (any pytorch-metric-learning loss)")],
     entry_point_group="dmlbench.losses",
     builds="torch.nn:Module",
+    plugins=True,
 )
 LOSSES.add("clustering", "dmlbench.losses.clustering:ClusteringLoss")
 LOSSES.add("triplet", "dmlbench.losses.triplet:TripletLoss")
@@ -39,6 +40,7 @@ MINERS: Registry[object] = Registry(
     schemes=[Scheme("pml", "dmlbench.losses.pml:pml_miner_class", "pml:<ClassName> (a pytorch-metric-learning miner)")],
     entry_point_group="dmlbench.miners",
     builds="torch.nn:Module",
+    plugins=True,
 )
 
 

@@ -59,6 +59,7 @@ class BackboneRegistry(Registry[Any]):
                 )
             ],
             entry_point_group="dmlbench.backbones",
+            plugins=True,
         )
         self._info: dict[str, BackboneInfo] = {}
 

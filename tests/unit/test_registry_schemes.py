@@ -47,6 +47,7 @@ def registry() -> Registry[Widget]:
         base=Widget,
         schemes=[Scheme("x2", f"{__name__}:double", "x2:<n> (doubled)")],
         entry_point_group=GROUP,
+        plugins=True,
     )
     table.add("plain", f"{__name__}:Widget")
     return table
@@ -186,3 +187,13 @@ def test_help_lists_the_registry_not_a_typed_list() -> None:
     for name in LOSSES.builtin_names():
         assert name in result.stdout
     assert "pml:<ClassName>" in result.stdout and "path/to/file.py:Attr" in result.stdout
+
+
+def test_plugin_forms_are_opt_in_per_registry() -> None:
+    """Formats, sources and baselines take no code from a name: `json:dumps` is just an unknown format."""
+    from dmlbench.reporting import RENDERERS
+
+    with pytest.raises(UnknownNameError) as info:
+        RENDERERS.get("json:dumps")
+    assert "file.py" not in (info.value.hint or "")
+    assert "markdown" in RENDERERS and "json:dumps" not in RENDERERS
