@@ -42,11 +42,10 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def backbone_slug(backbone: str) -> str:
-    """A backbone name as part of a folder name: `timm:vit_small_patch16_224.dino` -> `timm-vit_small...`.
+    """A backbone name as part of a folder name: `timm:vit_small_patch16_224.dino` -> `timm-vit_small...`."""
+    from dmlbench.registry import name_slug
 
-    A colon in a folder name breaks scp, rsync and Windows; a slash would make two folders.
-    """
-    return backbone.replace(":", "-").replace("/", "-")
+    return name_slug(backbone)
 
 
 def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
@@ -101,7 +100,9 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
         schedule.epochs = dataset_epochs or defaults["epochs"]
     if resolved.run_id is None:
         backbone_name = backbone_slug(model.backbone or "")
-        loss_name = resolved.loss.name.replace(":", "-")
+        from dmlbench.registry import name_slug
+
+        loss_name = name_slug(resolved.loss.name)
         resolved.run_id = f"{resolved.dataset}-{loss_name}-{backbone_name}-seed{resolved.seed}"
     check_name(resolved.run_id, "run_id")
     return resolved

@@ -26,6 +26,7 @@ from dmlbench.utils.io import (
     append_line,
     read_json,
     refuse_links,
+    write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
 )
@@ -47,6 +48,7 @@ LOCK = ".lock"
 TRAIN = "train"
 EVAL = "eval"
 TENSORBOARD = "tensorboard"
+PLUGINS = "plugins"  # copies of the plugin files (a loss or backbone of your own) the run was trained with
 METRICS = "metrics.json"
 # Everything a run may write, relative to its folder: `clear()` removes these and refuses anything else.
 RUN_FILES = (MANIFEST, CONFIG)
@@ -63,13 +65,13 @@ SPLITS = ("test", "val")
 
 def _owned_paths() -> tuple[str, ...]:
     """Every name a run writes, relative to its folder, each folder before what it holds."""
-    names = [LOCK, *RUN_FILES, TRAIN, *(f"{TRAIN}/{name}" for name in TRAIN_FILES), TENSORBOARD, EVAL]
+    names = [LOCK, *RUN_FILES, TRAIN, *(f"{TRAIN}/{name}" for name in TRAIN_FILES), TENSORBOARD, PLUGINS, EVAL]
     for split in SPLITS:
         names += [f"{EVAL}/{split}", *(f"{EVAL}/{split}/{name}" for name in EVAL_FILES)]
     return tuple(names)
 
 
-# What `check_no_links` refuses to find as a link (tensorboard's own event files are checked as found).
+# What `check_no_links` refuses to find as a link (tensorboard's event files and plugin copies are checked as found).
 OWNED_PATHS = _owned_paths()
 
 # The runs root's own layout, beside the run folders of `train` and `bench`.
@@ -99,6 +101,16 @@ class DatasetRecord(_Record):
     train_test_disjoint: bool | None = None
 
 
+class PluginRecord(_Record):
+    """A file plugin a run was trained with: the name as given, the file, its sha256 and the run's copy."""
+
+    role: Literal["loss", "backbone"]
+    name: str  # verbatim, as in config.toml: `./my_loss.py:MyLoss`
+    path: str  # the file's absolute path when the run started
+    sha256: str
+    stored: str  # the copy inside the run folder, relative to it: plugins/<role>-<stem>-<sha256[:12]>.py
+
+
 class Manifest(_Record):
     """`manifest.json`."""
 
@@ -124,6 +136,7 @@ class Manifest(_Record):
     fold: int | None = None  # the validation fold of a trial, when tuning with K folds
     tuned_params: dict[str, Any] | None = None  # the best parameters a final run was trained with
     tuning_trials: int | None = None  # how many finished trials chose those parameters
+    plugins: list[PluginRecord] = Field(default_factory=list)  # file plugins (loss, backbone) and their sha256
 
 
 class MetricsRecord(_Record):
@@ -248,6 +261,42 @@ class RunDir:
     @property
     def log_path(self) -> Path:
         return self.train_dir / "train.log"
+
+    def plugin_copy(self, role: str, source: Path, sha256: str) -> Path:
+        """Where the run keeps its copy of a plugin file (named by role, file stem and content)."""
+        return self.root / PLUGINS / f"{role}-{source.stem}-{sha256[:12]}.py"
+
+    def write_plugin_copy(
+        self, role: Literal["loss", "backbone"], name: str, source: Path, data: bytes
+    ) -> PluginRecord:
+        """Copy a plugin file's bytes into the run folder (atomically) and return its manifest record."""
+        import hashlib
+
+        sha256 = hashlib.sha256(data).hexdigest()
+        target = self.plugin_copy(role, source, sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(target, data)
+        return PluginRecord(
+            role=role,
+            name=name,
+            path=str(source),
+            sha256=sha256,
+            stored=target.relative_to(self.root).as_posix(),
+        )
+
+    def stored_plugin_name(self, name: str) -> str:
+        """`name` pointed at the run's own copy when it is a file plugin the run recorded: the trained model
+        is rebuilt from the exact version it was trained with, from any working directory."""
+        from dmlbench.registry import parse_plugin_name
+
+        plugin = parse_plugin_name(name)
+        if plugin is None or plugin.kind != "file" or not self.manifest_path.is_file():
+            return name
+        for record in self.read_manifest().plugins:
+            stored = self.root / record.stored
+            if record.name == name and stored.is_file():
+                return f"{stored.resolve()}:{plugin.attr}"
+        return name
 
     def eval_dir(self, split: str) -> Path:
         """`eval/<split>/`, written by `evaluate`."""
@@ -462,9 +511,10 @@ class RunDir:
         named it.
         """
         refuse_links(self.root, OWNED_PATHS)
-        if self.tensorboard_dir.is_dir():
-            for folder, dirs, files in os.walk(self.tensorboard_dir):  # os.walk never descends into links
-                refuse_links(Path(folder), [*dirs, *files])
+        for owned_dir in (self.tensorboard_dir, self.root / PLUGINS):  # their file names vary: check as found
+            if owned_dir.is_dir():
+                for folder, dirs, files in os.walk(owned_dir):  # os.walk never descends into links
+                    refuse_links(Path(folder), [*dirs, *files])
 
     def foreign_entries(self) -> list[Path]:
         """Files or folders here that no run writes (what `--force` must never delete); links count as foreign."""
@@ -489,6 +539,8 @@ class RunDir:
                         foreign.append(split_dir)
                         continue
                     foreign += [p for p in split_dir.iterdir() if p.name not in EVAL_FILES or not own_file(p)]
+            elif child.name == PLUGINS and own_dir(child):
+                foreign += [p for p in child.iterdir() if p.suffix != ".py" or not own_file(p)]
             elif child.name == TENSORBOARD and own_dir(child):
                 foreign += [
                     p
@@ -516,7 +568,7 @@ class RunDir:
             )
         for name in RUN_FILES:
             (self.root / name).unlink(missing_ok=True)
-        for folder in (self.train_dir, self.root / EVAL, self.tensorboard_dir):
+        for folder in (self.train_dir, self.root / EVAL, self.tensorboard_dir, self.root / PLUGINS):
             if folder.is_dir():
                 shutil.rmtree(folder)
 

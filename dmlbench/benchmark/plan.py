@@ -149,13 +149,12 @@ def make_plan(
 
     catalogs = tuple(Path(c) for c in catalog)
     RENDERERS.get(fmt)  # a typo in --format fails before hours of training
-    dataset_names = names(
-        "dataset", datasets or [default_dataset()], sorted(load_catalog(catalogs, data_root=data_root))
-    )
-    pml_names = [n.strip() for n in losses if n.strip().startswith("pml:")]
-    for name in pml_names:
-        LOSSES.get(name)  # any pytorch-metric-learning loss; did-you-mean on a typo
-    loss_names = names("loss", losses, [*LOSSES.names(), *pml_names])
+    known_datasets = sorted(load_catalog(catalogs, data_root=data_root))
+    dataset_names = names("dataset", datasets or [default_dataset()], known_datasets)
+    given = [n.strip() for n in losses if n.strip()]
+    for name in given:
+        LOSSES.get(name)  # any name of the scheme table (pml:, a file, a module); did-you-mean on a typo
+    loss_names = names("loss", given, given or LOSSES.names())
     seeds_ = seed_list(seeds)
     flags = {"schedule.epochs": epochs} if epochs is not None else {}
     metrics = tuple(eval_metrics) if eval_metrics is not None else None

@@ -10,7 +10,21 @@ from typing import Annotated
 import typer
 
 import dmlbench
-from dmlbench.cli import bench, embed, env, evaluate, export, index, prepare, report, search, status, train, tune
+from dmlbench.cli import (
+    bench,
+    check_loss,
+    embed,
+    env,
+    evaluate,
+    export,
+    index,
+    prepare,
+    report,
+    search,
+    status,
+    train,
+    tune,
+)
 
 EPILOG = """Examples:
 
@@ -64,6 +78,7 @@ app.command("export")(export.command)
 app.command("index")(index.command)
 app.command("search")(search.command)
 app.command("status")(status.command)
+app.command("check-loss")(check_loss.command)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from dmlbench.cli._output import (
 )
 from dmlbench.cli.report import split_list
 from dmlbench.launch import cli_options as opt
+from dmlbench.losses.registry import loss_help
 
 
 @friendly_errors
@@ -30,7 +31,8 @@ def command(
         ),
     ] = None,
     losses: Annotated[
-        list[str] | None, typer.Option(help="Losses \\[default: clustering,triplet,lifted,npairs].")
+        list[str] | None,
+        typer.Option(help=f"Losses, comma-separated \\[default: clustering,triplet,lifted,npairs]: {loss_help()}"),
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per combination (0..N-1).", min=1)] = 3,
     config: Annotated[Path | None, typer.Option(help="TOML config applied to every run.")] = None,

@@ -11,6 +11,8 @@ import typer
 
 from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, resolve_runs_root
 from dmlbench.errors import UsageError
+from dmlbench.losses.registry import loss_help
+from dmlbench.models.registry import backbone_help
 
 M, D, R = "Model and loss", "Data", "Run"
 
@@ -19,11 +21,7 @@ M, D, R = "Model and loss", "Data", "Run"
 def command(
     loss: Annotated[
         str | None,
-        typer.Option(
-            help="clustering, triplet, lifted, npairs, contrastive, multisimilarity, proxyanchor, "
-            "normsoftmax, arcface, supcon or pml:<Class>.",
-            rich_help_panel=M,
-        ),
+        typer.Option(help=loss_help(), rich_help_panel=M),
     ] = None,
     dataset: Annotated[
         str | None,
@@ -35,7 +33,7 @@ def command(
     ] = None,
     backbone: Annotated[
         str | None,
-        typer.Option(help="Backbone (default: the dataset's; timm:<name> for any timm model).", rich_help_panel=M),
+        typer.Option(help=f"Backbone (default: the dataset's): {backbone_help()}", rich_help_panel=M),
     ] = None,
     embedding_dim: Annotated[int | None, typer.Option(help="Embedding size (default 64).", rich_help_panel=M)] = None,
     catalog: Annotated[

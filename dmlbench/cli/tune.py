@@ -10,13 +10,14 @@ import typer
 
 from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, resolve_runs_root
 from dmlbench.launch import cli_options as opt
+from dmlbench.losses.registry import loss_help
 
 S, T, R = "Study", "Trials", "Run"
 
 
 @friendly_errors
 def command(
-    loss: Annotated[str, typer.Option(help="The loss to tune (any registered loss).", rich_help_panel=S)],
+    loss: Annotated[str, typer.Option(help=f"The loss to tune: {loss_help()}", rich_help_panel=S)],
     dataset: Annotated[str, typer.Option(help="Prepared dataset (a name, or a folder / OML CSV).", rich_help_panel=S)],
     trials: Annotated[
         int, typer.Option(help="Finished trials (complete + pruned) the study ends with.", rich_help_panel=T)

@@ -47,7 +47,8 @@ def load_trained_embedder(
     run = RunDir(run_dir)
     run.require_complete()
     cfg = read_run_config(run)
-    model = build_embedder(cfg.model, load_weights=False)
+    backbone = run.stored_plugin_name(cfg.model.backbone or "")  # a file backbone: the run's own copy
+    model = build_embedder(cfg.model.model_copy(update={"backbone": backbone}), load_weights=False)
     try:
         state = torch.load(run.model_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

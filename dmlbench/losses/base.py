@@ -86,6 +86,10 @@ class MetricLoss(nn.Module):
     min_samples_per_class: ClassVar[int] = 2
     """Images of one class a batch needs for this loss to have positives (proxy losses need only 1)."""
 
+    row_order: ClassVar[str] = "any"
+    """"any": the loss is invariant to the order of the batch rows. "within_class": it depends on the order
+    of each class's rows (n-pairs forms its pairs in batch order) and only on that; `check-loss` tests which."""
+
     param_lr_multiplier: float = 1.0
     """The loss's own parameters (proxies, class weights) train at optim.lr x this; unused without parameters."""
 

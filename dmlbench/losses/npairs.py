@@ -40,6 +40,7 @@ class NPairsLoss(MetricLoss):
     """
 
     expects_normalized = False
+    row_order = "within_class"  # pairs are each class's rows in batch order (TF contrib's rule)
 
     def __init__(self, reg_lambda: float = 0.002) -> None:
         super().__init__()

@@ -2,7 +2,8 @@
 
 PML's implementations are used as they are; what is dmlbench's here is the glue: input validation (the
 shared `MetricLoss` rules), documented defaults, search spaces for `dmlbench tune`, the mapping from
-dataset labels to the rows of a loss's per-class parameters, and the `pml:` resolver of the registry.
+dataset labels to the rows of a loss's per-class parameters, and `pml_loss_class`, the resolver of the
+loss registry's `pml:` scheme (losses/registry.py).
 
 Per-class parameters (proxies, class weights) are indexed by class. Dataset labels are arbitrary
 integers (CUB's train classes are 1..100, held-out validation classes leave gaps), so every
@@ -31,7 +32,7 @@ from dmlbench.losses.base import (
     attached_zero,
     validate_inputs,
 )
-from dmlbench.registry import Registry, did_you_mean
+from dmlbench.registry import did_you_mean, parse_plugin_name
 
 PREFIX = "pml:"
 PROXY_LR_MULTIPLIER = 100.0  # Kim et al. 2020 (proxy anchor): proxies train at 100x the network's lr
@@ -437,7 +438,13 @@ class PMLGenericLoss(PMLLoss):
                 )
             params[arg] = _count(source, context[source])
         mined = None
-        if miner is not None:
+        if miner is not None and not isinstance(miner, str):
+            raise ConfigError(f"{what}: miner must be a name, got {miner!r}", hint='e.g. miner = "PairMarginMiner"')
+        if miner is not None and (miner.startswith(PREFIX) or parse_plugin_name(miner) is not None):
+            from dmlbench.losses.registry import MINERS  # pml:<Miner>, a file or module plugin, an entry point
+
+            mined = MINERS.build(miner, miner_kwargs or {})
+        elif miner is not None:
             miner_cls = _pml_class("miners", miner, "miner")
             mined = miner_cls(**_pml_kwargs(miner_cls, miner_kwargs or {}, f"miner {miner}"))
         elif miner_kwargs:
@@ -453,6 +460,11 @@ class PMLGenericLoss(PMLLoss):
             num_classes=int(indexed) if isinstance(indexed, int) else None,
             lr_multiplier=lr_multiplier,
         )
+
+
+def pml_miner_class(class_name: str) -> Any:
+    """The `pml:` scheme of the miner registry: pytorch-metric-learning's miner `class_name` (did-you-mean)."""
+    return _pml_class("miners", class_name, "miner")
 
 
 _GENERIC: dict[str, type[PMLGenericLoss]] = {}
@@ -481,37 +493,3 @@ def pml_loss_class(class_name: str) -> type[PMLGenericLoss]:
     )
     _GENERIC[class_name] = generic
     return generic
-
-
-class LossRegistry(Registry[MetricLoss]):
-    """The loss registry: fixed names, plus `pml:<ClassName>` resolved on lookup for any other PML loss."""
-
-    def __contains__(self, name: object) -> bool:
-        if isinstance(name, str) and name.startswith(PREFIX):
-            try:
-                pml_loss_class(name[len(PREFIX) :])
-            except (ConfigError, UnknownNameError):
-                return False
-            return True
-        return super().__contains__(name)
-
-    def target(self, name: str) -> str:
-        if name.startswith(PREFIX):
-            return f"{__name__}:{pml_loss_class(name[len(PREFIX) :]).__name__}"
-        return super().target(name)
-
-    def _check(self, name: str) -> None:
-        if name.startswith(PREFIX):
-            pml_loss_class(name[len(PREFIX) :])
-            return
-        try:
-            super()._check(name)
-        except UnknownNameError as err:
-            raise UnknownNameError(
-                err.message, hint=f"{err.hint}; or {PREFIX}<ClassName> for any pytorch-metric-learning loss"
-            ) from None
-
-    def get(self, name: str) -> Any:
-        if name.startswith(PREFIX):
-            return pml_loss_class(name[len(PREFIX) :])
-        return super().get(name)

@@ -1,7 +1,7 @@
 """Embedding models: BACKBONES registry (one line per backbone, with its facts) and the Embedder built from `[model]`.
 
 Importing this package is cheap: backbones (and timm) are imported on first use. `timm:<model>` names
-reach every timm model through the same registry.
+reach every timm model through the same registry, `path/to/file.py:Attr` a backbone of your own.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def build_embedder(model_cfg: ModelConfig, *, in_channels: int | None = None, lo
     from pathlib import Path
 
     from dmlbench.models.embedder import Embedder
+    from dmlbench.models.user_backbone import as_trunk
 
     if model_cfg.backbone is None:
         raise ValueError("build_embedder needs a resolved [model] (backbone is None)")
@@ -52,7 +53,7 @@ def build_embedder(model_cfg: ModelConfig, *, in_channels: int | None = None, lo
         image_size=model_cfg.image_size,
     )
     return Embedder(
-        backbone,
+        as_trunk(backbone, name=model_cfg.backbone, in_channels=channels, image_size=model_cfg.image_size),
         embedding_dim=model_cfg.embedding_dim,
         normalize=bool(model_cfg.normalize),
         freeze_bn=bool(model_cfg.freeze_bn),

@@ -1,23 +1,26 @@
 """Backbone facts and the backbone registry: known without importing torch (timm's facts import timm).
 
 Every other package asks these facts (`backbone_info`) instead of testing backbone names, so a new
-backbone is one registry line with its facts, and `timm:<model>` names work wherever a name does.
+backbone is one registry line with its facts. Names resolve through the registry's scheme table
+(dmlbench/registry.py): `timm:<model>`, `path/to/file.py:Attr`, `package.module:Attr` and the
+`dmlbench.backbones` entry-point group work wherever a built-in name does.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dmlbench.errors import EnvironmentFailure, UnknownNameError
-from dmlbench.models.facts import TIMM_PREFIX, BackboneInfo, is_timm_name
-from dmlbench.registry import Registry
+from dmlbench.errors import EnvironmentFailure
+from dmlbench.models.facts import TIMM_PREFIX, BackboneInfo
+from dmlbench.registry import Registry, Scheme
 
 if TYPE_CHECKING:
     from dmlbench.config import ModelConfig
 
-_TIMM_TARGET = "dmlbench.models.timm_backbone:timm_backbone"
+# A backbone of your own trains from scratch at the dataset's size and channels unless its class says
+# otherwise with a `backbone_info = BackboneInfo(...)` attribute (docs/plugins.md).
+PLUGIN_INFO = BackboneInfo(pretrained_by_default=False, channels_last=False)
 
 
 def _timm() -> Any:
@@ -33,57 +36,58 @@ def _timm() -> Any:
     return timm_backbone
 
 
+def timm_factory(model: str) -> Any:
+    """The `timm:` scheme's resolver: the timm factory bound to a checked model name (did-you-mean)."""
+    import functools
+
+    timm_module = _timm()
+    return functools.partial(timm_module.timm_backbone, timm_module.check_timm_name(model))
+
+
 class BackboneRegistry(Registry[Any]):
-    """The BACKBONES table plus each entry's facts; `timm:<model>` names resolve through timm's own list."""
+    """The BACKBONES table plus each built-in entry's facts; other names' facts come from their scheme."""
 
     def __init__(self) -> None:
-        super().__init__("backbone")
+        super().__init__(
+            "backbone",
+            schemes=[
+                Scheme(
+                    TIMM_PREFIX.rstrip(":"),
+                    "dmlbench.models.info:timm_factory",
+                    "timm:<model> (any timm model)",
+                    target="dmlbench.models.timm_backbone:timm_backbone",
+                )
+            ],
+            entry_point_group="dmlbench.backbones",
+            plugins=True,
+        )
         self._info: dict[str, BackboneInfo] = {}
 
     def register(self, name: str, target: str, info: BackboneInfo) -> None:
-        """Add `name -> target` with its facts (the one way entries are added)."""
+        """Add `name -> target` with its facts (the one way built-in entries are added)."""
         self.add(name, target)
         self._info[name] = info
 
-    def __contains__(self, name: object) -> bool:
-        if isinstance(name, str) and is_timm_name(name):
-            return bool(_timm().timm_model_known(name.removeprefix(TIMM_PREFIX)))
-        return super().__contains__(name)
-
-    def _unknown(self, name: str, err: UnknownNameError) -> UnknownNameError:
-        return UnknownNameError(err.message, hint=f"{err.hint}, or timm:<model> (any timm model)")
-
-    def target(self, name: str) -> str:
-        """The "module:attr" of `name`; timm names are checked against timm's list (did-you-mean)."""
-        if is_timm_name(name):
-            _timm().check_timm_name(name.removeprefix(TIMM_PREFIX))
-            return _TIMM_TARGET
-        try:
-            return super().target(name)
-        except UnknownNameError as err:
-            raise self._unknown(name, err) from None
-
-    def get(self, name: str) -> Any:
-        """The factory of `name` (for timm names, the timm factory bound to the model name)."""
-        if is_timm_name(name):
-            timm_module = _timm()
-            return functools.partial(
-                timm_module.timm_backbone, timm_module.check_timm_name(name.removeprefix(TIMM_PREFIX))
-            )
-        try:
-            return super().get(name)
-        except UnknownNameError as err:
-            raise self._unknown(name, err) from None
-
     def info(self, name: str) -> BackboneInfo:
-        """The facts of `name` (timm's come from the model's pretrained config)."""
-        if is_timm_name(name):
+        """The facts of `name`: registered, timm's pretrained config, or a plugin's `backbone_info`."""
+        kind = self.name_kind(name)  # unknown -> did-you-mean
+        if kind == "builtin":
+            return self._info[name]
+        if kind == "scheme":
+            self.get(name)  # an unknown timm model fails here, with timm's did-you-mean
             info: BackboneInfo = _timm().timm_info(name.removeprefix(TIMM_PREFIX))
             return info
-        self.target(name)  # unknown -> did-you-mean
-        if name not in self._info:
-            raise ValueError(f"backbone {name!r} was registered without its BackboneInfo")
-        return self._info[name]
+        declared = getattr(self.get(name), "backbone_info", None)
+        if declared is None:
+            return PLUGIN_INFO
+        if not isinstance(declared, BackboneInfo):
+            from dmlbench.errors import ConfigError
+
+            raise ConfigError(
+                f"backbone {name!r} has a backbone_info that is not a BackboneInfo",
+                hint="backbone_info = dmlbench.models.BackboneInfo(pretrained_by_default=..., channels_last=...)",
+            )
+        return declared
 
 
 def preprocessing(model: ModelConfig) -> Mapping[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dmlbench.models.facts import BackboneInfo
 from dmlbench.models.info import BackboneRegistry
 
@@ -20,3 +22,9 @@ BACKBONES.register("resnet50", "dmlbench.models.backbones:resnet50", _IMAGENET)
 def backbone_info(name: str) -> BackboneInfo:
     """The facts of backbone `name` (registered or `timm:<model>`); UnknownNameError with did-you-mean."""
     return BACKBONES.info(name)
+
+
+@functools.cache  # every command's --help asks; installed plugins are read from metadata once
+def backbone_help() -> str:
+    """The `--backbone` help text, generated from the registry."""
+    return f"{BACKBONES.describe_names()}."

@@ -205,6 +205,11 @@ def read_run(run_dir: RunDir) -> RunInfo:
     run.splits = {str(k): dict(v) for k, v in splits.items() if isinstance(v, dict)} if splits else {}
     if run.kind == "baseline":
         run.loss = manifest.baseline or "baseline"
+    for plugin in manifest.plugins:  # a file plugin's row names its version: two versions never pool
+        if plugin.role == "loss" and run.loss == plugin.name:
+            run.loss = f"{plugin.name}@{plugin.sha256[:8]}"
+        elif plugin.role == "backbone" and run.backbone == plugin.name:
+            run.backbone = f"{plugin.name}@{plugin.sha256[:8]}"
 
     record = run_dir.read_metrics(EVAL_SPLIT)
     if record is not None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -138,6 +138,8 @@ def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: 
     if not run.exists() or force:
         run.check_reusable(same_config=True, resume=resume, force=force)
         return
+    if resume:
+        _check_plugins_unchanged(run)
     try:
         stored = run.read_config()
     except DmlbenchError:
@@ -147,6 +149,39 @@ def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: 
     else:
         changed = diff_keys(stored, resolved, ignore=RESUMABLE_CHANGES if resume else frozenset())
     run.check_reusable(same_config=not changed, resume=resume, force=force)
+
+
+def file_plugins(cfg: TrainConfig) -> list[tuple[Literal["loss", "backbone"], str, Path]]:
+    """The (role, name, file) of each `path/to/file.py:Attr` name in a config (its loss and backbone)."""
+    from dmlbench.registry import parse_plugin_name
+
+    found: list[tuple[Literal["loss", "backbone"], str, Path]] = []
+    for role, name in (("loss", cfg.loss.name), ("backbone", cfg.model.backbone or "")):
+        plugin = parse_plugin_name(name)
+        if plugin is not None and plugin.kind == "file":
+            found.append((role, name, plugin.path))  # type: ignore[arg-type]
+    return found
+
+
+def _check_plugins_unchanged(run: RunDir) -> None:
+    """--resume continues only with the plugin files the run started with (their sha256 is in the manifest)."""
+    from dmlbench.registry import file_sha256, parse_plugin_name
+
+    try:
+        records = run.read_manifest().plugins
+    except DmlbenchError:
+        return  # no readable manifest: check_reusable reports the folder
+    for record in records:
+        plugin = parse_plugin_name(record.name)
+        path = plugin.path if plugin is not None else Path(record.path)
+        now = file_sha256(path) if path.is_file() else None
+        if now != record.sha256:
+            state = f"sha256 {now[:12]} now" if now else f"{path} is missing"
+            raise ConfigError(
+                f"{record.role} plugin {record.name} changed since {run.run_id} started "
+                f"(sha256 {record.sha256[:12]} recorded, {state}); resuming would mix two versions",
+                hint=f"restore the file from the run's copy {run.root / record.stored}, or start over with --force",
+            )
 
 
 class _Run:
@@ -334,6 +369,8 @@ class _Run:
         run, cfg = self.run, self.cfg
         info = dict(getattr(self.data.prepared, "info", {}) or {})
         previous = run.read_manifest() if resume and run.exists() else None
+        # A copy of each plugin file (and its sha256): report names the version, --resume refuses another.
+        plugins = [run.write_plugin_copy(role, name, path, path.read_bytes()) for role, name, path in file_plugins(cfg)]
         run.write_manifest(
             Manifest(
                 run_id=self._run_id,
@@ -354,6 +391,7 @@ class _Run:
                 val_classes=self.data.val_classes,
                 last_step=previous.last_step if previous is not None else 0,
                 last_epoch=previous.last_epoch if previous is not None else 0,
+                plugins=plugins,
                 **self.manifest_fields,
             )
         )

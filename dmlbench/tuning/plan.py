@@ -90,7 +90,9 @@ class Plan:
 
 
 def default_study_name(dataset: str, loss: str) -> str:
-    return f"{dataset}-{loss}".replace(":", "-")
+    from dmlbench.registry import name_slug
+
+    return f"{dataset}-{name_slug(loss)}"
 
 
 def default_startup(trials: int) -> int:
@@ -155,6 +157,7 @@ def make_plan(options: TuneOptions) -> Plan:
         min_train_classes=min_train,
         fixed=fixed,
         source=str(options.space_file) if options.space_file else "the packaged search space",
+        declared=getattr(loss_cls, "search_space", None),
     )
     runs_root = Path(options.runs_root)
     return Plan(

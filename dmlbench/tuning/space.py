@@ -172,6 +172,7 @@ def build_space(
     min_train_classes: int,
     fixed: Sequence[str] = (),
     source: str = "the search space",
+    declared: object = None,
 ) -> Space:
     """The dimensions of `loss` on a backbone kind: checked against the loss's parameters and the data.
 
@@ -183,6 +184,10 @@ def build_space(
     for name, dim in file.optim.get(backbone_kind, {}).items():
         dims[f"optim.{name}"] = dim
     table = file.loss.get(loss)
+    if table is None and declared is not None:
+        # A loss of your own may carry its space as a `search_space` class attribute (docs/plugins.md);
+        # a [loss.<name>] table of --space FILE still wins.
+        table, source = declared_space(loss, declared), f"the search_space of {loss}"
     if table is None and not dims:
         raise ConfigError(
             f"{source} has no [loss.{loss}] table and nothing else to search",
@@ -219,6 +224,25 @@ def build_space(
             hint=hint + (", or drop the --set values that fix them" if fixed_keys else ""),
         )
     return Space(dimensions=dims, batch_size=batch_size)
+
+
+def declared_space(loss: str, declared: object) -> dict[str, Dimension]:
+    """A loss class's `search_space` attribute ({param: {low, high, log} | {choices}}) as checked dimensions."""
+    if not isinstance(declared, Mapping):
+        raise ConfigError(
+            f"the search_space of loss {loss!r} is a {type(declared).__name__}, not a mapping",
+            hint='search_space = {"margin": {"low": 0.1, "high": 1.0}}',
+        )
+    dims: dict[str, Dimension] = {}
+    for name, spec in declared.items():
+        try:
+            dims[str(name)] = Dimension.model_validate(spec)
+        except ValidationError as err:
+            raise ConfigError(
+                f"the search_space of loss {loss!r}: {name}: {err.errors()[0]['msg']}",
+                hint="each dimension is {low, high, log} or {choices = [...]} (docs/tuning.md)",
+            ) from None
+    return dims
 
 
 def _pk_choices(dim: Dimension, batch: int, min_k: int, max_p: int) -> list[int]:
