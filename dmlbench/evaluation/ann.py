@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dmlbench.errors import EnvironmentFailure, UsageError
+from dmlbench.errors import EnvironmentFailure, UnknownNameError, UsageError
 from dmlbench.evaluation.search import (
     Distance,
     FloatMatrix,
@@ -62,7 +62,9 @@ def parse_index(text: str) -> IndexSpec:
     kind = kind.strip()
     if kind not in INDEX_KINDS:
         known = list(INDEX_KINDS)
-        raise UsageError(f"unknown --index kind {kind!r}", hint=f"{did_you_mean(kind, known)}known: {', '.join(known)}")
+        raise UnknownNameError(
+            f"unknown --index kind {kind!r}", hint=f"{did_you_mean(kind, known)}known: {', '.join(known)}"
+        )
     allowed = INDEX_KINDS[kind]
     params: dict[str, int] = {}
     for item in (part.strip() for part in rest.split(",") if part.strip()):

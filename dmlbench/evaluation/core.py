@@ -351,6 +351,9 @@ def evaluate_embeddings(
         n_relevant -= 1
     lone = n_relevant == 0
     retrieval = [key for key in others if key in RETRIEVAL_ORDER]
+    clustering = [key for key in others if key in CLUSTERING_ORDER]
+    # checked before the search: a bad sample size must not cost a full search first
+    cluster_size = _cluster_sample_size(opts, queries.shape, n_classes) if clustering else None
     spec = parse_index(opts.index)
     backend_name = "none"
     choice = None
@@ -369,6 +372,8 @@ def evaluate_embeddings(
                 f"recall@{ks[-1]} asks for more neighbours than the {available} candidates per query",
                 hint=f"use K <= {available} (--recall-k)",
             )
+        if opts.retrieval_sample:  # the worst queries are ranked by their wrong neighbours among the grid's k
+            need = max(need, min(opts.retrieval_k, available))
         candidates = np.flatnonzero(~lone)
         scored: NDArray[np.int64] | None = None  # the sampled query rows, None: every query
         if opts.queries is not None:
@@ -443,12 +448,11 @@ def evaluate_embeddings(
                 engine, queries, query_labels, gallery_ids, rows[keep], per_query, keep, opts, separate, available
             )
 
-    clustering = [key for key in others if key in CLUSTERING_ORDER]
     if clustering:
         if choice is None:
             choice = choose_backend(device, backend)
         points, point_labels, n_clusters = queries, query_labels, n_classes
-        size = _cluster_sample_size(opts, queries.shape, n_classes)
+        size = cluster_size
         if size is not None:
             picks = stratified_sample(query_labels, size, seed)
             points, point_labels = queries[picks], query_labels[picks]
