@@ -44,13 +44,17 @@ def command(
             help="Add the tuning studies (RUNS/studies.journal): summary, optimisation history, parameter importances.",
         ),
     ] = False,
+    intervals: Annotated[
+        bool,
+        typer.Option("--intervals", help="Show 95% confidence intervals in the table (always in csv and json)."),
+    ] = False,
     storage: Annotated[
         str | None,
         typer.Option(help="Optuna storage of the studies: a journal file or URL (sqlite:///..., postgresql://...)."),
     ] = None,
 ) -> None:
-    """Turn run folders into a comparison table: every loss per dataset, mean ± std and 95% CI over seeds,
-    baselines, tuned rows, paper rows."""
+    """Turn run folders into a comparison table: every loss per dataset, mean ± std over seeds (95% CI with
+    --intervals), baselines, tuned rows, paper rows; html and --plots add retrieval grids."""
     from dmlbench.reporting import report
     from dmlbench.utils.io import write_text_atomic
 
@@ -66,6 +70,7 @@ def command(
             on_event=progress,
             studies=studies,
             storage=storage,
+            intervals=intervals,
         )
     if output is None:
         typer.echo(text, nl=False)

@@ -53,3 +53,14 @@ def describe_approximation(approximation: Mapping[str, Any]) -> list[str]:
             f"{_count(clustering.get('of'))} items ({_count(clustering.get('classes'))} classes; {how})"
         )
     return lines
+
+
+CLUSTERING_METRICS = ("nmi", "f1")
+
+
+def approximated(metric: str, approximation: Mapping[str, Any]) -> bool:
+    """Whether `metric` was not computed exactly: retrieval metrics under a query sample or an approximate
+    index, NMI/F1 under a k-means sample."""
+    if metric in CLUSTERING_METRICS:
+        return "clustering" in approximation
+    return "queries" in approximation or "index" in approximation

@@ -45,6 +45,8 @@ def report(
     on_event: EventHandler | None = None,
     studies: bool = False,
     storage: str | os.PathLike[str] | None = None,
+    intervals: bool = False,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> str:
     """Render the runs under `paths` (runs roots or run dirs) as one report string in format `fmt`.
 
@@ -59,13 +61,15 @@ def report(
     summary and, where plots are drawn, its optimisation history and parameter importances; the html
     format adds them by itself when a runs root holds the default study journal. With `plots_dir`, PNG
     and SVG plots are written there; the html format always embeds the plots (drawn in a temporary folder
-    when `plots_dir` is None).
+    when `plots_dir` is None), retrieval grids included: their images are read from the prepared datasets
+    under `data_root` (else where the evaluation found them). `intervals` adds the 95% intervals to the
+    markdown, latex and html tables.
     """
     renderer = RENDERERS.get(fmt)  # unknown format fails before any reading
     collection = collect(paths)
     for run in collection.excluded:
         emit(on_event, Event(kind="log", task="report", message=f"left out {run.run_id}: {run.excluded}"))
-    built = build_report(collection, group_by=group_by, metrics=metrics)
+    built = build_report(collection, group_by=group_by, metrics=metrics, intervals=intervals)
     storages = _storages(paths, studies=studies, storage=storage, fmt=fmt)
     if plots_dir is not None:
         built, figures = _draw(built, collection, Path(plots_dir), storages, on_event)
