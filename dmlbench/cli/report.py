@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, resolve_runs_root, setup_logging
+from dmlbench.cli._output import (
+    ProgressRenderer,
+    err,
+    friendly_errors,
+    resolve_data_root,
+    resolve_runs_root,
+    setup_logging,
+)
 
 
 def split_list(values: list[str] | None) -> list[str] | None:
@@ -48,6 +55,10 @@ def command(
         bool,
         typer.Option("--intervals", help="Show 95% confidence intervals in the table (always in csv and json)."),
     ] = False,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(help="Prepared-data folder, for the retrieval grids' images (env: DMLBENCH_DATA_ROOT)."),
+    ] = None,
     storage: Annotated[
         str | None,
         typer.Option(help="Optuna storage of the studies: a journal file or URL (sqlite:///..., postgresql://...)."),
@@ -71,6 +82,7 @@ def command(
             studies=studies,
             storage=storage,
             intervals=intervals,
+            data_root=resolve_data_root(data_root),
         )
     if output is None:
         typer.echo(text, nl=False)

@@ -72,10 +72,10 @@ def report(
     built = build_report(collection, group_by=group_by, metrics=metrics, intervals=intervals)
     storages = _storages(paths, studies=studies, storage=storage, fmt=fmt)
     if plots_dir is not None:
-        built, figures = _draw(built, collection, Path(plots_dir), storages, on_event)
+        built, figures = _draw(built, collection, Path(plots_dir), storages, on_event, data_root)
     elif fmt == "html":
         with tempfile.TemporaryDirectory(prefix="dmlbench-plots-") as tmp:
-            built, figures = _draw(built, collection, Path(tmp), storages, on_event)
+            built, figures = _draw(built, collection, Path(tmp), storages, on_event, data_root)
     else:
         built, figures = _studies(built, storages, None, [], on_event), []
     text: str = renderer(built, figures)
@@ -122,11 +122,12 @@ def _draw(
     plots_dir: Path,
     storages: Sequence[str | os.PathLike[str]],
     on_event: EventHandler | None,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> tuple[Report, list[RenderedFigure]]:
     from dmlbench.reporting.plots import make_plots
 
     emit(on_event, Event(kind="log", task="report", message=f"drawing plots in {plots_dir}"))
-    figures, skipped = make_plots(built, collection, plots_dir)
+    figures, skipped = make_plots(built, collection, plots_dir, Path(data_root) if data_root is not None else None)
     for name in skipped:
         emit(on_event, Event(kind="log", task="report", message=f"no plots for dataset {name!r}: not a plain name"))
     return _studies(built, storages, plots_dir, figures, on_event), figures
