@@ -281,8 +281,14 @@ def check_options(options: EvalOptions) -> None:
         )
     if options.retrieval_sample < 0 or options.retrieval_k < 1:
         raise UsageError("a retrieval sample needs >= 0 queries and k >= 1", hint="e.g. retrieval_sample=16")
-    parse_index(options.index)
-    _select(options.metrics, options.recall_k)
+    spec = parse_index(options.index)
+    ks, others = _select(options.metrics, options.recall_k)
+    retrieval = bool(ks) or bool(set(others) & set(RETRIEVAL_ORDER))
+    if not retrieval and (options.queries is not None or not spec.exact):
+        flag = "--queries" if options.queries is not None else "--index"
+        raise UsageError(
+            f"{flag} applies to retrieval metrics, and none is selected", hint="add e.g. --metrics recall,map@r"
+        )
 
 
 def evaluate_embeddings(

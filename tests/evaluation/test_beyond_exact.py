@@ -215,3 +215,9 @@ def test_run_folder_writes_a_retrieval_sample_and_the_labels(tmp_path: Path, dat
     first = retrieval.queries[0]
     assert first.query.path.startswith("images.npy#") and len(first.neighbours) == 8
     assert all((n.label == first.query.label) == n.correct for n in first.neighbours)
+
+
+def test_sampling_options_without_retrieval_metrics_are_refused() -> None:
+    for options in ({"queries": 100}, {"index": "hnsw"}):
+        with pytest.raises(UsageError, match="applies to retrieval metrics"):
+            evaluate_embeddings(X, Y, device="cpu", metrics=["nmi"], **options)
