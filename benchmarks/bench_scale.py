@@ -105,6 +105,8 @@ def run_part(name: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown part {name!r}")
     result["peak_rss_mb"] = peak_rss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # all threads: less sensitive to the load than wall time
     return result
 
 
