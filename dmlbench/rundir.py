@@ -50,11 +50,13 @@ EVAL = "eval"
 TENSORBOARD = "tensorboard"
 PLUGINS = "plugins"  # copies of the plugin files (a loss or backbone of your own) the run was trained with
 METRICS = "metrics.json"
+RETRIEVAL = "retrieval.json"  # eval/<split>/: a few queries and their nearest neighbours, for retrieval grids
 # Everything a run may write, relative to its folder: `clear()` removes these and refuses anything else.
 RUN_FILES = (MANIFEST, CONFIG)
 TRAIN_FILES = ("last.pt", "last.pt.tmp", "model.pt", "best.pt", "history.jsonl", "train.log")
 EVAL_FILES = (
     METRICS,
+    RETRIEVAL,
     "embeddings.npy",
     "labels.npy",
     "gallery_embeddings.npy",
@@ -159,6 +161,38 @@ class MetricsRecord(_Record):
     metric_seconds: float | None = None
     dmlbench_version: str | None = None
     computed: dict[str, str] = Field(default_factory=dict)
+    # Evaluation beyond exact search (docs/metrics.md): 95% intervals of metrics estimated from a query
+    # sample, and what was approximated (query sample, approximate index, k-means sample). Empty: exact.
+    intervals: dict[str, list[float]] = Field(default_factory=dict)
+    approximation: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetrievedItem(_Record):
+    """One image of a retrieval grid: its prepared-dataset path (relative to the dataset folder) and label."""
+
+    path: str
+    label: int
+    correct: bool | None = None  # neighbours only: shares the query's class
+
+
+class RetrievedQuery(_Record):
+    """A query of the retrieval sample and its nearest neighbours, nearest first."""
+
+    kind: Literal["worst", "random"]
+    query: RetrievedItem
+    neighbours: list[RetrievedItem]
+
+
+class RetrievalRecord(_Record):
+    """`eval/<split>/retrieval.json`: the worst queries first, then a seeded random sample."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    split: str
+    dataset: str
+    dataset_root: str | None = None  # where the images were when evaluated; reports look in the data root first
+    k: int
+    queries: list[RetrievedQuery] = Field(default_factory=list)
 
 
 class StepRow(BaseModel):
@@ -306,6 +340,9 @@ class RunDir:
 
     def metrics_path(self, split: str) -> Path:
         return self.eval_dir(split) / METRICS
+
+    def retrieval_path(self, split: str) -> Path:
+        return self.eval_dir(split) / RETRIEVAL
 
     def embeddings_path(self, split: str, *, gallery: bool = False) -> Path:
         return self.eval_dir(split) / ("gallery_embeddings.npy" if gallery else "embeddings.npy")
@@ -486,13 +523,20 @@ class RunDir:
         computed = dict.fromkeys(record.metrics, stamp)
         if merge:
             previous = self.read_metrics(record.split)
-            same_protocol = previous is not None and previous.distance == record.distance
+            # a metric subset keeps older values only when they were measured the same way
+            same_protocol = (
+                previous is not None
+                and previous.distance == record.distance
+                and previous.approximation == record.approximation
+            )
             if previous is not None and same_protocol:
                 kept = {k: v for k, v in previous.metrics.items() if k not in record.metrics}
                 kept_computed = {k: previous.computed.get(k, "") for k in kept}
+                kept_intervals = {k: v for k, v in previous.intervals.items() if k in kept}
                 record = record.model_copy(
                     update={
                         "metrics": {**kept, **record.metrics},
+                        "intervals": {**kept_intervals, **record.intervals},
                         "recall_k": sorted(set(previous.recall_k) | set(record.recall_k)),
                     }
                 )
@@ -500,6 +544,24 @@ class RunDir:
         record = record.model_copy(update={"computed": computed})
         write_json_atomic(self.metrics_path(record.split), record.model_dump(mode="json", exclude={"schema_version"}))
         return record
+
+    def write_retrieval(self, record: RetrievalRecord) -> None:
+        """Write `eval/<split>/retrieval.json` atomically."""
+        write_json_atomic(self.retrieval_path(record.split), record.model_dump(mode="json", exclude={"schema_version"}))
+
+    def read_retrieval(self, split: str = "test") -> RetrievalRecord | None:
+        """`eval/<split>/retrieval.json`, or None when missing; MissingInputError when unreadable."""
+        path = self.retrieval_path(split)
+        if not path.is_file():
+            return None
+        try:
+            return RetrievalRecord.model_validate(read_json(path))
+        except (ValueError, OSError) as err:
+            reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+            raise MissingInputError(
+                f"{path} is unreadable: {reason}",
+                hint=f"re-evaluate it with `dmlbench evaluate {self.root} --split {split}`",
+            ) from None
 
     # -- ownership -------------------------------------------------------------------------------
 

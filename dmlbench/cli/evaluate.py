@@ -19,7 +19,7 @@ from dmlbench.cli._output import (
 )
 from dmlbench.errors import UsageError
 
-S, F, B = "Scoring", "Embeddings files", "Baselines"
+S, F, B, A = "Scoring", "Embeddings files", "Baselines", "Beyond exact search (labelled in metrics.json)"
 
 
 def _ints(text: str | None) -> list[int] | None:
@@ -31,20 +31,42 @@ def _ints(text: str | None) -> list[int] | None:
         raise UsageError(f"--recall-k {text!r} is not a list of integers", hint="e.g. --recall-k 1,2,4,8") from None
 
 
-def _render(metrics: dict[str, float], info: dict[str, Any], as_json: bool) -> None:
+def _render(
+    metrics: dict[str, float],
+    info: dict[str, Any],
+    as_json: bool,
+    intervals: dict[str, tuple[float, float]] | None = None,
+) -> None:
+    intervals = intervals or {}
     if as_json:
-        out.print_json(json.dumps({"metrics": metrics, **info}))
+        extra = {"intervals": {k: list(v) for k, v in intervals.items()}} if intervals else {}
+        out.print_json(json.dumps({"metrics": metrics, **extra, **info}))
         return
-    shown = {k: v for k, v in info.items() if k not in ("path", "reused")}
+    shown = {k: v for k, v in info.items() if k not in ("path", "reused", "approximation")}
     table = Table(title=" · ".join(f"{k} {v}" for k, v in shown.items()), title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if intervals:
+        table.add_column("95% interval", justify="right")
     for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}")
+        cells = [name, f"{value:.4f}"]
+        if intervals:
+            low_high = intervals.get(name)
+            cells.append(f"[{low_high[0]:.4f}, {low_high[1]:.4f}]" if low_high else "")
+        table.add_row(*cells)
     out.print(table)
+    for line in approximation_lines(info.get("approximation") or {}):
+        out.print(line, markup=False, highlight=False)
     if "path" in info:
         verb = "reused" if info.get("reused") else "wrote"
         out.print(f"{verb} {info['path']}", markup=False, highlight=False)
+
+
+def approximation_lines(approximation: dict[str, Any]) -> list[str]:
+    """One plain line per shortcut taken, so a table of approximate numbers never reads as exact."""
+    from dmlbench.evaluation.describe import describe_approximation
+
+    return describe_approximation(approximation)
 
 
 def _refuse(given: dict[str, bool], mode: str, hint: str) -> None:
@@ -82,6 +104,28 @@ def command(
     catalog: Annotated[
         list[Path] | None,
         typer.Option("--catalog", help="Extra catalog TOML file with your own datasets.", rich_help_panel=S),
+    ] = None,
+    queries: Annotated[
+        int | None,
+        typer.Option(help="Score a seeded sample of N queries (exact search, 95% intervals).", rich_help_panel=A),
+    ] = None,
+    index: Annotated[
+        str,
+        typer.Option(
+            help="flat (exact), ivf[:nlist=N,nprobe=N] or hnsw[:m=N,ef_search=N,ef_construction=N] (faiss).",
+            rich_help_panel=A,
+        ),
+    ] = "flat",
+    agreement_queries: Annotated[
+        int, typer.Option(help="Queries on which an --index is compared with exact search.", rich_help_panel=A)
+    ] = 1000,
+    cluster_sample: Annotated[
+        int | None,
+        typer.Option(
+            help="k-means (NMI/F1) on a class-stratified sample of N items; 0 = every item "
+            "\\[default: automatic above a size].",
+            rich_help_panel=A,
+        ),
     ] = None,
     embeddings: Annotated[
         Path | None, typer.Option(help="Score these embeddings (.npy/.npz/.pt) instead of a run.", rich_help_panel=F)
@@ -147,6 +191,12 @@ def command(
         "--gallery-labels": gallery_labels is not None,
     }
     catalogs = tuple(catalog or ())
+    beyond: dict[str, Any] = {
+        "queries": queries,
+        "index": index,
+        "agreement_queries": agreement_queries,
+        "cluster_sample": cluster_sample,
+    }
     info: dict[str, Any] = {}
     with ProgressRenderer(quiet=as_json) as progress:
         if baseline is not None:
@@ -159,6 +209,10 @@ def command(
                     "--distance": dist != "cosine",
                     "--save-embeddings": save_embeddings,
                     "--kmeans-niter": kmeans_niter != 25,
+                    "--queries": queries is not None,
+                    "--index": index != "flat",
+                    "--agreement-queries": agreement_queries != 1000,
+                    "--cluster-sample": cluster_sample is not None,
                 },
                 "--baseline",
                 "a baseline scores the test split with every metric, like trained runs; re-score its folder "
@@ -206,6 +260,7 @@ def command(
                 gallery_labels=gallery_labels,
                 kmeans_niter=kmeans_niter,
                 on_event=progress,
+                **beyond,
             )
         else:
             assert run_dir is not None
@@ -228,9 +283,12 @@ def command(
                 kmeans_niter=kmeans_niter,
                 on_event=progress,
                 catalog=catalogs,
+                **beyond,
             )
             assert result.outcome is not None
             outcome, info = result.outcome, {"path": str(result.path)}
     summary = ("n_queries", "n_gallery", "lone_queries", "protocol", "backend")
     info = {**{key: getattr(outcome, key) for key in summary}, "seconds": round(outcome.seconds, 2), **info}
-    _render(outcome.metrics, info, as_json)
+    if outcome.approximation:
+        info["approximation"] = outcome.approximation
+    _render(outcome.metrics, info, as_json, outcome.intervals)

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, resolve_runs_root, setup_logging
+from dmlbench.cli._output import (
+    ProgressRenderer,
+    err,
+    friendly_errors,
+    resolve_data_root,
+    resolve_runs_root,
+    setup_logging,
+)
 
 
 def split_list(values: list[str] | None) -> list[str] | None:
@@ -44,13 +51,21 @@ def command(
             help="Add the tuning studies (RUNS/studies.journal): summary, optimisation history, parameter importances.",
         ),
     ] = False,
+    intervals: Annotated[
+        bool,
+        typer.Option("--intervals", help="Show 95% confidence intervals in the table (always in csv and json)."),
+    ] = False,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(help="Prepared-data folder, for the retrieval grids' images (env: DMLBENCH_DATA_ROOT)."),
+    ] = None,
     storage: Annotated[
         str | None,
         typer.Option(help="Optuna storage of the studies: a journal file or URL (sqlite:///..., postgresql://...)."),
     ] = None,
 ) -> None:
-    """Turn run folders into a comparison table: every loss per dataset, mean ± std and 95% CI over seeds,
-    baselines, tuned rows, paper rows."""
+    """Turn run folders into a comparison table: every loss per dataset, mean ± std over seeds (95% CI with
+    --intervals), baselines, tuned rows, paper rows; html and --plots add retrieval grids."""
     from dmlbench.reporting import report
     from dmlbench.utils.io import write_text_atomic
 
@@ -66,6 +81,8 @@ def command(
             on_event=progress,
             studies=studies,
             storage=storage,
+            intervals=intervals,
+            data_root=resolve_data_root(data_root),
         )
     if output is None:
         typer.echo(text, nl=False)

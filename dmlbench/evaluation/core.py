@@ -12,8 +12,17 @@ from numpy.typing import NDArray
 
 import dmlbench.evaluation.metrics as M
 from dmlbench.errors import UsageError
+from dmlbench.evaluation.ann import ApproximateBackend, agreement, parse_index, recall_bounds
 from dmlbench.evaluation.clustering import DEFAULT_NITER, kmeans_faiss, kmeans_torch
+from dmlbench.evaluation.sampling import (
+    BOOTSTRAP_RESAMPLES,
+    bootstrap_mean_interval,
+    query_sample,
+    stratified_sample,
+    wilson_interval,
+)
 from dmlbench.evaluation.search import (
+    BackendChoice,
     BackendName,
     Distance,
     SearchBackend,
@@ -33,6 +42,14 @@ PROTOCOL_SPLIT = "query vs gallery"
 LARGE_R_MIN = 2048
 _RANK_TILE_ELEMENTS = 1 << 20  # scores ranked at once (4 MB; larger tiles measured slower)
 _SCORE_BLOCK_ELEMENTS = 1 << 24  # scores computed at once on the rank path (64 MB)
+# Above this many k-means multiply-adds (items x classes x dim x iterations x restarts), k-means runs on a
+# class-stratified sample sized to fit it. Stanford Online Products (2.1e12) stays whole; 1M items of
+# 10,000 classes (3.2e13, tens of minutes on 2 cores) get a 125,000-item sample.
+KMEANS_AUTO_BUDGET = 4e12
+SAMPLE_INTERVALS = (
+    "95%: Wilson score interval (Recall@K, P@1); percentile bootstrap of the mean, "
+    f"{BOOTSTRAP_RESAMPLES} resamples (R-Precision, MAP@R)"
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,23 @@ class EvalOutcome:
     distance: str = "cosine"
     protocol: str = PROTOCOL_SELF
     recall_k: list[int] = field(default_factory=list)
+    # 95% intervals of metrics estimated from a query sample, and what was not exact (empty: all exact)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    approximation: dict[str, Any] = field(default_factory=dict)
+    retrieval: RetrievalSample | None = None
+
+
+@dataclass(frozen=True)
+class RetrievalSample:
+    """Queries picked to be looked at: the worst first (most wrong neighbours), then a seeded random draw.
+
+    Indices are rows of the query and gallery arrays (the same array under query=gallery).
+    """
+
+    queries: list[int]
+    kinds: list[str]  # "worst" or "random", per query
+    neighbours: list[list[int]]  # gallery rows, nearest first
+    correct: list[list[bool]]  # whether each neighbour shares the query's class
 
 
 def as_matrix(values: Any, what: str) -> NDArray[np.float32]:
@@ -194,12 +228,15 @@ def _r_metrics_by_rank(
     *,
     exclude_self: bool,
     on_event: EventHandler | None,
+    query_ids: NDArray[np.int64] | None = None,
     groups: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per-query (R-Precision, MAP@R) from whole score rows, a few queries at a time (large R).
 
-    `groups` (query, gallery) push each query's same-group items below every other score: R counts
-    none of them, so they never reach the top R."""
+    With `exclude_self`, query i is gallery column i, or `query_ids[i]` when the queries are a sample.
+    `groups` (these queries' groups, the gallery's) push each query's same-group items below every other
+    score: R counts none of them, so they never reach the top R.
+    """
     n = queries.shape[0]
     rprec = np.full(n, np.nan)
     mapr = np.full(n, np.nan)
@@ -221,7 +258,9 @@ def _r_metrics_by_rank(
                 query_labels[start:stop],
                 gallery_labels,
                 n_relevant[start:stop],
-                np.arange(start, stop, dtype=np.int64) if exclude_self else None,
+                (query_ids[start:stop] if query_ids is not None else np.arange(start, stop, dtype=np.int64))
+                if exclude_self
+                else None,
                 harmonic,
             )
         emit(on_event, Event("advance", task, amount=float(scores.shape[0])))
@@ -245,6 +284,15 @@ class EvalOptions:
     seed: int = 0
     backend: BackendName = "auto"
     tile_size: int = 2048
+    # Beyond exact search (docs/metrics.md): a seeded query sample, an approximate index and the sample
+    # its agreement with exact search is measured on, a k-means sample (None: automatic above a cost).
+    queries: int | None = None
+    index: str = "flat"
+    agreement_queries: int = 1000
+    cluster_sample: int | None = None
+    # Queries whose neighbours are kept for a retrieval grid (half worst, half random), and how many each.
+    retrieval_sample: int = 0
+    retrieval_k: int = 8
 
 
 def with_overrides(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOptions:
@@ -268,7 +316,27 @@ def check_options(options: EvalOptions) -> None:
         raise UsageError("k-means needs niter >= 1 and nredo >= 1", hint="e.g. kmeans_niter=25, kmeans_nredo=1")
     if options.tile_size < 1:
         raise UsageError(f"tile_size must be >= 1, got {options.tile_size}", hint="e.g. tile_size=2048")
-    _select(options.metrics, options.recall_k)
+    if options.queries is not None and options.queries < 1:
+        raise UsageError(f"--queries must be >= 1, got {options.queries}", hint="e.g. --queries 10000")
+    if options.agreement_queries < 1:
+        raise UsageError(
+            f"--agreement-queries must be >= 1, got {options.agreement_queries}", hint="e.g. --agreement-queries 1000"
+        )
+    if options.cluster_sample is not None and options.cluster_sample < 0:
+        raise UsageError(
+            f"--cluster-sample must be >= 0, got {options.cluster_sample}",
+            hint="a sample size such as 50000, or 0 for k-means on every item",
+        )
+    if options.retrieval_sample < 0 or options.retrieval_k < 1:
+        raise UsageError("a retrieval sample needs >= 0 queries and k >= 1", hint="e.g. retrieval_sample=16")
+    spec = parse_index(options.index)
+    ks, others = _select(options.metrics, options.recall_k)
+    retrieval = bool(ks) or bool(set(others) & set(RETRIEVAL_ORDER))
+    if not retrieval and (options.queries is not None or not spec.exact):
+        flag = "--queries" if options.queries is not None else "--index"
+        raise UsageError(
+            f"{flag} applies to retrieval metrics, and none is selected", hint="add e.g. --metrics recall,map@r"
+        )
 
 
 def evaluate_embeddings(
@@ -332,6 +400,9 @@ def evaluate_embeddings(
     ks, others = _select(metrics, recall_k)
 
     values: dict[str, float] = {}
+    intervals: dict[str, tuple[float, float]] = {}
+    approximation: dict[str, Any] = {}
+    sample_for_grid: RetrievalSample | None = None
     classes, class_sizes = np.unique(gallery_ids, return_counts=True)
     pos = np.clip(np.searchsorted(classes, query_labels), 0, classes.size - 1)
     n_relevant = np.where(classes[pos] == query_labels, class_sizes[pos], 0).astype(np.int64)
@@ -343,6 +414,10 @@ def evaluate_embeddings(
         n_relevant -= 1
     lone = n_relevant == 0
     retrieval = [key for key in others if key in RETRIEVAL_ORDER]
+    clustering = [key for key in others if key in CLUSTERING_ORDER]
+    # checked before the search: a bad sample size must not cost a full search first
+    cluster_size = _cluster_sample_size(opts, queries.shape, n_classes) if clustering else None
+    spec = parse_index(opts.index)
     backend_name = "none"
     choice = None
     if ks or retrieval:
@@ -355,85 +430,134 @@ def evaluate_embeddings(
         by_rank = r_metrics and int(n_relevant.max()) > LARGE_R_MIN
         need = max([*ks, 1, int(n_relevant.max()) if r_metrics and not by_rank else 1])
         available = gallery.shape[0] - (0 if separate else 1)
-        fetch = need
         if groups is not None:
-            # exclusion by group: fetch the largest group's worth more, then drop each query's own group
             available = gallery.shape[0] - int(excluded.max())
-            fetch = min(need + int(excluded.max()), gallery.shape[0] - (0 if separate else 1))
         if ks and ks[-1] > available:
             raise UsageError(
                 f"recall@{ks[-1]} asks for more neighbours than the {available} candidates per query",
                 hint=f"use K <= {available} (--recall-k)",
             )
-        choice = choose_backend(device, backend, k=need + 2)
-        engine = build_backend(choice, gallery, distance)
+        if opts.retrieval_sample:  # the worst queries are ranked by their wrong neighbours among the grid's k
+            need = max(need, min(opts.retrieval_k, available))
+        fetch = need
+        if groups is not None:
+            # exclusion by group: fetch the largest group's worth more, then drop each query's own group
+            fetch = min(need + int(excluded.max()), gallery.shape[0] - (0 if separate else 1))
+        candidates = np.flatnonzero(~lone)
+        scored: NDArray[np.int64] | None = None  # the sampled query rows, None: every query
+        if opts.queries is not None:
+            if opts.queries > candidates.size:
+                raise UsageError(
+                    f"--queries {opts.queries} exceeds the {candidates.size} queries that have a relevant item",
+                    hint=f"use --queries <= {candidates.size}, or drop --queries to score every query",
+                )
+            scored = query_sample(candidates, opts.queries, seed)
+        choice = choose_backend(device, backend, k=fetch + 2)
+        engine: SearchBackend
+        if spec.exact:
+            engine = build_backend(choice, gallery, distance)
+        else:
+            if choice.library != "faiss" or choice.gpu:
+                raise UsageError(
+                    f"--index {spec.kind} runs on faiss-cpu, not on {choice.library}-{choice.device}",
+                    hint="add --device cpu (and keep the faiss backend)",
+                )
+            engine = ApproximateBackend(gallery, distance, spec, seed=seed)
         backend_name = engine.name
-        first_hit = np.zeros(queries.shape[0], dtype=np.int64)
-        p1 = np.zeros(queries.shape[0], dtype=bool)
-        rprec = np.full(queries.shape[0], np.nan)
-        mapr = np.full(queries.shape[0], np.nan)
-        # with only R-Precision/MAP@R on the rank path, a neighbour list would go unused
-        if ks or "precision@1" in retrieval or not by_rank:
-            task = f"search k={need}"
-            emit(on_event, Event("start", task, total=float(queries.shape[0]), unit="queries"))
-            for start, stop, _scores, idx in iter_neighbours(
-                engine, queries, fetch, exclude_self=not separate, tile_size=tile_size
-            ):
-                kept = None
-                if groups is not None:
-                    idx, kept = _drop_groups(idx, groups[0][start:stop], groups[1], need)
-                relevant = gallery_ids[idx] == query_labels[start:stop, None]
-                if kept is not None:
-                    relevant &= kept
-                first_hit[start:stop] = M.first_hit_rank(relevant)
-                p1[start:stop] = M.precision_at_1(relevant)
-                if r_metrics and not by_rank:
-                    # only the first R columns matter to R-precision and MAP@R; R is small next to K in SOP
-                    head = relevant[:, : max(1, int(n_relevant[start:stop].max()))]
-                    rprec[start:stop] = M.r_precision(head, n_relevant[start:stop])
-                    mapr[start:stop] = M.map_at_r(head, n_relevant[start:stop])
-                emit(on_event, Event("advance", task, amount=float(stop - start)))
-            emit(on_event, Event("finish", task))
-        if by_rank:
-            rprec, mapr = _r_metrics_by_rank(
-                engine,
-                queries,
-                query_labels,
-                gallery_ids,
-                n_relevant,
-                exclude_self=not separate,
-                on_event=on_event,
-                groups=groups,
-            )
-        keep = ~lone
-        for k in ks:
-            values[f"recall@{k}"] = float(M.recall_at_k(first_hit[keep], k).mean())
-        per_query = {"precision@1": p1.astype(np.float64), "r_precision": rprec, "map@r": mapr}
-        for key in retrieval:
-            values[key] = float(per_query[key][keep].mean())
 
-    clustering = [key for key in others if key in CLUSTERING_ORDER]
+        def subset(values: NDArray[Any]) -> NDArray[Any]:
+            return values[scored] if scored is not None else values
+
+        per_query = _score_queries(
+            engine,
+            subset(queries),
+            subset(query_labels),
+            gallery_ids,
+            subset(n_relevant),
+            query_ids=scored,
+            exclude_self=not separate,
+            need=need,
+            fetch=fetch,
+            groups=(subset(groups[0]), groups[1]) if groups is not None else None,
+            grid_k=min(opts.retrieval_k, need),
+            by_rank=by_rank,
+            list_metrics=bool(ks) or "precision@1" in retrieval or not by_rank,
+            r_metrics=r_metrics,
+            tile_size=tile_size,
+            on_event=on_event,
+        )
+        keep = ~subset(lone)
+        first_hit = per_query["first_hit"]
+        for k in ks:
+            hits = M.recall_at_k(first_hit[keep], k)
+            values[f"recall@{k}"] = float(hits.mean())
+            if scored is not None:
+                intervals[f"recall@{k}"] = wilson_interval(int(hits.sum()), int(hits.size))
+        for key in retrieval:
+            kept = per_query[key][keep]
+            values[key] = float(kept.mean())
+            if scored is not None:
+                intervals[key] = (
+                    wilson_interval(int(kept.sum()), int(kept.size))
+                    if key == "precision@1"
+                    else bootstrap_mean_interval(kept, seed=seed)
+                )
+        if scored is not None:
+            approximation["queries"] = {
+                "sampled": int(scored.size),
+                "of": int(candidates.size),
+                "seed": int(seed),
+                "intervals": SAMPLE_INTERVALS,
+            }
+        if not spec.exact:
+            approximation["index"] = _measure_agreement(
+                engine, gallery, distance, queries, query_labels, gallery_ids, candidates, ks, opts, separate
+            )
+        if opts.retrieval_sample:
+            rows = scored if scored is not None else np.arange(queries.shape[0], dtype=np.int64)
+            sample_for_grid = _retrieval_sample(
+                engine, queries, query_labels, gallery_ids, rows[keep], per_query, keep, opts, separate, available
+            )
+
     if clustering:
         if choice is None:
             choice = choose_backend(device, backend)
-        task = f"k-means k={n_classes}"
+        points, point_labels, n_clusters = queries, query_labels, n_classes
+        size = cluster_size
+        if size is not None:
+            picks = stratified_sample(query_labels, size, seed)
+            points, point_labels = queries[picks], query_labels[picks]
+            n_clusters = int(np.unique(point_labels).size)
+            approximation["clustering"] = {
+                "sample": int(size),
+                "of": int(queries.shape[0]),
+                "classes": n_clusters,
+                "automatic": opts.cluster_sample is None,
+                "rule": "class-stratified (every class its proportional share), seeded",
+            }
+        task = f"k-means k={n_clusters}"
         emit(on_event, Event("start", task, total=float(kmeans_nredo), unit="runs"))
         if choice.library == "faiss":
             clusters = kmeans_faiss(
-                queries, n_classes, niter=kmeans_niter, nredo=kmeans_nredo, seed=seed, gpu=choice.gpu
+                points, n_clusters, niter=kmeans_niter, nredo=kmeans_nredo, seed=seed, gpu=choice.gpu
             )
         else:
             clusters = kmeans_torch(
-                queries, n_classes, niter=kmeans_niter, nredo=kmeans_nredo, seed=seed, device=choice.torch_device()
+                points,
+                n_clusters,
+                niter=kmeans_niter,
+                nredo=kmeans_nredo,
+                seed=seed,
+                device=choice.torch_device(),
             )
         emit(on_event, Event("advance", task, amount=float(kmeans_nredo)))
         emit(on_event, Event("finish", task))
         if backend_name == "none":
             backend_name = f"{choice.library}-{choice.device}"
         if "nmi" in clustering:
-            values["nmi"] = M.nmi(query_labels, clusters)
+            values["nmi"] = M.nmi(point_labels, clusters)
         if "f1" in clustering:
-            values["f1"] = M.pairwise_f1(query_labels, clusters)
+            values["f1"] = M.pairwise_f1(point_labels, clusters)
 
     ordered = {f"recall@{k}": values[f"recall@{k}"] for k in ks}
     ordered.update({key: values[key] for key in others})
@@ -448,4 +572,178 @@ def evaluate_embeddings(
         distance=distance,
         protocol=PROTOCOL_SPLIT if separate else PROTOCOL_SELF,
         recall_k=ks,
+        intervals={key: intervals[key] for key in ordered if key in intervals},
+        approximation=approximation,
+        retrieval=sample_for_grid,
     )
+
+
+def _score_queries(
+    engine: SearchBackend,
+    queries: NDArray[np.float32],
+    query_labels: NDArray[np.int64],
+    gallery_ids: NDArray[np.int64],
+    n_relevant: NDArray[np.int64],
+    *,
+    query_ids: NDArray[np.int64] | None,
+    exclude_self: bool,
+    need: int,
+    fetch: int,
+    groups: tuple[NDArray[np.int64], NDArray[np.int64]] | None,
+    grid_k: int,
+    by_rank: bool,
+    list_metrics: bool,
+    r_metrics: bool,
+    tile_size: int,
+    on_event: EventHandler | None,
+) -> dict[str, NDArray[Any]]:
+    """Per-query first-hit rank, P@1, R-Precision, MAP@R and wrong neighbours among the first `grid_k`."""
+    n = queries.shape[0]
+    first_hit = np.zeros(n, dtype=np.int64)
+    p1 = np.zeros(n, dtype=bool)
+    wrong = np.zeros(n, dtype=np.int64)
+    rprec = np.full(n, np.nan)
+    mapr = np.full(n, np.nan)
+    # with only R-Precision/MAP@R on the rank path, a neighbour list would go unused
+    if list_metrics:
+        task = f"search k={need}"
+        emit(on_event, Event("start", task, total=float(n), unit="queries"))
+        for start, stop, _scores, idx in iter_neighbours(
+            engine, queries, fetch, exclude_self=exclude_self, tile_size=tile_size, query_ids=query_ids
+        ):
+            kept = None
+            if groups is not None:
+                idx, kept = _drop_groups(idx, groups[0][start:stop], groups[1], need)
+            relevant = gallery_ids[idx] == query_labels[start:stop, None]
+            if kept is not None:
+                relevant &= kept
+            first_hit[start:stop] = M.first_hit_rank(relevant)
+            p1[start:stop] = M.precision_at_1(relevant)
+            wrong[start:stop] = grid_k - relevant[:, :grid_k].sum(axis=1)
+            if r_metrics and not by_rank:
+                # only the first R columns matter to R-precision and MAP@R; R is small next to K in SOP
+                head = relevant[:, : max(1, int(n_relevant[start:stop].max()))]
+                rprec[start:stop] = M.r_precision(head, n_relevant[start:stop])
+                mapr[start:stop] = M.map_at_r(head, n_relevant[start:stop])
+            emit(on_event, Event("advance", task, amount=float(stop - start)))
+        emit(on_event, Event("finish", task))
+    if by_rank:
+        rprec, mapr = _r_metrics_by_rank(
+            engine,
+            queries,
+            query_labels,
+            gallery_ids,
+            n_relevant,
+            exclude_self=exclude_self,
+            on_event=on_event,
+            query_ids=query_ids,
+            groups=groups,
+        )
+    return {
+        "first_hit": first_hit,
+        "precision@1": p1.astype(np.float64),
+        "r_precision": rprec,
+        "map@r": mapr,
+        "wrong": wrong,
+    }
+
+
+def _measure_agreement(
+    engine: SearchBackend,
+    gallery: NDArray[np.float32],
+    distance: Distance,
+    queries: NDArray[np.float32],
+    query_labels: NDArray[np.int64],
+    gallery_ids: NDArray[np.int64],
+    candidates: NDArray[np.int64],
+    ks: Sequence[int],
+    opts: EvalOptions,
+    separate: bool,
+) -> dict[str, Any]:
+    """What the approximate index changed: top-1 / top-K agreement with exact search on a query sample."""
+    assert isinstance(engine, ApproximateBackend)
+    size = min(opts.agreement_queries, int(candidates.size))
+    rows = query_sample(candidates, size, opts.seed + 1)  # not the scored sample: an independent check
+    exact = build_backend(BackendChoice("faiss", "cpu"), gallery, distance)
+    measured = agreement(
+        exact,
+        engine,
+        queries[rows],
+        query_labels[rows],
+        None if separate else rows,
+        gallery_ids,
+        ks or [1],
+        tile_size=opts.tile_size,
+    )
+    return {
+        "kind": engine.spec.kind,
+        "params": engine.params,
+        "agreement_queries": measured.queries,
+        "top1_agreement": measured.top1,
+        "topk_agreement": {f"recall@{k}": share for k, share in measured.topk.items()},
+        "recall_bounds": recall_bounds(measured),
+        "filled_exactly": engine.filled_exactly,
+    }
+
+
+def _retrieval_sample(
+    engine: SearchBackend,
+    queries: NDArray[np.float32],
+    query_labels: NDArray[np.int64],
+    gallery_ids: NDArray[np.int64],
+    rows: NDArray[np.int64],
+    per_query: dict[str, NDArray[Any]],
+    keep: NDArray[np.bool_],
+    opts: EvalOptions,
+    separate: bool,
+    available: int,
+) -> RetrievalSample:
+    """The worst scored queries (most wrong neighbours, then latest first hit), then a seeded random draw."""
+    count = min(opts.retrieval_sample, int(rows.size))
+    n_worst = (count + 1) // 2
+    wrong = per_query["wrong"][keep]
+    first = per_query["first_hit"][keep]
+    late = np.where(first > 0, first, np.iinfo(np.int64).max)
+    order = np.lexsort((rows, -late, -wrong))  # most wrong first, then the latest first hit, then by row
+    worst = rows[order[:n_worst]]
+    rest = np.setdiff1d(rows, worst)
+    drawn = query_sample(rest, min(count - n_worst, int(rest.size)), opts.seed + 2) if rest.size else rest
+    picked = np.concatenate([worst, drawn]).astype(np.int64)
+    k = min(opts.retrieval_k, available)
+    neighbours = np.concatenate(
+        [
+            idx
+            for _, _, _, idx in iter_neighbours(
+                engine, queries[picked], k, exclude_self=not separate, tile_size=opts.tile_size, query_ids=picked
+            )
+        ]
+    )
+    correct = gallery_ids[neighbours] == query_labels[picked][:, None]
+    return RetrievalSample(
+        queries=[int(q) for q in picked],
+        kinds=["worst"] * int(worst.size) + ["random"] * int(drawn.size),
+        neighbours=neighbours.tolist(),
+        correct=correct.tolist(),
+    )
+
+
+def _cluster_sample_size(opts: EvalOptions, shape: tuple[int, ...], n_classes: int) -> int | None:
+    """Items k-means runs on when not all of them: the explicit --cluster-sample, or the automatic size."""
+    n, dim = int(shape[0]), int(shape[1])
+    if opts.cluster_sample is not None:
+        if opts.cluster_sample == 0 or opts.cluster_sample == n:
+            return None
+        if opts.cluster_sample > n:
+            raise UsageError(
+                f"--cluster-sample {opts.cluster_sample} exceeds the {n} items", hint=f"use <= {n}, or 0 for all items"
+            )
+        if opts.cluster_sample < 2 * n_classes:
+            raise UsageError(
+                f"--cluster-sample {opts.cluster_sample} leaves fewer than 2 items per class ({n_classes} classes)",
+                hint=f"use --cluster-sample >= {2 * n_classes}",
+            )
+        return opts.cluster_sample
+    per_item = float(n_classes) * dim * opts.kmeans_niter * opts.kmeans_nredo
+    if n * per_item <= KMEANS_AUTO_BUDGET:
+        return None
+    return min(n, max(2 * n_classes, int(KMEANS_AUTO_BUDGET // per_item)))

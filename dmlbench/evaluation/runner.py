@@ -16,17 +16,18 @@ import numpy as np
 import dmlbench
 from dmlbench.errors import ConfigError, DmlbenchError, EnvironmentFailure, MissingInputError, UsageError
 from dmlbench.evaluation.clustering import DEFAULT_NITER
-from dmlbench.evaluation.core import EvalOptions, EvalOutcome, check_options, evaluate_embeddings
+from dmlbench.evaluation.core import EvalOptions, EvalOutcome, RetrievalSample, check_options, evaluate_embeddings
 from dmlbench.evaluation.search import BackendName, Distance
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.paths import default_data_root
-from dmlbench.rundir import Manifest, MetricsRecord, RunDir
+from dmlbench.rundir import Manifest, MetricsRecord, RetrievalRecord, RetrievedItem, RetrievedQuery, RunDir
 from dmlbench.utils.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS = ("test", "val")
+RETRIEVAL_SAMPLE = 12  # queries kept in retrieval.json per evaluation: 6 worst, 6 drawn at random
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,16 @@ def evaluate(
     on_event: EventHandler | None = None,
     locked: bool = False,
     catalog: Sequence[str | os.PathLike[str]] = (),
+    queries: int | None = None,
+    index: str = "flat",
+    cluster_sample: int | None = None,
+    agreement_queries: int = 1000,
+    retrieval_sample: int = RETRIEVAL_SAMPLE,
 ) -> EvalResult:
-    """Embed `split` of the run's dataset with the run's model and write `eval/<split>/metrics.json`.
+    """Embed `split` of the run's dataset with the run's model and write `eval/<split>/metrics.json`
+    (and `retrieval.json`: `retrieval_sample` queries, worst first, with their nearest neighbours).
+
+    `queries`, `index`, `cluster_sample` and `agreement_queries` go beyond exact search (EvalOptions).
 
     Any complete run folder works: trained runs, and baselines (their untrained network or raw pixels
     are rebuilt from config.toml). `recall_k=None` uses the dataset's K values; query/gallery datasets
@@ -141,6 +150,13 @@ def evaluate(
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}", hint="e.g. batch_size=256")
     # Bad options fail now, before the folder is claimed or a single image is embedded.
+    beyond: dict[str, Any] = {
+        "queries": queries,
+        "index": index,
+        "cluster_sample": cluster_sample,
+        "agreement_queries": agreement_queries,
+        "retrieval_sample": retrieval_sample,
+    }
     check_options(
         EvalOptions(
             recall_k=tuple(recall_k) if recall_k else (1,),
@@ -148,6 +164,7 @@ def evaluate(
             distance=distance,
             kmeans_niter=kmeans_niter,
             backend=backend,
+            **beyond,
         )
     )
     metrics = tuple(metrics) if metrics is not None else None
@@ -168,6 +185,7 @@ def evaluate(
             backend=backend,
             on_event=on_event,
             catalog=catalog,
+            beyond=beyond,
         )
 
 
@@ -189,6 +207,7 @@ def _evaluate(
     model: Any = None,
     merge: bool = True,
     manifest: Manifest | None = None,
+    beyond: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Score one run folder the caller has claimed.
 
@@ -273,6 +292,7 @@ def _evaluate(
         seed=int(cfg.seed),
         backend=backend,
         on_event=on_event,
+        **(beyond if beyond is not None else {"retrieval_sample": RETRIEVAL_SAMPLE}),
     )
     if save_embeddings:
         _save_array(run.embeddings_path(split), embeddings)
@@ -286,6 +306,20 @@ def _evaluate(
     # written last: its presence means "evaluated"; an unreadable old file holds nothing left to keep
     with writing(run.metrics_path(split)):
         written = run.write_metrics(record, merge=merge and not previous_unreadable)
+    # after the metrics: a failed metrics write must leave the folder as it was; this sample is an extra
+    if outcome.retrieval is not None:
+        with writing(run.retrieval_path(split)):
+            run.write_retrieval(
+                retrieval_record(
+                    outcome.retrieval,
+                    query_rows,
+                    gallery_rows if gallery_rows is not None else query_rows,
+                    run_id=manifest.run_id,
+                    split=split,
+                    dataset=cfg.dataset,
+                    dataset_root=prepared.root,
+                )
+            )
     return EvalResult(metrics=written.metrics, path=run.metrics_path(split), outcome=outcome)
 
 
@@ -352,4 +386,38 @@ def metrics_record(
         seconds=round(seconds, 3),
         metric_seconds=round(outcome.seconds, 3),
         dmlbench_version=dmlbench.__version__,
+        intervals={key: [low, high] for key, (low, high) in outcome.intervals.items()},
+        approximation=outcome.approximation,
+    )
+
+
+def retrieval_record(
+    sample: RetrievalSample,
+    query_rows: pd.DataFrame,
+    gallery_rows: pd.DataFrame,
+    *,
+    run_id: str,
+    split: str,
+    dataset: str,
+    dataset_root: Path,
+) -> RetrievalRecord:
+    """The retrieval sample with array rows turned into the prepared dataset's image paths and labels."""
+    query_paths, query_labels = query_rows["path"].astype(str).tolist(), query_rows["label"].tolist()
+    gallery_paths, gallery_labels = gallery_rows["path"].astype(str).tolist(), gallery_rows["label"].tolist()
+    entries = [
+        RetrievedQuery(
+            kind="worst" if kind == "worst" else "random",
+            query=RetrievedItem(path=query_paths[q], label=int(query_labels[q])),
+            neighbours=[
+                RetrievedItem(path=gallery_paths[g], label=int(gallery_labels[g]), correct=bool(ok))
+                for g, ok in zip(neighbours, correct, strict=True)
+            ],
+        )
+        for q, kind, neighbours, correct in zip(
+            sample.queries, sample.kinds, sample.neighbours, sample.correct, strict=True
+        )
+    ]
+    k = max((len(n) for n in sample.neighbours), default=0)
+    return RetrievalRecord(
+        run_id=run_id, split=split, dataset=dataset, dataset_root=str(dataset_root), k=k, queries=entries
     )

@@ -303,11 +303,13 @@ def iter_neighbours(
     *,
     exclude_self: bool,
     tile_size: int = 2048,
+    query_ids: IndexMatrix | None = None,
 ) -> Iterator[tuple[int, int, FloatMatrix, IndexMatrix]]:
     """Yield (start, stop, scores [T, k], gallery indices [T, k]) for consecutive query tiles.
 
-    With `exclude_self`, query i is gallery item i and is removed by index. `k` must not exceed the
-    number of candidates (gallery size, minus one with `exclude_self`).
+    With `exclude_self`, query i is gallery item i (or `query_ids[i]`, when the queries are a sample of
+    the gallery) and is removed by index. `k` must not exceed the number of candidates (gallery size,
+    minus one with `exclude_self`).
     """
     available = backend.size - (1 if exclude_self else 0)
     if k < 1 or k > available:
@@ -321,7 +323,9 @@ def iter_neighbours(
     for start in range(0, queries.shape[0], tile):
         stop = min(start + tile, queries.shape[0])
         block = queries[start:stop]
-        self_ids = np.arange(start, stop, dtype=np.int64) if exclude_self else None
+        self_ids = None
+        if exclude_self:
+            self_ids = query_ids[start:stop] if query_ids is not None else np.arange(start, stop, dtype=np.int64)
         scores, indices = backend.search(block, fetch)
         scores, indices = _order(scores, indices, self_ids, presorted=True)
         if not complete:

@@ -45,6 +45,8 @@ def report(
     on_event: EventHandler | None = None,
     studies: bool = False,
     storage: str | os.PathLike[str] | None = None,
+    intervals: bool = False,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> str:
     """Render the runs under `paths` (runs roots or run dirs) as one report string in format `fmt`.
 
@@ -59,19 +61,21 @@ def report(
     summary and, where plots are drawn, its optimisation history and parameter importances; the html
     format adds them by itself when a runs root holds the default study journal. With `plots_dir`, PNG
     and SVG plots are written there; the html format always embeds the plots (drawn in a temporary folder
-    when `plots_dir` is None).
+    when `plots_dir` is None), retrieval grids included: their images are read from the prepared datasets
+    under `data_root` (else where the evaluation found them). `intervals` adds the 95% intervals to the
+    markdown, latex and html tables.
     """
     renderer = RENDERERS.get(fmt)  # unknown format fails before any reading
     collection = collect(paths)
     for run in collection.excluded:
         emit(on_event, Event(kind="log", task="report", message=f"left out {run.run_id}: {run.excluded}"))
-    built = build_report(collection, group_by=group_by, metrics=metrics)
+    built = build_report(collection, group_by=group_by, metrics=metrics, intervals=intervals)
     storages = _storages(paths, studies=studies, storage=storage, fmt=fmt)
     if plots_dir is not None:
-        built, figures = _draw(built, collection, Path(plots_dir), storages, on_event)
+        built, figures = _draw(built, collection, Path(plots_dir), storages, on_event, data_root)
     elif fmt == "html":
         with tempfile.TemporaryDirectory(prefix="dmlbench-plots-") as tmp:
-            built, figures = _draw(built, collection, Path(tmp), storages, on_event)
+            built, figures = _draw(built, collection, Path(tmp), storages, on_event, data_root)
     else:
         built, figures = _studies(built, storages, None, [], on_event), []
     text: str = renderer(built, figures)
@@ -118,11 +122,12 @@ def _draw(
     plots_dir: Path,
     storages: Sequence[str | os.PathLike[str]],
     on_event: EventHandler | None,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> tuple[Report, list[RenderedFigure]]:
     from dmlbench.reporting.plots import make_plots
 
     emit(on_event, Event(kind="log", task="report", message=f"drawing plots in {plots_dir}"))
-    figures, skipped = make_plots(built, collection, plots_dir)
+    figures, skipped = make_plots(built, collection, plots_dir, Path(data_root) if data_root is not None else None)
     for name in skipped:
         emit(on_event, Event(kind="log", task="report", message=f"no plots for dataset {name!r}: not a plain name"))
     return _studies(built, storages, plots_dir, figures, on_event), figures

@@ -62,6 +62,8 @@ class RunInfo:
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     eval_protocol: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    # What the evaluation approximated (metrics.json `approximation`; empty: every metric exact)
+    approximation: dict[str, Any] = field(default_factory=dict)
     # The resolved config, flattened to dotted keys, without the keys seeds differ in (SEED_KEYS).
     config: dict[str, Any] = field(default_factory=dict)
     excluded: str | None = None
@@ -215,7 +217,10 @@ def read_run(run_dir: RunDir) -> RunInfo:
     if record is not None:
         run.metrics = {str(name): float(value) for name, value in record.metrics.items()}
         run.eval_protocol = record.protocol
-        if run.embedding_dim is None and record.embedding_dim is not None:
+        run.approximation = dict(record.approximation)
+        # raw pixels have the image's dimension, whatever model.embedding_dim the config carries
+        raw = run.kind == "baseline" and manifest.baseline == "raw"
+        if record.embedding_dim is not None and (run.embedding_dim is None or raw):
             run.embedding_dim = record.embedding_dim
     run.excluded = _exclusion_reason(run, manifest, has_config, record is not None)
     return run

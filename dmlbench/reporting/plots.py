@@ -200,8 +200,59 @@ def plot_tsne(dataset: str, runs: Sequence[RunInfo], stem: Path) -> RenderedFigu
     return RenderedFigure(dataset, stem.name, f"{dataset}: t-SNE of test embeddings", _save(figure, stem))
 
 
-def make_plots(report: Report, collection: Collection, plots_dir: Path) -> tuple[list[RenderedFigure], list[str]]:
-    """Write every plot for the report's datasets under `plots_dir` (PNG + SVG); return them for embedding.
+def retrieval_grids(
+    table: DatasetTable, runs: Sequence[RunInfo], name: str, plots_dir: Path, data_root: Path | None
+) -> list[RenderedFigure]:
+    """Per trained row, the retrieval grid of its first seed (eval/test/retrieval.json), worst queries first.
+
+    PNG only. The images come from the prepared dataset under `data_root`, else from where the
+    evaluation read them; a row without a readable sample gets no grid (logged), never an error.
+    """
+    from dmlbench.reporting.grid import GridRow, ImageSource, draw_retrieval_grid, png_bytes
+
+    by_id = {run.run_id: run for run in runs}
+    figures: list[RenderedFigure] = []
+    for number, row in enumerate(r for r in table.rows if r.kind in MEASURED):
+        members = sorted((by_id[rid] for rid in row.runs if rid in by_id), key=lambda r: (r.seed or 0, r.run_id))
+        if not members:
+            continue
+        run = members[0]
+        try:
+            record = run.run_dir.read_retrieval(EVAL_SPLIT)
+        except DmlbenchError as err:
+            log.warning("%s: %s; no retrieval grid", run.run_id, err.message)
+            continue
+        if record is None or not record.queries:
+            continue
+        root = data_root / name if data_root is not None else None
+        if root is None or not root.is_dir():
+            root = Path(record.dataset_root) if record.dataset_root else None
+        if root is None or not root.is_dir():
+            log.warning("%s: the images of %s are not here; no retrieval grid", run.run_id, table.dataset)
+            continue
+        lines = [
+            GridRow(
+                caption=f"{entry.kind} {i + 1}",
+                query=entry.query.path,
+                neighbours=[(n.path, bool(n.correct)) for n in entry.neighbours],
+            )
+            for i, entry in enumerate(record.queries)
+        ]
+        label = _row_label(table, row)
+        title = f"{table.dataset}: {label} ({run.run_id}), query then its {record.k} nearest"
+        png = png_bytes(draw_retrieval_grid(lines, ImageSource(root), title=_text(title)))
+        stem = plots_dir / f"{name}-retrieval-{number + 1}"
+        write_bytes_atomic(stem.with_suffix(".png"), png)
+        caption = f"{table.dataset}: retrieval, {label} ({run.run_id}); green = same class, red = another"
+        figures.append(RenderedFigure(table.dataset, stem.name, caption, png))
+    return figures
+
+
+def make_plots(
+    report: Report, collection: Collection, plots_dir: Path, data_root: Path | None = None
+) -> tuple[list[RenderedFigure], list[str]]:
+    """Write every plot for the report's datasets under `plots_dir` (PNG + SVG; retrieval grids PNG) and
+    return them for embedding.
 
     Plot files are named after the dataset, which comes from a run folder: a name that is not a plain
     name (`dmlbench.paths.check_name`) gets no plot files, and the second list says so.
@@ -224,4 +275,5 @@ def make_plots(report: Report, collection: Collection, plots_dir: Path) -> tuple
         ):
             if figure is not None:
                 figures.append(figure)
+        figures.extend(retrieval_grids(table, runs, name, plots_dir, data_root))
     return figures, skipped

@@ -51,6 +51,8 @@ PROTOCOL_LABELS = (
 DAGGER = "†"
 TIED = "≈"
 FLAG = "⚠"
+APPROXIMATE = "§"
+BEST = "▲"  # the compact markdown table's best mark (bold would cost 4 characters per cell)
 STAT_ROWS = (*MEASURED, "baseline")
 
 
@@ -101,24 +103,41 @@ def _number(value: float, *, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-def cell_text(cell: Cell, row: Row, *, plus_minus: str = " ± ", dagger: str = DAGGER) -> str:
-    """A value as the paper prints it: percent, two decimals, ± std, [95% CI], marks."""
+def cell_text(
+    cell: Cell,
+    row: Row,
+    *,
+    plus_minus: str = " ± ",
+    dagger: str = DAGGER,
+    intervals: bool = True,
+    compact: bool = False,
+) -> str:
+    """A value as the paper prints it: percent, two decimals, ± std, [95% CI] when `intervals`, marks.
+
+    `compact` (the markdown table without intervals) drops the spaces and marks the best with BEST, so
+    a ten-loss table fits a 160-column terminal.
+    """
     if cell.mean is None:
         return "-"
+    space = "" if compact else " "
     text = _number(cell.mean, signed=row.kind == "difference")
     if row.kind in STAT_ROWS:
         if cell.std is not None:
-            text += f"{plus_minus}{cell.std:.2f}"
-        if cell.ci95 is not None:
+            text += f"{plus_minus.strip() if compact else plus_minus}{cell.std:.2f}"
+        if intervals and cell.ci95 is not None:
             text += f" [{_number(cell.ci95[0])}, {_number(cell.ci95[1])}]"
         if row.n is not None and cell.count < row.n:
             text += f" (n={cell.count})"
+    if cell.approximate:
+        text += APPROXIMATE
     if cell.unverified:
         text += dagger
+    if compact and cell.best:
+        text += BEST
     if cell.tied:
-        text += f" {TIED}"
+        text += f"{space}{TIED}"
     if cell.flagged:
-        text += f" {FLAG}"
+        text += f"{space}{FLAG}"
     return text
 
 
@@ -164,12 +183,20 @@ def header(table: DatasetTable) -> list[str]:
 
 def notes(report: Report) -> list[str]:
     """Footnotes shared by every format (plain, unescaped text: each renderer escapes it)."""
+    interval = (
+        ", then the 95% confidence interval of the mean in brackets (Student t with n − 1 degrees of freedom, "
+        "taken on the logit scale for metrics bounded in [0, 100] so that it stays inside them)"
+        if report.show_intervals
+        else " (95% confidence intervals: --intervals, and always in csv and json)"
+    )
     lines = [
-        "Values are percentages: mean ± sample standard deviation, then the 95% confidence interval of the mean "
-        "in brackets (Student t, n − 1 degrees of freedom), over the n seeds of a group. Runs are seeds of one "
-        "group only when their configs agree on everything but the seed. The best trained value per column is "
-        "marked (every metric is higher-is-better)."
+        f"Values are percentages: mean ± sample standard deviation over the n seeds of a group{interval}. Runs are "
+        "seeds of one group only when their configs agree on everything but the seed. The best trained value per "
+        f"column is marked (bold; {BEST} in the compact markdown table; every metric is higher-is-better)."
     ]
+    if report.approximations:
+        described = "; ".join(f"{run}: {', '.join(lines) or 'approximate'}" for run, lines in report.approximations)
+        lines.append(f"{APPROXIMATE} Not exact (evaluated beyond exact search): {described}.")
     if report.has_ties:
         lines.append(
             f"{TIED}: not significantly different from the best of its column (Welch's t-test, two-sided, "
@@ -256,17 +283,28 @@ def render_markdown(report: Report, figures: Sequence[RenderedFigure] = ()) -> s
         out.append("")
         out.append("Protocol: " + "; ".join(f"**{label}** {md_escape(text)}" for label, text in protocol_items(table)))
         out.append("")
+        wide = report.show_intervals
+        # a column holding one value for every row is already in the protocol line above: not repeated
+        key_count = len(header(table)) - 1 - len(table.metrics)
+        rows_keys = [key_texts(table, row) for row in table.rows]
+        shown = [
+            i
+            for i in range(key_count)
+            if wide or i == 0 or i >= len(table.group_by) or len({keys[i] for keys in rows_keys}) > 1
+        ]
         body = []
-        for row in table.rows:
-            cells = [md_escape(t) for t in key_texts(table, row)]
+        for row, keys in zip(table.rows, rows_keys, strict=True):
+            cells = [md_escape(keys[i]) for i in shown]
             cells.append("" if row.n is None else str(row.n))
             for metric in table.metrics:
                 cell = row.cells[metric]
-                text = cell_text(cell, row)  # numbers and marks only: nothing untrusted to escape
-                cells.append(f"**{text}**" if cell.best else text)
+                # numbers and marks only: nothing untrusted to escape
+                text = cell_text(cell, row, intervals=wide, compact=not wide)
+                cells.append(f"**{text}**" if cell.best and wide else text)
             body.append(cells)
-        keys = len(header(table)) - 1 - len(table.metrics)
-        out += _md_table(header(table), body, [False] * keys + [True] * (1 + len(table.metrics)))
+        head = header(table)
+        head = [head[i] for i in shown] + head[key_count:]
+        out += _md_table(head, body, [False] * len(shown) + [True] * (1 + len(table.metrics)))
         out.append("")
     if report.studies:
         out += ["## Studies", ""]
@@ -447,6 +485,8 @@ _LATEX_SPECIAL = {
     "≤": r"$\leq$",
     "≥": r"$\geq$",
     "−": "-",
+    APPROXIMATE: r"\S{}",
+    BEST: r"$\blacktriangle$",
     DAGGER: r"\textsuperscript{\dag}",
     TIED: r"$\approx$",
     FLAG: r"\textsuperscript{(!)}",
@@ -479,7 +519,7 @@ def render_latex(report: Report, figures: Sequence[RenderedFigure] = ()) -> str:
             cells.append("" if row.n is None else str(row.n))
             for metric in table.metrics:
                 cell = row.cells[metric]
-                text = latex_escape(cell_text(cell, row))
+                text = latex_escape(cell_text(cell, row, intervals=report.show_intervals))
                 cells.append(r"\textbf{" + text + "}" if cell.best else text)
             out.append(" & ".join(cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
@@ -559,7 +599,7 @@ def render_html(report: Report, figures: Sequence[RenderedFigure] = ()) -> str:
             for metric in table.metrics:
                 cell = row.cells[metric]
                 css = "num" + (" best" if cell.best else "") + (" flagged" if cell.flagged else "")
-                cells.append(f'<td class="{css}">{esc(cell_text(cell, row))}</td>')
+                cells.append(f'<td class="{css}">{esc(cell_text(cell, row, intervals=report.show_intervals))}</td>')
             rows.append((row.kind, cells))
         out += _html_table(header(table), rows)
         out.extend(_html_figure(f) for f in figures if f.study is None and f.dataset == table.dataset)

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from dmlbench.errors import MissingInputError, UnknownNameError
+from dmlbench.evaluation.describe import approximated, describe_approximation
 from dmlbench.registry import did_you_mean
 from dmlbench.reporting.collect import COLUMN_KEYS, GROUP_COLUMNS, Collection, RunInfo
 from dmlbench.reporting.paper import PaperResults, PaperRow, load_paper_results
-from dmlbench.reporting.stats import SIGNIFICANCE, t_interval, welch_p_value
+from dmlbench.reporting.stats import SIGNIFICANCE, bounded_t_interval, t_interval, welch_p_value
 
 if TYPE_CHECKING:
     from dmlbench.reporting.studies import StudySummary
@@ -58,6 +59,8 @@ class Cell:
     tied: bool = False
     p_value: float | None = None
     values: tuple[float, ...] = ()
+    # Some run of the row computed this metric beyond exact search (a sample or an approximate index).
+    approximate: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,10 @@ class Report:
     has_single_runs: bool = False
     has_ties: bool = False
     studies: tuple[StudySummary, ...] = ()
+    # Intervals in the text tables (markdown, latex, html): off by default, so a row fits a terminal.
+    show_intervals: bool = False
+    # (run id, sentences) for every run evaluated beyond exact search.
+    approximations: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def metric_label(metric: str) -> str:
@@ -208,19 +215,22 @@ def _row_sort_key(row: Row, group_by: Sequence[str]) -> tuple[object, ...]:
     return (_SECTION_ORDER.index(row.kind), *keys, study, config)
 
 
-def _aggregate(metric: str, values: list[float]) -> Cell:
+def _aggregate(metric: str, values: list[float], *, approximate: bool = False) -> Cell:
     percents = [v * 100.0 for v in values]
     flagged = not all(in_range(metric, v) for v in values)
     finite = all(math.isfinite(p) for p in percents)
     std = statistics.stdev(percents) if len(percents) > 1 and finite else None
     mean = statistics.fmean(percents) if finite else math.nan
+    # a fraction's interval must stay inside [0, 100]; out-of-range values are flagged, not bounded
+    bounded = _UNIT_METRICS.fullmatch(metric) is not None and not flagged
     return Cell(
         mean=mean,
         std=std,
         count=len(percents),
-        ci95=t_interval(percents),
+        ci95=bounded_t_interval(percents, 0.0, 100.0) if bounded else t_interval(percents),
         flagged=flagged,
         values=tuple(percents),
+        approximate=approximate,
     )
 
 
@@ -251,10 +261,11 @@ def _protocol(runs: list[RunInfo]) -> dict[str, str]:
     batch_text = ", ".join(
         f"{p}x{k} ({p * k} images: {p} classes x {k} per class)" if p and k else "?" for p, k in batches
     )
+    modelled = [r for r in runs if not (r.kind == "baseline" and r.baseline == "raw")] or runs  # raw: pixels
     return {
         "split": " | ".join(sorted({describe_splits(r.splits) for r in runs})),
         "backbone": _distinct([r.backbone for r in runs]),
-        "embedding_dim": _distinct([r.key("embedding_dim") for r in runs]),
+        "embedding_dim": _distinct([r.key("embedding_dim") for r in modelled]),
         "batch": batch_text,
         "retrieval": _distinct([r.eval_protocol or "?" for r in runs]),
     }
@@ -284,8 +295,12 @@ def build_report(
     group_by: Sequence[str] | None = None,
     metrics: Sequence[str] | None = None,
     paper: PaperResults | None = None,
+    intervals: bool = False,
 ) -> Report:
-    """Group comparable runs per dataset x `group_by`, aggregate seeds, mark best and ties, add paper rows."""
+    """Group comparable runs per dataset x `group_by`, aggregate seeds, mark best and ties, add paper rows.
+
+    `intervals` shows the 95% intervals in the text tables (they are always in csv and json).
+    """
     columns = resolve_group_by(group_by)
     included = collection.included
     excluded = tuple((run.run_id, run.excluded or "") for run in collection.excluded)
@@ -363,6 +378,10 @@ def build_report(
         trials=collection.trials,
         has_single_runs=any(row.n == 1 for row in every_row),
         has_ties=any(cell.tied for row in every_row for cell in row.cells.values()),
+        show_intervals=intervals,
+        approximations=tuple(
+            (run.run_id, tuple(describe_approximation(run.approximation))) for run in included if run.approximation
+        ),
     )
 
 
@@ -384,7 +403,8 @@ def _group(
             for metric in metrics:
                 values = [run.metrics[metric] for run in group if metric in run.metrics]
                 partial.extend((run.run_id, metric) for run in group if metric not in run.metrics)
-                cells[metric] = _aggregate(metric, values) if values else Cell(mean=None)
+                approximate = any(approximated(metric, run.approximation) for run in group if metric in run.metrics)
+                cells[metric] = _aggregate(metric, values, approximate=approximate) if values else Cell(mean=None)
             rows.append(
                 Row(
                     kind,

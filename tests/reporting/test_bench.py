@@ -24,11 +24,13 @@ def actions(result: object) -> list[str]:
     return [run.action for run in result.runs if run.action != "baseline"]  # type: ignore[attr-defined]
 
 
-def table_rows(markdown: str, *, baselines: bool = False) -> dict[str, list[str]]:
-    """The report table's rows by their first cell: trained losses, or (baselines=True) the baseline rows."""
-    rows = [line for line in markdown.splitlines() if line.startswith("|")][2:]
-    cells = ([c.strip() for c in row.strip("|").split("|")] for row in rows)
-    return {row[0]: row for row in cells if row[0].endswith("(baseline)") == baselines}
+def table_rows(markdown: str, *, baselines: bool = False) -> dict[str, dict[str, str]]:
+    """The report table's rows (column title -> cell) by loss: trained losses, or (baselines=True) baselines."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = ([c.strip() for c in row.strip("|").split("|")] for row in lines[2:])
+    rows = (dict(zip(header, row, strict=True)) for row in cells)
+    return {row["loss"]: row for row in rows if row["loss"].endswith("(baseline)") == baselines}
 
 
 def test_bench_digits_end_to_end(tmp_path: Path) -> None:
@@ -41,9 +43,10 @@ def test_bench_digits_end_to_end(tmp_path: Path) -> None:
     rows = table_rows(stdout)
     assert set(rows) == {"clustering", "triplet"}
     assert set(table_rows(stdout, baselines=True)) == {"raw (baseline)", "untrained (baseline)"}
+    assert "**backbone** small_cnn; **embedding** 64; **batch (P×K)** 5x8" in stdout  # one value: the protocol line
     for cells in rows.values():
-        assert cells[1:5] == ["small_cnn", "64", "5x8", "1"]
-        recall_at_1 = float(cells[6].strip("*"))
+        assert cells["n"] == "1"
+        recall_at_1 = float(cells["R@1"].rstrip("▲"))
         assert 20.0 < recall_at_1 <= 100.0  # 5 test classes: chance is about 20%
     for loss in ("clustering", "triplet"):
         run = runs / f"digits-{loss}-small_cnn-seed0"
@@ -160,7 +163,7 @@ def test_bench_fashion_mnist_small_cnn(tmp_path: Path) -> None:
     rows = table_rows(result.report)
     assert set(rows) == {"clustering", "triplet"}
     for cells in rows.values():
-        assert float(cells[6].strip("*")) > 40.0  # R@1 well above the 20% of chance on 5 test classes
+        assert float(cells["R@1"].rstrip("▲")) > 40.0  # R@1 well above the 20% of chance on 5 test classes
 
 
 def test_bench_two_workers_run_each_run_once(tmp_path: Path) -> None:

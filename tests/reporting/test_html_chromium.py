@@ -90,3 +90,22 @@ def test_wide_tables_scroll_in_their_own_box(tmp_path: Path) -> None:
     assert int(found["page-width"]) <= int(found["view-width"]), "a wide table widened the page"
     assert found["scrolling"] == "1", "the wide table does not scroll in its box"
     assert found["wrapped"] == "1"
+
+
+def test_html_report_shows_retrieval_grids(tmp_path: Path) -> None:
+    """The grids are drawn in the page: red and green borders visible in a screenshot."""
+    from test_grid import retrieval_run
+
+    from dmlbench.datasets import prepare
+    from dmlbench.reporting.grid import CORRECT_COLOUR, WRONG_COLOUR
+
+    data = tmp_path / "data"
+    prepare("digits", data_root=data)
+    retrieval_run(tmp_path / "runs", data, "clustering")
+    page = tmp_path / "report.html"
+    page.write_text(report([tmp_path / "runs"], fmt="html", data_root=data), encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    chromium([f"--screenshot={shot}", "--window-size=1200,1600", page.resolve().as_uri()], tmp_path / "profile")
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+    for colour in (CORRECT_COLOUR, WRONG_COLOUR):
+        assert (np.abs(pixels - np.array(colour)).sum(axis=2) < 30).sum() > 500, colour

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -71,7 +72,7 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
 
 
 def test_markdown_is_a_well_formed_table(fixture_runs: Path) -> None:
-    text = report([fixture_runs], fmt="markdown")
+    text = report([fixture_runs], fmt="markdown", intervals=True)
     tables = markdown_tables(text)
     assert len(tables) == 3  # cub200, digits, sop
     for table in tables:
@@ -88,7 +89,7 @@ def test_markdown_is_a_well_formed_table(fixture_runs: Path) -> None:
 
 
 def test_aggregation_and_best_marking(fixture_runs: Path) -> None:
-    rows = {r[0]: r for r in markdown_tables(report([fixture_runs], fmt="markdown"))[1][2:]}
+    rows = {r[0]: r for r in markdown_tables(report([fixture_runs], fmt="markdown", intervals=True))[1][2:]}
     clustering_r1 = [
         json.loads((fixture_runs / f"digits-clustering-small_cnn-seed{s}/eval/test/metrics.json").read_text())[
             "metrics"
@@ -97,9 +98,16 @@ def test_aggregation_and_best_marking(fixture_runs: Path) -> None:
     ]
     mean = sum(clustering_r1) / 3 * 100
     std = (sum((v * 100 - mean) ** 2 for v in clustering_r1) / 2) ** 0.5
-    half = 4.302652729911275 * std / 3**0.5  # Student t, 2 degrees of freedom, 97.5% quantile
+    # Student t (2 degrees of freedom, 97.5% quantile) on the logit scale, mapped back
+    logits = [math.log(v / (1 - v)) for v in clustering_r1]
+    centre = sum(logits) / 3
+    spread = (sum((x - centre) ** 2 for x in logits) / 2) ** 0.5
+    half = 4.302652729911275 * spread / 3**0.5
+    low, high = (100 / (1 + math.exp(-(centre + sign * half))) for sign in (-1, 1))
     assert rows["clustering"][4] == "3"
-    assert rows["clustering"][6] == f"**{mean:.2f} ± {std:.2f} [{mean - half:.2f}, {mean + half:.2f}]**"
+    assert rows["clustering"][6] == f"**{mean:.2f} ± {std:.2f} [{low:.2f}, {high:.2f}]**"
+    compact = {r[0]: r for r in markdown_tables(report([fixture_runs], fmt="markdown"))[1][2:]}
+    assert compact["clustering"][3] == f"{mean:.2f}±{std:.2f}▲"  # constant columns sit in the protocol line
     assert rows["lifted"][4] == "1" and "±" not in rows["lifted"][6]  # one seed: no std
     assert rows["triplet"][4] == "2"  # the failed third seed is not averaged in
 

@@ -112,7 +112,8 @@ def test_out_of_range_and_non_finite_values_are_flagged_never_best(tmp_path: Pat
     assert values["lifted"]["nmi"]["mean"] is None and values["lifted"]["nmi"]["out_of_range"] is True
     assert values["triplet"]["nmi"]["best"] is True
     assert {(f["run_id"], f["metric"]) for f in data["out_of_range"]} == {("over", "recall@1"), ("nan", "nmi")}
-    markdown = report([tmp_path], fmt="markdown")
+    assert "170.00⚠" in report([tmp_path], fmt="markdown")  # the compact default table
+    markdown = report([tmp_path], fmt="markdown", intervals=True)
     assert "| 170.00 ⚠ |" in markdown.replace("  ", "") or "170.00 ⚠" in markdown
     assert "**170.00" not in markdown
     assert "nan ⚠" in markdown

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from report_runs import seeds
 from scipy import stats
 
 from dmlbench.reporting import report
-from dmlbench.reporting.stats import t_interval, welch_p_value
+from dmlbench.reporting.stats import bounded_t_interval, t_interval, welch_p_value
 
 A = [71.2, 73.9, 72.4]
 B = [69.0, 74.8, 70.1, 72.2]
@@ -46,8 +47,10 @@ def test_report_intervals_and_significance_marks(tmp_path: Path) -> None:
     seeds(tmp_path, "npairs", [{"recall@1": 0.99}], loss="npairs")
     data = json.loads(report([tmp_path], fmt="json"))
     cells = {row["keys"]["loss"]: row["values"]["recall@1"] for row in data["datasets"][0]["rows"]}
-    low, high = stats.t.interval(0.95, 2, loc=stats.tmean(A), scale=stats.sem(A))
-    assert cells["clustering"]["ci95"] == [round(low, 4), round(high, 4)]
+    logits = np.log(np.array(A) / (100 - np.array(A)))  # the interval is a t interval on the logit scale
+    low, high = stats.t.interval(0.95, 2, loc=logits.mean(), scale=stats.sem(logits))
+    back = [100 / (1 + np.exp(-x)) for x in (low, high)]
+    assert cells["clustering"]["ci95"] == [round(float(back[0]), 4), round(float(back[1]), 4)]
     assert cells["npairs"]["ci95"] is None and cells["npairs"]["std"] is None  # n = 1
     assert cells["npairs"]["best"] is True  # the highest mean is the best even when untestable
     # Against an untestable best nothing can be marked; drop it and test again.
@@ -65,3 +68,28 @@ def test_report_intervals_and_significance_marks(tmp_path: Path) -> None:
     triplet_line = next(line for line in markdown.splitlines() if line.startswith("| triplet"))
     assert "≈" in triplet_line
     assert "Welch's t-test" in markdown
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[98.79 - 0.76, 98.79, 98.79 + 0.76], [99.9, 100.0, 99.5], [0.0, 0.4, 1.2], [100.0, 100.0], [50.0, 51.0, 49.0]],
+)
+def test_bounded_interval_stays_inside_the_range_and_holds_the_mean(values: list[float]) -> None:
+    interval = bounded_t_interval(values, 0.0, 100.0)
+    assert interval is not None
+    low, high = interval
+    assert 0.0 <= low <= high <= 100.0
+    plain = t_interval(values)
+    assert plain is not None
+    if min(values) > 5.0 and max(values) < 95.0:  # far from the bounds it is close to the plain t interval
+        assert (low, high) == pytest.approx(plain, abs=0.05)
+
+
+def test_no_report_interval_leaves_the_metric_range(tmp_path: Path) -> None:
+    # the example: 98.79 ± 0.76 gave [96.89, 100.69] with a plain t interval
+    seeds(tmp_path, "clustering", [{"recall@1": v / 100} for v in (98.03, 98.79, 99.55)], loss="clustering")
+    seeds(tmp_path, "triplet", [{"recall@1": v / 100} for v in (0.1, 0.0, 0.9)], loss="triplet")
+    data = json.loads(report([tmp_path], fmt="json"))
+    for row in data["datasets"][0]["rows"]:
+        low, high = row["values"]["recall@1"]["ci95"]
+        assert 0.0 <= low <= high <= 100.0
