@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, setup_logging
-from dmlbench.errors import UsageError
+from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, out, resolve_data_root, setup_logging
+from dmlbench.errors import MissingInputError, UsageError
 
 
 @friendly_errors
@@ -26,6 +26,11 @@ def command(
     nprobe: Annotated[int | None, typer.Option(help="IVF cells searched (overrides the index's).")] = None,
     ef_search: Annotated[int | None, typer.Option(help="HNSW efSearch (overrides the index's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
+    grid: Annotated[
+        Path | None,
+        typer.Option(help="Also draw the queries and their neighbours as a PNG (green: same class, red: other)."),
+    ] = None,
+    grid_queries: Annotated[int, typer.Option(help="Queries drawn in --grid (the first ones).", min=1)] = 16,
     device: Annotated[str, typer.Option(help="Device that embeds --images.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     data_root: Annotated[Path | None, typer.Option(help="Prepared-data folder (env: DMLBENCH_DATA_ROOT).")] = None,
@@ -42,6 +47,8 @@ def command(
         raise UsageError("give exactly one of --images or --embeddings", hint="see `dmlbench search --help`")
     if embeddings is not None and run is not None:
         raise UsageError("--run applies to --images only", hint="embeddings are already embedded; drop --run")
+    if grid is not None and not grid.parent.is_dir():
+        raise MissingInputError(f"the folder of --grid {grid} does not exist", hint="create it first")
     built = load_index(index)
     if k < 1 or k > built.size:
         raise UsageError(
@@ -63,6 +70,8 @@ def command(
             )
     scores, positions = search(built, queries.embeddings, k, nprobe=nprobe, ef_search=ef_search)
     rows = neighbours(built, queries.paths, scores, positions)
+    if grid is not None:
+        _draw_grid(grid, built, queries, positions[:grid_queries], resolve_data_root(data_root))
     if as_json:
         out.print_json(json.dumps([asdict(row) for row in rows]))
         return
@@ -78,3 +87,34 @@ def command(
     for row in rows:
         table.add_row(row.query, str(row.rank), row.path, row.label, f"{row.score:.4f}")
     out.print(table)
+
+
+def _draw_grid(path: Path, built: Any, queries: Any, positions: Any, data_root: Path) -> None:
+    """The first queries and their neighbours as a PNG; a neighbour is correct when its class name (or id)
+    is the query's, unknown (grey) when the queries carry no labels."""
+    from dmlbench.datasets import open_prepared
+    from dmlbench.reporting.grid import GridRow, NamedFileSource, draw_retrieval_grid, png_bytes
+    from dmlbench.utils.io import write_bytes_atomic
+
+    def class_of(labels: Any, names: list[str] | None, position: int) -> str | None:
+        if labels is None:
+            return None
+        label = int(labels[position])
+        return names[label] if names is not None else str(label)
+
+    dataset = (built.meta.get("source") or {}).get("dataset")
+    root = open_prepared(dataset, data_root).root if dataset else data_root
+    lines = []
+    for q, row in enumerate(positions):
+        wanted = class_of(queries.labels, queries.class_names, q)
+        shown = [
+            (
+                built.paths[int(p)],
+                None if wanted is None else class_of(built.labels, built.class_names, int(p)) == wanted,
+            )
+            for p in row
+            if p >= 0
+        ]
+        lines.append(GridRow(caption=f"q{q + 1}", query=queries.paths[q], neighbours=shown))
+    write_bytes_atomic(path, png_bytes(draw_retrieval_grid(lines, NamedFileSource(root), title=f"{built.root}")))
+    err.print(f"retrieval grid: {path}")

@@ -28,17 +28,19 @@ QUERY_COLOUR = (40, 90, 200)
 CORRECT_COLOUR = (30, 160, 60)
 WRONG_COLOUR = (210, 40, 40)
 MISSING_COLOUR = (200, 200, 200)
+UNKNOWN_COLOUR = (150, 150, 150)  # the query's class is not known (a search of unlabelled images)
 _LABEL_WIDTH = 64
 _GAP = 6
 
 
 @dataclass(frozen=True)
 class GridRow:
-    """One line of a grid: a caption, the query's image path and its neighbours' (path, correct) pairs."""
+    """One line of a grid: a caption, the query's image path and its neighbours' (path, correct) pairs
+    (correct None: the query's class is unknown, drawn grey)."""
 
     caption: str
     query: str
-    neighbours: Sequence[tuple[str, bool]]
+    neighbours: Sequence[tuple[str, bool | None]]
 
 
 class ImageSource:
@@ -70,6 +72,23 @@ class ImageSource:
             with Image.open(target) as image:
                 return image.convert("RGB")
         except (OSError, ValueError, IndexError, UnidentifiedImageError, Image.DecompressionBombError) as err:
+            log.warning("cannot read image %r: %s", path, err)
+            return None
+
+
+class NamedFileSource(ImageSource):
+    """Reads files by the paths a search names (the user's own query images and an index's gallery paths);
+    array rows (`images.npy#<row>`) still come from the prepared dataset folder `root`."""
+
+    def load(self, path: str) -> Image.Image | None:
+        from PIL import Image, UnidentifiedImageError
+
+        if ARRAY_MARK in path:
+            return super().load(path)
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
             log.warning("cannot read image %r: %s", path, err)
             return None
 
@@ -110,7 +129,7 @@ def draw_retrieval_grid(
         x = _LABEL_WIDTH
         canvas.paste(_tile(source.load(row.query), cell, QUERY_COLOUR, border), (x, y))
         for column, (path, correct) in enumerate(row.neighbours, start=1):
-            colour = CORRECT_COLOUR if correct else WRONG_COLOUR
+            colour = UNKNOWN_COLOUR if correct is None else CORRECT_COLOUR if correct else WRONG_COLOUR
             canvas.paste(_tile(source.load(path), cell, colour, border), (x + column * (cell + _GAP), y))
     return canvas
 

@@ -146,3 +146,42 @@ def test_bad_searches(gallery_file: Path, tmp_path: Path) -> None:
     assert absent.exit_code == 3 and "does not exist" in _error(absent)
     ok = invoke("search", str(index), "--embeddings", str(gallery_file), "-k", "2", "--json")
     assert ok.exit_code == 0 and len(json.loads(ok.stdout)) == 1600
+
+
+def test_search_grid_marks_neighbours_of_the_querys_class(glyphs_run: Path, glyphs_root: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from dmlbench.datasets import open_prepared
+    from dmlbench.reporting import grid as G
+
+    index = tmp_path / "glyphs.index"
+    done = invoke("index", str(glyphs_run), "--dataset", "glyphs", "-o", str(index), "--data-root", str(glyphs_root))
+    assert done.exit_code == 0, done.stderr
+    prepared = open_prepared("glyphs", glyphs_root)
+    first = prepared.split("test").iloc[0]
+    pixels = np.load(prepared.root / "images.npy")[int(first["path"].split("#")[1])]
+    folder = tmp_path / "queries" / str(first["label"])  # a class folder: the query's class is known
+    folder.mkdir(parents=True)
+    Image.fromarray(pixels).save(folder / "q.png")
+    out = tmp_path / "grid.png"
+    done = invoke("search", str(index), "--images", str(folder.parent), "-k", "4", "--grid", str(out),
+                  "--data-root", str(glyphs_root))  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    drawn = Image.open(out).convert("RGB")
+    cell, top = 88, 22
+    y = top + G._GAP + 1
+    assert drawn.getpixel((G._LABEL_WIDTH + 1, y)) == G.QUERY_COLOUR
+    # the first neighbour is the query image itself (score 1), so of its class: a green border
+    assert drawn.getpixel((G._LABEL_WIDTH + cell + G._GAP + 1, y)) == G.CORRECT_COLOUR
+    assert drawn.size == (G._LABEL_WIDTH + 5 * (cell + G._GAP) + G._GAP, top + cell + 2 * G._GAP)
+
+    unlabelled = tmp_path / "loose.png"
+    Image.fromarray(pixels).save(unlabelled)
+    done = invoke("search", str(index), "--images", str(unlabelled), "-k", "2", "--grid", str(out),
+                  "--data-root", str(glyphs_root))  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert Image.open(out).convert("RGB").getpixel((G._LABEL_WIDTH + cell + G._GAP + 1, y)) == G.UNKNOWN_COLOUR
+
+    missing = invoke("search", str(index), "--images", str(unlabelled), "--grid", str(tmp_path / "no" / "g.png"),
+                     "--data-root", str(glyphs_root))  # fmt: skip
+    assert missing.exit_code == 3 and "--grid" in missing.stderr
