@@ -12,6 +12,7 @@ from dmlbench.cli._output import (
     ProgressRenderer,
     err,
     friendly_errors,
+    printable,
     resolve_data_root,
     resolve_runs_root,
     setup_logging,
@@ -105,8 +106,8 @@ def command(
         setup_logging()
     with ProgressRenderer(quiet=quiet) as progress:
         result = run_bench(
-            datasets=split_list(datasets),
-            losses=split_list(losses) or DEFAULT_LOSSES,
+            datasets=split_list(datasets, "--datasets"),
+            losses=split_list(losses, "--losses") or DEFAULT_LOSSES,
             seeds=seeds,
             runs_root=resolve_runs_root(runs_root),
             data_root=resolve_data_root(data_root),
@@ -114,7 +115,7 @@ def command(
             overrides=set_ or (),
             epochs=epochs,
             device=device,
-            eval_metrics=split_list(eval_metrics),
+            eval_metrics=split_list(eval_metrics, "--eval-metrics"),
             fmt=fmt,
             on_event=progress,
             catalog=catalog or (),
@@ -143,4 +144,4 @@ def command(
         summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
         failed = f", {len(result.failed)} failed" if result.failed else ""
         err.print(f"bench: {len(result.runs)} tasks ({summary}{failed})", highlight=False)
-    typer.echo(result.report, nl=False)
+    typer.echo(printable(result.report, newlines=True), nl=False)

@@ -13,9 +13,11 @@ from dmlbench.cli._output import (
     ProgressRenderer,
     friendly_errors,
     out,
+    printable,
     resolve_data_root,
     resolve_runs_root,
     setup_logging,
+    shown,
 )
 from dmlbench.errors import UsageError
 
@@ -33,18 +35,18 @@ def _ints(text: str | None) -> list[int] | None:
 
 def _render(metrics: dict[str, float], info: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps({"metrics": metrics, **info}))
+        out.print_json(printable(json.dumps({"metrics": metrics, **info})))
         return
-    shown = {k: v for k, v in info.items() if k not in ("path", "reused")}
-    table = Table(title=" · ".join(f"{k} {v}" for k, v in shown.items()), title_justify="left")
+    facts = {k: v for k, v in info.items() if k not in ("path", "reused")}
+    table = Table(title=shown(" · ".join(f"{k} {v}" for k, v in facts.items())), title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}")
+        table.add_row(shown(name), f"{value:.4f}")
     out.print(table)
     if "path" in info:
         verb = "reused" if info.get("reused") else "wrote"
-        out.print(f"{verb} {info['path']}", markup=False, highlight=False)
+        out.print(printable(f"{verb} {info['path']}"), markup=False, highlight=False)
 
 
 def _refuse(given: dict[str, bool], mode: str, hint: str) -> None:

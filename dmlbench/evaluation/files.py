@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.errors import MissingInputError, UsageError, first_line
 from dmlbench.evaluation.core import EvalOptions, EvalOutcome, check_options, evaluate_embeddings, with_overrides
 from dmlbench.events import EventHandler
 
@@ -57,7 +57,7 @@ def _read(path: Path) -> dict[str, np.ndarray] | np.ndarray:
 
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, pickle.UnpicklingError) as err:
-        reason = getattr(err, "strerror", None) or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+        reason = getattr(err, "strerror", None) or first_line(err)
         raise MissingInputError(
             f"cannot read {path}: {reason}",
             hint="the file is corrupt, unreadable or not an array file; re-export it (np.save / np.savez / torch.save)",
