@@ -76,6 +76,10 @@ def parse_catalog(path: StrPath) -> dict[str, DatasetSpec]:
                 f"{path}: [{name}] field 'source': unknown source {source!r}; {did_you_mean(source, SOURCES.names())}",
                 hint=f"known sources: {', '.join(SOURCES.names())}",
             )
+        try:
+            SOURCES.get(specs[name].source).check_params(specs[name])
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err.message}", hint=err.hint) from None
     return specs
 
 
