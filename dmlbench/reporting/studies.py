@@ -79,7 +79,7 @@ def open_storage(storage: str | os.PathLike[str]) -> Any:
         except (OSError, ValueError) as err:
             raise EnvironmentFailure(f"cannot read study storage {path}: {err}", hint=STORAGE_HINT) from None
     if text.startswith("sqlite:///"):
-        target = Path(text.removeprefix("sqlite:///"))
+        target = Path(text.removeprefix("sqlite:///").split("?", 1)[0])  # `?...` are driver arguments
         require_file(target, what="study storage", hint=STORAGE_HINT)
     try:
         return optuna.storages.RDBStorage(text)

@@ -68,10 +68,11 @@ def open_storage(spec: str) -> Any:
             )
         if scheme == "sqlite":
             # SQLAlchemy would create the file's folder-less path lazily and fail later; check now.
-            target = Path(spec.split("sqlite:///", 1)[-1])
+            target = Path(spec.split("sqlite:///", 1)[-1].split("?", 1)[0])  # `?...` are driver arguments
             if spec.startswith("sqlite:///") and not target.parent.is_dir():
                 raise EnvironmentFailure(
-                    f"--storage {shown}: its folder does not exist", hint="create the folder, or pick another path"
+                    f"--storage {shown}: folder {redact(str(target.parent))} does not exist",
+                    hint="create it, or pick another path",
                 )
         try:
             return optuna.storages.RDBStorage(spec)
@@ -87,7 +88,9 @@ def open_storage(spec: str) -> Any:
             f"--storage {shown} is {kind}", hint=f"name a journal file, e.g. {redact(str(path / JOURNAL))}"
         )
     if not path.parent.is_dir():
-        raise EnvironmentFailure(f"--storage {shown}: its folder does not exist", hint="create the folder first")
+        raise EnvironmentFailure(
+            f"--storage {shown}: folder {redact(str(path.parent))} does not exist", hint="create it first"
+        )
     check_journal(path)
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
