@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dmlbench.config import TrainConfig, config_to_dict, load_config, parse_set, validate_config
-from dmlbench.errors import ConfigError
+from dmlbench.errors import ConfigError, UsageError
 from dmlbench.paths import check_name, child_path
 from dmlbench.rundir import TUNE_DIR
 from dmlbench.tuning.options import TuneOptions
@@ -191,7 +191,7 @@ def check_space_values(plan: Plan, *, num_classes: int) -> None:
                 LOSSES.build(
                     cfg.loss.name, cfg.loss.kwargs(), embedding_dim=cfg.model.embedding_dim, num_classes=num_classes
                 )
-            except ConfigError as err:
+            except UsageError as err:  # ConfigError, and an unknown name in a choice (UnknownNameError)
                 raise ConfigError(
                     f"{source}: {name} = {value!r} cannot be used: {err.message}",
                     hint=f"narrow {name} in the --space file to values the run accepts (nothing was written)",
