@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dmlbench.errors import ConfigError, MissingInputError, from_os_error
+from dmlbench.errors import ConfigError, from_os_error, require_file
 from dmlbench.registry import did_you_mean
 from dmlbench.utils import toml as tomllib
 
@@ -201,10 +201,7 @@ def _set_nested(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file into a dict; a missing or malformed file is a user error."""
-    if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder", hint="pass a TOML file to --config")
-    if not path.is_file():
-        raise MissingInputError(f"config file {path} does not exist", hint="check the --config path")
+    require_file(path, what="config file", hint="pass a TOML file to --config")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dmlbench.errors import MissingInputError, UsageError, first_line
+from dmlbench.errors import MissingInputError, UsageError, first_line, require_file
 from dmlbench.evaluation.core import EvalOptions, EvalOutcome, check_options, evaluate_embeddings, with_overrides
 from dmlbench.events import EventHandler
 
@@ -40,8 +40,7 @@ def _read(path: Path) -> dict[str, np.ndarray] | np.ndarray:
     """A single array, or a mapping name -> array for containers."""
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not an array file", hint="pass the .npy/.npz/.pt file itself")
-    if not path.is_file():
-        raise MissingInputError(f"{path} does not exist", hint="check the --embeddings / --labels path")
+    require_file(path, what="array file", hint="check the --embeddings / --labels path")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise UsageError(

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dmlbench.errors import ConfigError, MissingInputError
+from dmlbench.errors import ConfigError, require_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -113,8 +113,7 @@ class SpaceFile(BaseModel):
 
 def read_space_file(path: Path) -> SpaceFile:
     """Parse and validate one spaces file; every problem is one ConfigError line."""
-    if not path.is_file():
-        raise MissingInputError(f"search space file {path} does not exist", hint="check the --space path")
+    require_file(path, what="search space file", hint="check the --space path")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
