@@ -124,7 +124,7 @@ def command(
     from dmlbench.config import MAX_SEED
 
     if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in 0..{MAX_SEED}, not {seed}", hint="e.g. --seed 0")
+        raise UsageError(f"--seed must be non-negative and at most {MAX_SEED}, not {seed}", hint="e.g. --seed 0")
     ks = _ints(recall_k)
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     if distance not in ("cosine", "euclidean"):
