@@ -15,9 +15,22 @@ from typing import Annotated, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dmlbench.errors import ConfigError, MissingInputError, from_os_error
+from dmlbench.errors import ConfigError, from_os_error, require_file
 from dmlbench.registry import did_you_mean
 from dmlbench.utils import toml as tomllib
+
+# Bounds every numeric setting shares with its consumers, so a value is refused where it is parsed, not
+# deep inside a library: faiss's k-means seed is a C int (and numpy's seeds stop at 2**32), step and
+# epoch counters go to int32 fields of TensorBoard and the LR schedulers; sizes beyond these allocate
+# more memory than any machine has.
+MAX_SEED = 2**31 - 1
+MAX_SEED_COUNT = 1_000  # seeds of one grid cell or one study's finals: each is a run folder and a training
+MAX_COUNT = 2**31 - 1  # steps, epochs x steps, intervals
+MAX_EPOCHS = 1_000_000
+MAX_BATCH = 65_536  # images, classes or images per class in one batch
+MAX_EMBEDDING_DIM = 65_536
+MAX_IMAGE_SIZE = 8_192
+MAX_LOADER_WORKERS = 256
 
 
 class _Section(BaseModel):
@@ -34,11 +47,11 @@ class ModelConfig(_Section):
     """
 
     backbone: str | None = None
-    embedding_dim: int = Field(64, gt=0)
+    embedding_dim: int = Field(64, gt=0, le=MAX_EMBEDDING_DIM)
     pretrained: bool | None = None
     weights: str | None = None
     normalize: bool | None = None
-    image_size: int | None = Field(None, gt=0)
+    image_size: int | None = Field(None, gt=0, le=MAX_IMAGE_SIZE)
     in_channels: int | None = Field(None, ge=1, le=3)
     freeze_bn: bool | None = None
     freeze_backbone: bool = Field(False, description="train only the embedding head; the trunk stays as loaded")
@@ -63,7 +76,7 @@ class LossConfig(BaseModel):
 
     name: str = "clustering"
     margin_decay: float | None = Field(None, gt=0, le=1)
-    margin_decay_every: int = Field(0, ge=0, description="steps between decays; 0 = once per epoch")
+    margin_decay_every: int = Field(0, ge=0, le=MAX_COUNT, description="steps between decays; 0 = once per epoch")
 
     def kwargs(self) -> dict[str, Any]:
         """The loss's keyword arguments (everything but `name` and the margin schedule)."""
@@ -75,9 +88,9 @@ class SamplerConfig(_Section):
     `batch_size` images from `classes_per_batch` classes, as even as the sizes allow (the paper's m and C)."""
 
     kind: Literal["pk", "c-of-m"] = "pk"
-    classes_per_batch: int | None = Field(None, gt=0)
-    samples_per_class: int | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, gt=0, description="images per batch, for kind = 'c-of-m'")
+    classes_per_batch: int | None = Field(None, gt=0, le=MAX_BATCH)
+    samples_per_class: int | None = Field(None, gt=0, le=MAX_BATCH)
+    batch_size: int | None = Field(None, gt=0, le=MAX_BATCH, description="images per batch, for kind = 'c-of-m'")
 
 
 class OptimConfig(_Section):
@@ -94,21 +107,25 @@ class OptimConfig(_Section):
 class ScheduleConfig(_Section):
     """`[schedule]`: how long, the lr shape, precision and checkpointing."""
 
-    epochs: int | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps (overrides epochs)")
-    warmup_steps: int = Field(0, ge=0)
+    epochs: int | None = Field(None, gt=0, le=MAX_EPOCHS)
+    steps: int | None = Field(
+        None, gt=0, le=MAX_COUNT, description="stop after this many optimizer steps (overrides epochs)"
+    )
+    warmup_steps: int = Field(0, ge=0, le=MAX_COUNT)
     cosine: bool = False
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool | None = None
-    checkpoint_every: int = Field(100, gt=0, description="steps between last.pt saves (also saved every epoch)")
-    num_workers: int = Field(0, ge=0)
+    checkpoint_every: int = Field(
+        100, gt=0, le=MAX_COUNT, description="steps between last.pt saves (also saved every epoch)"
+    )
+    num_workers: int = Field(0, ge=0, le=MAX_LOADER_WORKERS)
 
 
 class ValidationConfig(_Section):
     """`[validation]`: model selection on held-out TRAIN classes; the test split is never used."""
 
     val_classes: float = Field(0.0, ge=0.0, lt=1.0)
-    every: int = Field(1, gt=0)
+    every: int = Field(1, gt=0, le=MAX_EPOCHS)
     metric: str = "recall@1"
 
 
@@ -117,7 +134,7 @@ class TrainConfig(_Section):
 
     # The embedded zero-shot benchmark: generated, no download, and training matters on it (docs/datasets.md).
     dataset: str = "glyphs"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     run_id: str | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -184,10 +201,7 @@ def _set_nested(data: dict[str, Any], path: list[str], value: Any) -> None:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file into a dict; a missing or malformed file is a user error."""
-    if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder", hint="pass a TOML file to --config")
-    if not path.is_file():
-        raise MissingInputError(f"config file {path} does not exist", hint="check the --config path")
+    require_file(path, what="config file", hint="pass a TOML file to --config")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

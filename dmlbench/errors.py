@@ -5,6 +5,9 @@ Anything that is not a `DmlbenchError` is a bug and is shown with a traceback.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class DmlbenchError(Exception):
     """A failure the user can fix; the CLI prints it without a traceback."""
@@ -65,6 +68,18 @@ class InterruptedRunError(DmlbenchError):
     exit_code = 130
 
 
+def first_line(error: BaseException, *, last: bool = False) -> str:
+    """One line that says what `error` is: its message's first (or `last`) non-blank line, else its type's name.
+
+    Libraries raise exceptions with empty messages (and messages of blank lines); indexing their lines
+    would turn the user's mistake into an IndexError traceback.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[-1] if last else lines[0]
+
+
 def from_os_error(error: OSError, *, doing: str = "") -> DmlbenchError:
     """The user-fixable reading of an OS error (missing, not a folder, read-only, disk full...), naming the path."""
     import errno
@@ -75,6 +90,11 @@ def from_os_error(error: OSError, *, doing: str = "") -> DmlbenchError:
     code = error.errno
     if code == errno.ENOENT:
         return MissingInputError(f"{action}{reason}:{where}", hint="check the path")
+    # Opening a folder, FIFO, socket or device as a file: say what stands there, not only errno's words.
+    special = (errno.EISDIR, errno.EINVAL, errno.ENXIO, errno.ENODEV, errno.ESPIPE, errno.EOPNOTSUPP)
+    kind = file_kind(error.filename) if error.filename and code in special else None
+    if kind is not None:
+        return UsageError(f"{action}{error.filename} is {kind}, not a file", hint="pass a regular file")
     if code in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
         return UsageError(
             f"{action}{reason}:{where}", hint="pass a file where a file is expected, a folder for a folder"
@@ -86,3 +106,34 @@ def from_os_error(error: OSError, *, doing: str = "") -> DmlbenchError:
     if code in (errno.ENOSPC, errno.EDQUOT):
         return EnvironmentFailure(f"{action}{reason}:{where}", hint="free some disk space and run the command again")
     return EnvironmentFailure(f"{action}{reason}:{where}", hint="check the path and the disk")
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What stands at `path` when it is not a regular file: "a folder", "a FIFO (named pipe)", ...; None for a
+    regular file (links followed) or nothing at all. Checked before opening: reading a FIFO blocks forever."""
+    import stat
+
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def require_file(path: str | os.PathLike[str], *, what: str, hint: str) -> None:
+    """The one check of an input file the user named: missing (exit 3) or not a regular file (exit 2), in words."""
+    kind = file_kind(path)
+    if kind is not None:
+        raise UsageError(f"{what} {os.fspath(path)} is {kind}, not a file", hint=hint)
+    if not Path(path).is_file():
+        raise MissingInputError(f"{what} {os.fspath(path)} does not exist", hint=hint)

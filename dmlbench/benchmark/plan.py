@@ -90,13 +90,21 @@ class BenchPlan:
 
 
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    from dmlbench.config import MAX_SEED, MAX_SEED_COUNT
+
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise UsageError(f"--seeds must be at least 1, not {seeds}", hint="e.g. --seeds 3 runs seeds 0, 1, 2")
+        if not 1 <= seeds <= MAX_SEED_COUNT:
+            raise UsageError(
+                f"--seeds must be between 1 and {MAX_SEED_COUNT}, not {seeds}",
+                hint="e.g. --seeds 3 runs seeds 0, 1, 2",
+            )
         return list(range(seeds))
     chosen = sorted(set(seeds))
-    if not chosen or min(chosen) < 0:
-        raise UsageError("seeds must be non-negative integers", hint="e.g. --seeds 3 runs seeds 0, 1, 2")
+    if not chosen or min(chosen) < 0 or max(chosen) > MAX_SEED or len(chosen) > MAX_SEED_COUNT:
+        raise UsageError(
+            f"seeds must be at most {MAX_SEED_COUNT} integers in 0..{MAX_SEED}",
+            hint="e.g. --seeds 3 runs seeds 0, 1, 2",
+        )
     return chosen
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -36,11 +37,39 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# C0 and C1 control characters (ESC starts colour, cursor and OSC title/hyperlink sequences; CR rewrites the
+# line), DEL, and the Unicode marks that reorder or hide text. Tab stays; newline only where asked.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_UNSAFE_OR_NEWLINE = re.compile(f"{_UNSAFE.pattern[:-1]}\n]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: object, *, newlines: bool = False) -> str:
+    """`text` safe for a terminal: every control character shown as `\\xNN` / `\\uNNNN`, never interpreted.
+
+    The one guard for text that comes from files (run folders, manifests, journals, catalogs, file names,
+    and the error messages that quote them): a run folder must not be able to recolour the terminal, set
+    its title, or rewrite a line with `\\r` to forge a message. `newlines` keeps line breaks (tables, reports).
+    """
+    return (_UNSAFE if newlines else _UNSAFE_OR_NEWLINE).sub(_escaped, str(text))
+
+
+def shown(text: object) -> str:
+    """`printable(text)` for a rich markup string: also escapes rich's `[...]` markup."""
+    return escape(printable(text))
+
+
 def print_error(error: DmlbenchError) -> None:
-    """One `error:` line and one `hint:` line on stderr."""
-    err.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True, highlight=False)
+    """One `error:` line and one `hint:` line on stderr (their text quotes paths and files: made printable)."""
+    from dmlbench.utils.redact import redact
+
+    err.print(f"[bold red]error:[/] {shown(redact(error.message))}", soft_wrap=True, highlight=False)
     if error.hint:
-        err.print(f"[yellow]hint:[/] {escape(error.hint)}", soft_wrap=True, highlight=False)
+        err.print(f"[yellow]hint:[/] {shown(redact(error.hint))}", soft_wrap=True, highlight=False)
 
 
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -64,11 +93,24 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+class _SafeRecords(logging.Filter):
+    """Log lines quote file names and file contents (and storage URLs): made printable and redacted here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from dmlbench.utils.redact import redact
+
+        record.msg = printable(redact(record.getMessage()), newlines=True)
+        record.args = None
+        return True
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Route the core's `logging` records to stderr through rich."""
     root = logging.getLogger("dmlbench")
     if not any(isinstance(h, RichHandler) for h in root.handlers):
-        root.addHandler(RichHandler(console=err, show_path=False, show_time=False))
+        handler = RichHandler(console=err, show_path=False, show_time=False)
+        handler.addFilter(_SafeRecords())
+        root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -134,14 +176,14 @@ class ProgressRenderer:
         """Handle one event (pass the renderer itself as `on_event`)."""
         if event.kind == "log":
             if not self.quiet:
-                err.print(escape(event.message), highlight=False, soft_wrap=True)
+                err.print(shown(event.message), highlight=False, soft_wrap=True)
             return
         if self.quiet:
             return
-        info = "  ".join(f"{k}={_fmt(v)}" for k, v in event.fields.items())
+        info = shown("  ".join(f"{k}={_fmt(v)}" for k, v in event.fields.items()))
         if event.kind == "start":
             progress = self._ensure_progress(event.unit)
-            self._tasks[event.task] = progress.add_task(event.task, total=event.total, info=info)
+            self._tasks[event.task] = progress.add_task(shown(event.task), total=event.total, info=info)
             return
         task_id = self._tasks.get(event.task)
         if task_id is None or self._progress is None:

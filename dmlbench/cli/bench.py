@@ -12,6 +12,7 @@ from dmlbench.cli._output import (
     ProgressRenderer,
     err,
     friendly_errors,
+    printable,
     resolve_data_root,
     resolve_runs_root,
     setup_logging,
@@ -111,13 +112,13 @@ def command(
         setup_logging()
     from dmlbench.cli._datasets import dataset_names
 
-    dataset_list = split_list(datasets)
+    dataset_list = split_list(datasets, "--datasets")
     if dataset_list is not None:
         dataset_list = dataset_names(dataset_list, data_root, quiet=quiet)
     with ProgressRenderer(quiet=quiet) as progress:
         result = run_bench(
             datasets=dataset_list,
-            losses=split_list(losses) or DEFAULT_LOSSES,
+            losses=split_list(losses, "--losses") or DEFAULT_LOSSES,
             seeds=seeds,
             runs_root=resolve_runs_root(runs_root),
             data_root=resolve_data_root(data_root),
@@ -125,7 +126,7 @@ def command(
             overrides=set_ or (),
             epochs=epochs,
             device=device,
-            eval_metrics=split_list(eval_metrics),
+            eval_metrics=split_list(eval_metrics, "--eval-metrics"),
             fmt=fmt,
             on_event=progress,
             catalog=catalog or (),
@@ -154,4 +155,4 @@ def command(
         summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
         failed = f", {len(result.failed)} failed" if result.failed else ""
         err.print(f"bench: {len(result.runs)} tasks ({summary}{failed})", highlight=False)
-    typer.echo(result.report, nl=False)
+    typer.echo(printable(result.report, newlines=True), nl=False)

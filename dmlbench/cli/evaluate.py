@@ -13,9 +13,11 @@ from dmlbench.cli._output import (
     ProgressRenderer,
     friendly_errors,
     out,
+    printable,
     resolve_data_root,
     resolve_runs_root,
     setup_logging,
+    shown,
 )
 from dmlbench.errors import UsageError
 
@@ -40,16 +42,16 @@ def _render(
     intervals = intervals or {}
     if as_json:
         extra = {"intervals": {k: list(v) for k, v in intervals.items()}} if intervals else {}
-        out.print_json(json.dumps({"metrics": metrics, **extra, **info}))
+        out.print_json(printable(json.dumps({"metrics": metrics, **extra, **info})))
         return
-    shown = {k: v for k, v in info.items() if k not in ("path", "reused", "approximation")}
-    table = Table(title=" · ".join(f"{k} {v}" for k, v in shown.items()), title_justify="left")
+    facts = {k: v for k, v in info.items() if k not in ("path", "reused", "approximation")}
+    table = Table(title=shown(" · ".join(f"{k} {v}" for k, v in facts.items())), title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     if intervals:
         table.add_column("95% interval", justify="right")
     for name, value in metrics.items():
-        cells = [name, f"{value:.4f}"]
+        cells = [shown(name), f"{value:.4f}"]
         if intervals:
             low_high = intervals.get(name)
             cells.append(f"[{low_high[0]:.4f}, {low_high[1]:.4f}]" if low_high else "")
@@ -59,7 +61,7 @@ def _render(
         out.print(line, markup=False, highlight=False)
     if "path" in info:
         verb = "reused" if info.get("reused") else "wrote"
-        out.print(f"{verb} {info['path']}", markup=False, highlight=False)
+        out.print(printable(f"{verb} {info['path']}"), markup=False, highlight=False)
 
 
 def approximation_lines(approximation: dict[str, Any]) -> list[str]:
@@ -165,6 +167,10 @@ def command(
     --dataset NAME) written to RUNS_ROOT/baselines/.
     """
     setup_logging()
+    from dmlbench.config import MAX_SEED
+
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be non-negative and at most {MAX_SEED}, not {seed}", hint="e.g. --seed 0")
     ks = _ints(recall_k)
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     if distance not in ("cosine", "euclidean"):

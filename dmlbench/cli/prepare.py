@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, out, resolve_data_root
+from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, out, printable, resolve_data_root, shown
 from dmlbench.errors import UsageError
 
 
@@ -67,7 +66,7 @@ def command(
         table = Table("dataset", "prepared", "images per split", "title")
         for row in list_status(root, extra):
             counts = ", ".join(f"{split} {s['images']:,}" for split, s in row.splits.items())
-            table.add_row(row.name, "yes" if row.prepared else "no", counts or "-", escape(row.title))
+            table.add_row(shown(row.name), "yes" if row.prepared else "no", counts or "-", shown(row.title))
         out.print(table)
         return
     if name is None:
@@ -99,14 +98,14 @@ def command(
             prepared = prepare(name, data_root=root, source=from_path, force=force, on_event=renderer, catalog=extra)
     name = prepared.name
     info = prepared.info
-    table = Table("split", "images", "classes", "labels", title=escape(f"{name}: {info['title']} ({info['protocol']})"))
+    table = Table("split", "images", "classes", "labels", title=shown(f"{name}: {info['title']} ({info['protocol']})"))
     for split, s in info["splits"].items():
         table.add_row(split, f"{s['images']:,}", f"{s['classes']:,}", f"{s['label_min']}..{s['label_max']}")
     out.print(table)
     if not info.get("train_test_disjoint", True):
         err.print("[yellow]warning:[/] train and evaluation classes overlap; this is not a zero-shot DML split")
     _print_user_facts(info)
-    out.print(f"prepared in {prepared.root}", markup=False, highlight=False)
+    out.print(printable(f"prepared in {prepared.root}"), markup=False, highlight=False)
 
 
 def _catalog_names(extra: tuple[Path, ...]) -> set[str]:
@@ -129,6 +128,6 @@ def _print_user_facts(info: dict[str, Any]) -> None:
     )
     if source_info.get("images_converted"):
         examples = "; ".join(source_info.get("converted_examples", [])[:2])
-        err.print(f"normalised {source_info['images_converted']:,} image(s) (e.g. {examples})", markup=False)
+        err.print(printable(f"normalised {source_info['images_converted']:,} image(s) (e.g. {examples})"), markup=False)
     for group in source_info.get("duplicates", [])[:5]:
-        err.print(f"warning: identical images: {' = '.join(group)}", markup=False, highlight=False)
+        err.print(printable(f"warning: identical images: {' = '.join(group)}"), markup=False, highlight=False)

@@ -11,17 +11,27 @@ from dmlbench.cli._output import (
     ProgressRenderer,
     err,
     friendly_errors,
+    printable,
     resolve_data_root,
     resolve_runs_root,
     setup_logging,
 )
 
 
-def split_list(values: list[str] | None) -> list[str] | None:
-    """Accept both `--metrics nmi,recall@1` and repeated `--metrics nmi --metrics recall@1`."""
-    if not values:
+def split_list(values: list[str] | None, flag: str = "the list") -> list[str] | None:
+    """Accept both `--metrics nmi,recall@1` and repeated `--metrics nmi --metrics recall@1`.
+
+    None when the option was left out; an option given with nothing in it (`--losses ""`, an unset shell
+    variable) is an error, never silently the default.
+    """
+    if values is None:
         return None
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+    items = [item.strip() for value in values for item in value.split(",") if item.strip()]
+    if not items:
+        from dmlbench.errors import UsageError
+
+        raise UsageError(f"{flag} is empty", hint=f"name at least one, or leave {flag} out for the default")
+    return items
 
 
 @friendly_errors
@@ -70,13 +80,14 @@ def command(
     from dmlbench.utils.io import write_text_atomic
 
     setup_logging()
+    storage = storage if storage is None or storage.strip() else None  # `--storage ''`: as if left out
     inputs = list(paths) if paths else [resolve_runs_root(runs_root)]
     with ProgressRenderer() as progress:
         text = report(
             inputs,
             fmt=fmt,
-            group_by=split_list(group_by),
-            metrics=split_list(metrics),
+            group_by=split_list(group_by, "--group-by"),
+            metrics=split_list(metrics, "--metrics"),
             plots_dir=plots,
             on_event=progress,
             studies=studies,
@@ -85,7 +96,7 @@ def command(
             data_root=resolve_data_root(data_root),
         )
     if output is None:
-        typer.echo(text, nl=False)
+        typer.echo(printable(text, newlines=True), nl=False)
     else:
         write_text_atomic(output, text)
-        err.print(f"wrote {output}", markup=False, highlight=False)
+        err.print(f"wrote {printable(output)}", markup=False, highlight=False)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import friendly_errors, out, resolve_runs_root
+from dmlbench.cli._output import friendly_errors, out, printable, resolve_runs_root, shown
 
 
 @friendly_errors
@@ -19,14 +19,13 @@ def command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show, per grid and study, how many runs or trials are done, running, failed and pending."""
-    from rich.markup import escape
     from rich.table import Table
 
     from dmlbench.benchmark.status import collect_status
 
     groups = collect_status(resolve_runs_root(runs_root))
     if as_json:
-        typer.echo(json.dumps([group.to_dict() for group in groups], indent=2))
+        typer.echo(printable(json.dumps([group.to_dict() for group in groups], indent=2), newlines=True))
         return
     if not groups:
         out.print("no runs found", highlight=False)
@@ -34,8 +33,10 @@ def command(
     table = Table("kind", "name", "done", "running", "failed", "pending", box=None, pad_edge=False)
     for group in groups:
         done = f"{group.done}/{group.target}" if group.target is not None else str(group.done)
-        table.add_row(group.kind, escape(group.name), done, str(group.running), str(group.failed), str(group.pending))
+        table.add_row(
+            shown(group.kind), shown(group.name), done, str(group.running), str(group.failed), str(group.pending)
+        )
     out.print(table)
     for group in groups:
         for run_id, error in group.errors:
-            out.print(f"failed {escape(run_id)}: {escape(error)}", highlight=False, soft_wrap=True)
+            out.print(f"failed {shown(run_id)}: {shown(error)}", highlight=False, soft_wrap=True)

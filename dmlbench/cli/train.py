@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, resolve_runs_root
+from dmlbench.cli._output import (
+    ProgressRenderer,
+    friendly_errors,
+    out,
+    printable,
+    resolve_data_root,
+    resolve_runs_root,
+)
 from dmlbench.errors import UsageError
 from dmlbench.losses.registry import loss_help
 from dmlbench.models.registry import backbone_help
@@ -131,8 +138,10 @@ def command(
         )
         loss_text = f"{summary.final_loss:.4f}" if summary.final_loss is not None else "n/a"
         out.print(
-            f"{summary.run_id}: {summary.steps} steps, {summary.epochs} epochs, loss {loss_text}, "
-            f"{summary.images_per_s or 0:.0f} img/s  {metrics}  -> {summary.run_dir}",
+            printable(
+                f"{summary.run_id}: {summary.steps} steps, {summary.epochs} epochs, loss {loss_text}, "
+                f"{summary.images_per_s or 0:.0f} img/s  {metrics}  -> {summary.run_dir}"
+            ),
             markup=False,
             highlight=False,
         )

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, resolve_runs_root
+from dmlbench.cli._output import (
+    ProgressRenderer,
+    friendly_errors,
+    out,
+    printable,
+    resolve_data_root,
+    resolve_runs_root,
+)
 from dmlbench.launch import cli_options as opt
 from dmlbench.losses.registry import loss_help
 
@@ -152,13 +159,17 @@ def command(
         if slurm is not None:
             outcome = tune_on_slurm(options, slurm, wait=wait, on_event=renderer)
             if isinstance(outcome, str):
-                out.print(f"submitted SLURM array {outcome}; `dmlbench status {options.runs_root}` follows it")
+                out.print(
+                    printable(f"submitted SLURM array {outcome}; `dmlbench status {options.runs_root}` follows it"),
+                    markup=False,
+                    highlight=False,
+                )
                 return
             result = outcome
         else:
             result = tune(options, on_event=renderer)
     if as_json:
-        out.print_json(json.dumps(result.to_dict()))
+        out.print_json(printable(json.dumps(result.to_dict())))
         return
     best = (
         f"best trial {result.best_trial}: {result.metric} {result.best_value:.4f}"
@@ -166,12 +177,15 @@ def command(
         else "no complete trial"
     )
     out.print(
-        f"{result.study}: {result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed; {best}",
+        printable(
+            f"{result.study}: {result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed; {best}"
+        ),
         markup=False,
         highlight=False,
     )
     for name, value in result.best_params.items():
-        out.print(f"  {name} = {value:.4g}" if isinstance(value, float) else f"  {name} = {value}", markup=False)
+        text = f"  {name} = {value:.4g}" if isinstance(value, float) else f"  {name} = {value}"
+        out.print(printable(text), markup=False, highlight=False)
     for final in [*result.finals, *([result.ensemble] if result.ensemble else [])]:
         shown = "  ".join(f"{k} {final.metrics[k]:.4f}" for k in ("recall@1", "map@r", "nmi") if k in final.metrics)
-        out.print(f"{final.name}: {shown}  -> {final.run_dir}", markup=False, highlight=False)
+        out.print(printable(f"{final.name}: {shown}  -> {final.run_dir}"), markup=False, highlight=False)

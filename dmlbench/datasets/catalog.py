@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from dmlbench.datasets.prepared import INFO_FILE, dataset_dir, prepared_user_specs
 from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.spec import DatasetSpec
-from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError
+from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError, file_kind
 from dmlbench.paths import StrPath, check_name
 from dmlbench.registry import did_you_mean
 from dmlbench.utils import toml as tomllib
@@ -42,6 +42,11 @@ def _describe(error: ValidationError) -> tuple[str, str]:
 def parse_catalog(path: StrPath) -> dict[str, DatasetSpec]:
     """Parse one catalog file; every error names the file, the table and the field."""
     path = Path(path)
+    kind = file_kind(path)
+    if kind is not None:  # checked before reading: reading a FIFO would block forever
+        raise ConfigError(
+            f"cannot read catalog file {path}: it is {kind}", hint="pass a readable UTF-8 TOML file to --catalog"
+        )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -79,6 +84,10 @@ def parse_catalog(path: StrPath) -> dict[str, DatasetSpec]:
                 f"{path}: [{name}] field 'source': unknown source {source!r}; {did_you_mean(source, SOURCES.names())}",
                 hint=f"known sources: {', '.join(SOURCES.names())}",
             )
+        try:
+            SOURCES.get(specs[name].source).check_params(specs[name])
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err.message}", hint=err.hint) from None
     return specs
 
 

@@ -75,6 +75,7 @@ def prepare(
     source = Path(source) if source is not None else None
     root = dataset_dir(spec.name, data_root)
     reader: Source = SOURCES.get(spec.source)()
+    reader.check_params(spec)  # a spec built in Python (prepare(spec=...)) skipped the catalog's check
     if (root / INFO_FILE).is_file() and not force:
         emit(on_event, Event("log", spec.name, message=f"{spec.name} is already prepared in {root}"))
         prepared = open_prepared(spec.name, data_root)

@@ -6,7 +6,9 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
+
+from dmlbench.config import MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE
 
 Protocol = Literal["class-split", "given-split", "query-gallery"]
 FileFormat = Literal["tgz", "tar", "zip", "gz", "mat", "file"]
@@ -55,12 +57,14 @@ class DatasetSpec(BaseModel):
     source: str = Field(description="raw-format reader, a key of dmlbench.datasets.sources.SOURCES")
     protocol: Protocol
     backbone: str = Field(description="a BACKBONES name, a plugin's, or timm:<model>")
-    image_size: int = Field(gt=0, description="side of the square network input")
+    image_size: int = Field(gt=0, le=MAX_IMAGE_SIZE, description="side of the square network input")
     channels: Literal[1, 3]
     recall_k: tuple[int, ...] = Field(min_length=1)
-    default_batch_classes: int = Field(gt=0)
-    default_batch_per_class: int = Field(gt=1)
-    default_epochs: int | None = Field(None, gt=0, description="training epochs when the config sets none")
+    default_batch_classes: int = Field(gt=0, le=MAX_BATCH)
+    default_batch_per_class: int = Field(gt=1, le=MAX_BATCH)
+    default_epochs: int | None = Field(
+        None, gt=0, le=MAX_EPOCHS, description="training epochs when the config sets none"
+    )
     default_lr: float | None = Field(None, gt=0, description="learning rate when the config sets none")
     train_classes: tuple[int, int] | None = None
     test_classes: tuple[int, int] | None = None
@@ -70,8 +74,13 @@ class DatasetSpec(BaseModel):
         "taking the ids of its range with the parity its range starts on (e.g. train [0, 348], test [1, 349]); "
         "'source' = the source assigns each image's split itself (datasets from the user's files: no ranges)",
     )
-    expect_images: dict[str, int] = Field(default_factory=dict, description="exact images per split, checked")
-    expect_classes: dict[str, int] = Field(default_factory=dict, description="exact classes per split, checked")
+    # Counts are checked after a build; a negative one could never match and would blame the download.
+    expect_images: dict[str, NonNegativeInt] = Field(
+        default_factory=dict, description="exact images per split, checked"
+    )
+    expect_classes: dict[str, NonNegativeInt] = Field(
+        default_factory=dict, description="exact classes per split, checked"
+    )
     files: tuple[FileSpec, ...] = ()
     homepage: str = ""
     citation: str = ""

@@ -312,8 +312,16 @@ def check_options(options: EvalOptions) -> None:
     """Reject a bad distance, k-means setting or metric selection (UsageError) before any work is done."""
     if options.distance not in ("cosine", "euclidean"):
         raise UsageError(f"unknown distance {options.distance!r}", hint="use cosine or euclidean")
-    if options.kmeans_niter < 1 or options.kmeans_nredo < 1:
-        raise UsageError("k-means needs niter >= 1 and nredo >= 1", hint="e.g. kmeans_niter=25, kmeans_nredo=1")
+    from dmlbench.config import MAX_COUNT, MAX_SEED
+
+    # faiss takes niter, nredo and seed as C ints: a bigger value is an OverflowError traceback deep inside.
+    if not (1 <= options.kmeans_niter <= MAX_COUNT and 1 <= options.kmeans_nredo <= MAX_COUNT):
+        raise UsageError(
+            f"k-means needs niter >= 1 and nredo >= 1, each at most {MAX_COUNT}",
+            hint="e.g. kmeans_niter=25, kmeans_nredo=1",
+        )
+    if not 0 <= options.seed <= MAX_SEED:
+        raise UsageError(f"seed must be in 0..{MAX_SEED}, got {options.seed}", hint="e.g. --seed 0")
     if options.tile_size < 1:
         raise UsageError(f"tile_size must be >= 1, got {options.tile_size}", hint="e.g. tile_size=2048")
     if options.queries is not None and options.queries < 1:

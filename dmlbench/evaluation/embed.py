@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dmlbench.errors import UsageError
+from dmlbench.errors import UsageError, first_line
 from dmlbench.events import Event, EventHandler, emit
 
 if TYPE_CHECKING:
@@ -60,8 +60,7 @@ def embed_dataset(
             except RuntimeError as err:
                 if "shape" in str(err) or "size" in str(err) or "channels" in str(err):
                     raise UsageError(
-                        f"the model cannot embed these images of shape {tuple(images.shape[1:])}: "
-                        f"{str(err).splitlines()[0]}",
+                        f"the model cannot embed these images of shape {tuple(images.shape[1:])}: {first_line(err)}",
                         hint="the run was trained on differently shaped inputs; check the run's dataset and image_size",
                     ) from err
                 raise

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.errors import MissingInputError, UsageError, first_line, require_file
 from dmlbench.evaluation.core import EvalOptions, EvalOutcome, check_options, evaluate_embeddings, with_overrides
 from dmlbench.events import EventHandler
 from dmlbench.utils.npy import load_npy, load_npz
@@ -42,8 +42,7 @@ def _read(path: Path) -> dict[str, np.ndarray] | np.ndarray:
     """A single array, or a mapping name -> array for containers."""
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not an array file", hint="pass the .npy/.npz/.pt file itself")
-    if not path.is_file():
-        raise MissingInputError(f"{path} does not exist", hint="check the --embeddings / --labels path")
+    require_file(path, what="array file", hint="check the --embeddings / --labels path")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise UsageError(
@@ -58,7 +57,7 @@ def _read(path: Path) -> dict[str, np.ndarray] | np.ndarray:
 
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, pickle.UnpicklingError) as err:
-        reason = getattr(err, "strerror", None) or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+        reason = getattr(err, "strerror", None) or first_line(err)
         raise MissingInputError(
             f"cannot read {path}: {reason}",
             hint="the file is corrupt, unreadable or not an array file; re-export it (np.save / np.savez / torch.save)",

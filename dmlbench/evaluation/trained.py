@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from dmlbench.errors import MissingInputError
+from dmlbench.errors import MissingInputError, first_line
 from dmlbench.registry import Registry
 from dmlbench.rundir import Manifest, RunDir
 
@@ -54,7 +54,7 @@ def load_trained_embedder(
         model.load_state_dict(state)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise MissingInputError(
-            f"cannot load {run.model_path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            f"cannot load {run.model_path}: {first_line(err)}",
             hint=f"the run is damaged; retrain with `dmlbench train --run-dir {run.root} --force`",
         ) from err
     return model.to(device).eval(), cfg

@@ -74,7 +74,10 @@ def check_launcher(launcher: str) -> LauncherName:
     from dmlbench.registry import did_you_mean
 
     if launcher not in ("local", "slurm"):
-        raise UnknownNameError(f"unknown launcher {launcher!r}", hint=f"{did_you_mean(launcher, ['local', 'slurm'])}")
+        raise UnknownNameError(
+            f"unknown launcher {launcher!r}",
+            hint=f"{did_you_mean(launcher, ['local', 'slurm'])}launchers: local, slurm",
+        )
     return "slurm" if launcher == "slurm" else "local"
 
 

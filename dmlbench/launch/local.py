@@ -39,10 +39,17 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+MAX_WORKERS = 1_024
+
+
 def check_workers(workers: int) -> int:
     """`workers` when it is at least 1; a UsageError otherwise."""
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, not {workers}", hint="e.g. --workers 2 runs two at a time")
+    if workers > MAX_WORKERS:
+        raise UsageError(
+            f"--workers {workers} is more than {MAX_WORKERS} processes", hint="one worker per GPU or per few cores"
+        )
     return workers
 
 
@@ -178,6 +185,7 @@ def run_in_workers(
     the interrupt (training saves its checkpoint) and re-raises KeyboardInterrupt.
     """
     check_workers(workers)
+    workers = min(workers, max(1, len(items)))  # never more processes (or smaller core shares) than items
     cores = cpu_count if cpu_count is not None else available_cores()
     results: list[Any] = [None] * len(items)
     finished = [False] * len(items)

@@ -16,9 +16,10 @@ DDP rank because every rank computes the loss on the same all-gathered global ba
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -446,13 +447,13 @@ class PMLGenericLoss(PMLLoss):
             mined = MINERS.build(miner, miner_kwargs or {})
         elif miner is not None:
             miner_cls = _pml_class("miners", miner, "miner")
-            mined = miner_cls(**_pml_kwargs(miner_cls, miner_kwargs or {}, f"miner {miner}"))
+            miner_params = _pml_kwargs(miner_cls, miner_kwargs or {}, f"miner {miner}")
+            with _as_config_error(f"cannot build miner {miner!r}", "check loss.miner_kwargs"):
+                mined = miner_cls(**miner_params)
         elif miner_kwargs:
             raise ConfigError(f"{what}: miner_kwargs given without a miner", hint='add miner = "<MinerClass>"')
-        try:
+        with _as_config_error(f"cannot build {what}", "check loss.kwargs"):
             loss = loss_cls(**params)
-        except (TypeError, ValueError, AssertionError) as err:
-            raise ConfigError(f"cannot build {what}: {err}", hint="check loss.kwargs") from err
         indexed = params.get("num_classes")
         self._attach(
             loss,
@@ -460,6 +461,42 @@ class PMLGenericLoss(PMLLoss):
             num_classes=int(indexed) if isinstance(indexed, int) else None,
             lr_multiplier=lr_multiplier,
         )
+        with _as_config_error(f"{what} fails on a batch", "check loss.kwargs and loss.miner_kwargs"):
+            self._probe(embedding_dim if isinstance(embedding_dim, int) else None)
+
+    def _probe(self, embedding_dim: int | None) -> None:
+        """One forward and backward pass of a copy on a tiny batch: PML checks many arguments only when it runs.
+
+        A value it accepts at construction (a string margin, a distance it cannot pair with) would otherwise
+        raise mid-training, after the run folder was claimed. The global RNG is left as it was.
+        """
+        import copy
+
+        table = self._buffers.get("class_table")
+        classes = min(4, int(table.numel())) if table is not None else 4
+        generator = torch.Generator().manual_seed(0)
+        embeddings = torch.randn(2 * classes, embedding_dim or 8, generator=generator)
+        embeddings = nn.functional.normalize(embeddings, dim=1).requires_grad_()
+        labels = torch.arange(classes).repeat(2)
+        with torch.random.fork_rng(devices=[]):
+            value = copy.deepcopy(self)(embeddings, labels)
+            value.backward()
+
+
+@contextlib.contextmanager
+def _as_config_error(what: str, hint: str) -> Iterator[None]:
+    """Whatever PML raises for a value it cannot use (TypeError, AttributeError, RuntimeError...) as one ConfigError.
+
+    PML validates few arguments itself; a wrong one surfaces as any exception, from wherever it is used.
+    """
+    from dmlbench.errors import DmlbenchError, first_line
+
+    try:
+        yield
+    except DmlbenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - see the docstring: any failure here is the user's value
+        raise ConfigError(f"{what}: {type(err).__name__}: {first_line(err)}", hint=hint) from err
 
 
 def pml_miner_class(class_name: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dmlbench.errors import ConfigError, EnvironmentFailure
+from dmlbench.errors import ConfigError, EnvironmentFailure, first_line
 from dmlbench.models.weights import read_state_dict
 
 
@@ -80,7 +80,7 @@ def _imagenet_state(arch: str, enum: Any, pretrained: bool, weights: Path | None
         return dict(enum.get_state_dict(progress=False, check_hash=True))
     except Exception as err:  # urllib, hash and IO errors all mean "no weights"
         raise EnvironmentFailure(
-            f"cannot download the ImageNet weights of {arch} ({type(err).__name__}: {str(err).splitlines()[0]})",
+            f"cannot download the ImageNet weights of {arch} ({type(err).__name__}: {first_line(err)})",
             hint=f"download {enum.url} elsewhere and pass --weights FILE, or train from scratch with --no-pretrained",
         ) from err
 
@@ -94,7 +94,7 @@ def _load_trunk(net: nn.Module, state: dict[str, torch.Tensor] | None, arch: str
     try:
         missing, unexpected = net.load_state_dict(trunk_state, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise ConfigError(f"the weights do not fit {arch}: {str(err).splitlines()[-1].strip()}", hint=hint) from None
+        raise ConfigError(f"the weights do not fit {arch}: {first_line(err, last=True)}", hint=hint) from None
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
         raise ConfigError(

@@ -19,7 +19,7 @@ import torch
 from timm.models import adapt_input_conv, get_pretrained_cfg
 from torch import nn
 
-from dmlbench.errors import ConfigError, EnvironmentFailure, UnknownNameError
+from dmlbench.errors import ConfigError, EnvironmentFailure, UnknownNameError, first_line
 from dmlbench.models.facts import TIMM_PREFIX, BackboneInfo
 from dmlbench.models.weights import read_state_dict
 from dmlbench.registry import did_you_mean
@@ -32,8 +32,8 @@ _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 def _first_line(err: BaseException) -> str:
-    lines = str(err).splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    line = first_line(err)
+    return line if line == type(err).__name__ else f"{type(err).__name__}: {line}"
 
 
 def _offline_hint(name: str) -> str:
@@ -234,7 +234,7 @@ def load_weights_file(net: nn.Module, path: Path, *, name: str, cfg: Any, in_cha
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
-        detail = str(err).splitlines()[-1].strip()
+        detail = first_line(err, last=True)
         raise ConfigError(f"{path} does not fit {TIMM_PREFIX}{name}: {detail}", hint=hint) from None
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:

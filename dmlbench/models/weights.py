@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from dmlbench.errors import ConfigError, MissingInputError
+from dmlbench.errors import ConfigError, first_line, require_file
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 # Checkpoints written by training scripts wrap the weights in one of these keys.
@@ -18,8 +18,7 @@ def read_state_dict(path: Path, *, hint: str) -> dict[str, torch.Tensor]:
 
     `hint` tells the user which file fits (it ends every error about the file's contents).
     """
-    if not path.is_file():
-        raise MissingInputError(f"weights file {path} does not exist", hint="check the --weights path")
+    require_file(path, what="weights file", hint="check the --weights path")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -28,12 +27,12 @@ def read_state_dict(path: Path, *, hint: str) -> dict[str, torch.Tensor]:
         try:
             state: object = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise ConfigError(f"{path} is not a safetensors file: {str(err).splitlines()[0]}", hint=hint) from None
+            raise ConfigError(f"{path} is not a safetensors file: {first_line(err)}", hint=hint) from None
     elif suffix in TORCH_SUFFIXES:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for truncated, foreign or pickled-code files
-            raise ConfigError(f"{path} is not a torch state_dict: {str(err).splitlines()[0]}", hint=hint) from None
+            raise ConfigError(f"{path} is not a torch state_dict: {first_line(err)}", hint=hint) from None
     else:
         raise ConfigError(
             f"{path}: weights must be a .safetensors or {'/'.join(TORCH_SUFFIXES)} file, not {suffix or 'no suffix'}",

@@ -109,8 +109,10 @@ def _studies(
     if not storages:
         return built
     from dmlbench.reporting.studies import load_studies
+    from dmlbench.utils.redact import redact
 
-    emit(on_event, Event(kind="log", task="report", message=f"reading studies from {', '.join(map(str, storages))}"))
+    shown = ", ".join(redact(str(storage)) for storage in storages)
+    emit(on_event, Event(kind="log", task="report", message=f"reading studies from {shown}"))
     summaries, drawn = load_studies(storages, plots_dir)
     figures.extend(drawn)
     return dataclasses.replace(built, studies=tuple(summaries))

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dmlbench.errors import DmlbenchError, EnvironmentFailure, MissingInputError
+from dmlbench.errors import DmlbenchError, EnvironmentFailure, first_line, require_file
 from dmlbench.paths import check_name
 from dmlbench.reporting.render import RenderedFigure
 from dmlbench.rundir import STUDIES_JOURNAL
 from dmlbench.utils.io import write_bytes_atomic
+from dmlbench.utils.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +66,26 @@ def open_storage(storage: str | os.PathLike[str]) -> Any:
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
+    from dmlbench.tuning.storage import check_journal, check_storage_spec
+
     text = os.fspath(storage)
+    check_storage_spec(text)
     if "://" not in text:
         path = Path(text)
-        if not path.is_file():
-            raise MissingInputError(f"study storage {path} does not exist", hint=STORAGE_HINT)
+        require_file(path, what="study storage", hint=STORAGE_HINT)
+        check_journal(path, writing=False)
         try:
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         except (OSError, ValueError) as err:
             raise EnvironmentFailure(f"cannot read study storage {path}: {err}", hint=STORAGE_HINT) from None
     if text.startswith("sqlite:///"):
-        target = Path(text.removeprefix("sqlite:///"))
-        if not target.is_file():
-            raise MissingInputError(f"study storage {target} does not exist", hint=STORAGE_HINT)
+        target = Path(text.removeprefix("sqlite:///").split("?", 1)[0])  # `?...` are driver arguments
+        require_file(target, what="study storage", hint=STORAGE_HINT)
     try:
         return optuna.storages.RDBStorage(text)
     except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds; each means "cannot open"
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise EnvironmentFailure(f"cannot open study storage {text}: {first}", hint=STORAGE_HINT) from None
+        reason = redact(first_line(err), known=[text])
+        raise EnvironmentFailure(f"cannot open study storage {redact(text)}: {reason}", hint=STORAGE_HINT) from None
 
 
 @contextmanager

@@ -12,8 +12,8 @@ from dmlbench.rundir import SLURM_DIR
 from dmlbench.tuning.finals import ensemble_run, final_run
 from dmlbench.tuning.options import FinalRun, TuneOptions, TuneResult
 from dmlbench.tuning.plan import Plan, make_plan
-from dmlbench.tuning.storage import redact
 from dmlbench.tuning.worker import counts, open_study, work
+from dmlbench.utils.redact import redact
 
 logger = logging.getLogger(__name__)
 STUDY_JSON = "study.json"
@@ -69,14 +69,22 @@ def tune(options: TuneOptions, *, on_event: EventHandler | None = None) -> TuneR
     gpus = _gpus(options) if options.workers > 1 else None
     plan = make_plan(options)
     study = open_study(plan, create=True)
-    if options.workers > 1:
-        where = f"{plan.study}: {options.workers} workers on {redact(plan.storage)}"
+    workers = worker_count(plan, study)
+    if workers > 1:
+        where = f"{plan.study}: {workers} workers on {redact(plan.storage)}"
         emit(on_event, Event("log", "tune", message=where))
         single = options.model_copy(update={"workers": 1, "quiet": True})
-        _pool(_worker_entry, [single] * options.workers, options, gpus)
+        _pool(_worker_entry, [single] * workers, options, gpus)
     else:
         work(plan, study, on_event=on_event)
     return _finish(plan, study, on_event=on_event, gpus=gpus)
+
+
+def worker_count(plan: Plan, study: Any) -> int:
+    """`--workers`, but never more processes than the study has trials left to ask (at least one, to finish)."""
+    now = counts(study)
+    left = plan.trials - now.finished - now.running
+    return max(1, min(plan.options.workers, left))
 
 
 def run_finals(options: TuneOptions, *, on_event: EventHandler | None = None) -> TuneResult:
@@ -173,9 +181,10 @@ def tune_on_slurm(
     from dmlbench.tuning.worker import open_study
 
     plan = make_plan(options)  # prepares a generated dataset, so no task races to prepare it
-    open_study(plan, create=True)
+    study = open_study(plan, create=True)
     single = options.model_copy(update={"workers": 1, "quiet": True})
-    submission = submit_workers(run_worker, [single] * options.workers, slurm, options.runs_root / SLURM_DIR)
+    tasks = [single] * worker_count(plan, study)
+    submission = submit_workers(run_worker, tasks, slurm, options.runs_root / SLURM_DIR)
     if not wait:
         return submission.job_id
     outcomes = wait_with_progress(submission.jobs, on_event=on_event, poll_seconds=slurm.poll_seconds)

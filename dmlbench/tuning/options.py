@@ -6,9 +6,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dmlbench.config import MAX_EPOCHS, MAX_SEED, MAX_SEED_COUNT
 from dmlbench.errors import ConfigError
+from dmlbench.launch.local import MAX_WORKERS
 
 # The CLI flag each option comes from, so a rejected value is reported the way the user typed it.
 _FLAGS = {
@@ -21,7 +23,11 @@ _FLAGS = {
     "epochs": "--epochs",
     "startup_trials": "--startup-trials",
     "val_classes": "--val-classes",
+    "storage": "--storage",
 }
+# A study's budget: trials are folders and trainings, so their count stays within what a runs root holds.
+MAX_TRIALS = 100_000
+MAX_FOLDS = 1_000
 
 
 class TuneOptions(BaseModel):
@@ -31,34 +37,40 @@ class TuneOptions(BaseModel):
     `runs_root/studies.journal`; `study=None` means `<dataset>-<loss>`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     loss: str
     dataset: str
-    trials: int = Field(gt=0)
-    folds: int = Field(4, ge=1)
+    trials: int = Field(gt=0, le=MAX_TRIALS)
+    folds: int = Field(4, ge=1, le=MAX_FOLDS)
     metric: str = "map@r"
-    epochs: int | None = Field(None, gt=0)
+    epochs: int | None = Field(None, gt=0, le=MAX_EPOCHS)
     overrides: tuple[str, ...] = ()
     config_file: Path | None = None
     study: str | None = None
     storage: str | None = None
-    final_seeds: int = Field(0, ge=0)
+    final_seeds: int = Field(0, ge=0, le=MAX_SEED_COUNT)
     timeout: float | None = Field(None, gt=0)
     runs_root: Path = Path("runs")
     data_root: Path | None = None
     device: str = "auto"
     space_file: Path | None = None
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     catalog: tuple[Path, ...] = ()
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=MAX_WORKERS)
     gpus: str | None = None
     quiet: bool = False
     prune: bool = True
     # Random trials before TPE models the space, and trials before the median pruner acts; None: see plan.py.
-    startup_trials: int | None = Field(None, ge=0)
+    startup_trials: int | None = Field(None, ge=0, le=MAX_TRIALS)
     # Share of the training classes held out with --folds 1 (when the config holds out none itself).
     val_classes: float = Field(0.25, gt=0.0, lt=1.0)
+
+    @field_validator("storage")
+    @classmethod
+    def _empty_storage_is_default(cls, value: str | None) -> str | None:
+        # `--storage ''` (an unset shell variable) means what leaving it out means: the runs root's journal.
+        return value if value is not None and value.strip() else None
 
     @classmethod
     def build(cls, **values: Any) -> TuneOptions:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dmlbench.config import TrainConfig, config_to_dict, load_config, parse_set, validate_config
-from dmlbench.errors import ConfigError
+from dmlbench.errors import ConfigError, UsageError
 from dmlbench.paths import check_name, child_path
 from dmlbench.rundir import TUNE_DIR
 from dmlbench.tuning.options import TuneOptions
@@ -160,7 +160,7 @@ def make_plan(options: TuneOptions) -> Plan:
         declared=getattr(loss_cls, "search_space", None),
     )
     runs_root = Path(options.runs_root)
-    return Plan(
+    plan = Plan(
         options=options,
         study=study,
         study_dir=runs_root / TUNE_FOLDER / study,
@@ -174,3 +174,28 @@ def make_plan(options: TuneOptions) -> Plan:
         catalogs=catalogs,
         data_root=data_root,
     )
+    check_space_values(plan, num_classes=min_train)
+    return plan
+
+
+def check_space_values(plan: Plan, *, num_classes: int) -> None:
+    """Build the config and the loss with every choice and both ends of every range, before the study exists.
+
+    A value no trial can use (a negative lr, a margin the loss refuses, a PML argument that fails on a batch)
+    found only at the first trial would leave a study created with that space, refusing the corrected command.
+    """
+    from dmlbench.losses import LOSSES
+
+    source = str(plan.options.space_file) if plan.options.space_file else "the packaged search space"
+    for name, dim in plan.space.dimensions.items():
+        for value in dim.candidates():
+            try:
+                cfg = plan.config({name: value}, run_id="space-check")
+                LOSSES.build(
+                    cfg.loss.name, cfg.loss.kwargs(), embedding_dim=cfg.model.embedding_dim, num_classes=num_classes
+                )
+            except UsageError as err:  # ConfigError, and an unknown name in a choice (UnknownNameError)
+                raise ConfigError(
+                    f"{source}: {name} = {value!r} cannot be used: {err.message}",
+                    hint=f"narrow {name} in the --space file to values the run accepts (nothing was written)",
+                ) from None

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dmlbench.errors import ConfigError, MissingInputError
+from dmlbench.errors import ConfigError, require_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +32,8 @@ OPTIM_KEYS = ("lr", "weight_decay", "head_lr_multiplier", "momentum", "grad_clip
 class Dimension(BaseModel):
     """One searched parameter: a float/int range (optionally log-scaled) or a list of choices."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf/nan bounds would reach Optuna's samplers (and every trial) as values no config accepts.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     low: float | None = None
     high: float | None = None
@@ -66,6 +67,15 @@ class Dimension(BaseModel):
         if self.integer:
             return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
+
+    def candidates(self) -> list[Any]:
+        """The values to try before a study starts: every choice, or both ends of the range."""
+        if self.choices is not None:
+            return list(self.choices)
+        assert self.low is not None and self.high is not None
+        if self.integer:
+            return [int(self.low), int(self.high)]
+        return [float(self.low), float(self.high)]
 
     def describe(self) -> str:
         if self.choices is not None:
@@ -103,8 +113,7 @@ class SpaceFile(BaseModel):
 
 def read_space_file(path: Path) -> SpaceFile:
     """Parse and validate one spaces file; every problem is one ConfigError line."""
-    if not path.is_file():
-        raise MissingInputError(f"search space file {path} does not exist", hint="check the --space path")
+    require_file(path, what="search space file", hint="check the --space path")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

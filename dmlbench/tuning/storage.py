@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dmlbench.errors import ConfigError, EnvironmentFailure
+from dmlbench.errors import ConfigError, EnvironmentFailure, file_kind, first_line
 from dmlbench.rundir import STUDIES_JOURNAL, RunDir
+from dmlbench.utils.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +36,17 @@ def default_storage(runs_root: Path) -> str:
     return str(runs_root / JOURNAL)
 
 
-def redact(url: str) -> str:
-    """`url` without its password (study.json and logs may be shared)."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+# libpq's keyword/value form (`host=... password=...`): not a path, and not something Optuna can open.
+_LIBPQ_DSN = re.compile(r"(?:^|\s)(?:host|hostaddr|dbname|user|password|port)\s*=", re.IGNORECASE)
+
+
+def check_storage_spec(spec: str) -> None:
+    """Refuse a libpq keyword/value connection string: as a path it would become a journal file named after it."""
+    if "://" not in spec and _LIBPQ_DSN.search(spec):
+        raise ConfigError(
+            f"--storage {redact(spec)!r} is a libpq connection string, not a URL or a journal file",
+            hint="write it as a URL: postgresql://USER:PASSWORD@HOST:PORT/DBNAME",
+        )
 
 
 def open_storage(spec: str) -> Any:
@@ -48,37 +57,90 @@ def open_storage(spec: str) -> Any:
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
+    check_storage_spec(spec)
+    shown = redact(spec)
     scheme, sep, _ = spec.partition("://")
     if sep:
         if scheme not in RDB_SCHEMES:
             raise ConfigError(
-                f"--storage {redact(spec)!r}: unknown scheme {scheme!r}",
+                f"--storage {shown!r}: unknown scheme {redact(scheme)!r}",
                 hint="use sqlite:///path.db, postgresql://user@host/db, or a journal file path",
             )
         if scheme == "sqlite":
             # SQLAlchemy would create the file's folder-less path lazily and fail later; check now.
-            target = Path(spec.split("sqlite:///", 1)[-1])
+            target = Path(spec.split("sqlite:///", 1)[-1].split("?", 1)[0])  # `?...` are driver arguments
             if spec.startswith("sqlite:///") and not target.parent.is_dir():
                 raise EnvironmentFailure(
-                    f"--storage {spec}: folder {target.parent} does not exist", hint="create it, or pick another path"
+                    f"--storage {shown}: folder {redact(str(target.parent))} does not exist",
+                    hint="create it, or pick another path",
                 )
         try:
             return optuna.storages.RDBStorage(spec)
         except Exception as err:  # noqa: BLE001 - drivers raise anything from ImportError to OperationalError
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise EnvironmentFailure(
-                f"cannot open --storage {redact(spec)}: {reason}",
+                f"cannot open --storage {shown}: {redact(first_line(err), known=[spec])}",
                 hint="check the URL, that the database server runs, and that its driver is installed",
             ) from None
     path = Path(spec)
-    if path.is_dir():
-        raise ConfigError(f"--storage {spec} is a folder", hint=f"name a file, e.g. {path / JOURNAL}")
+    kind = file_kind(path)
+    if kind is not None:
+        raise ConfigError(
+            f"--storage {shown} is {kind}", hint=f"name a journal file, e.g. {redact(str(path / JOURNAL))}"
+        )
     if not path.parent.is_dir():
-        raise EnvironmentFailure(f"--storage {spec}: folder {path.parent} does not exist", hint="create it first")
+        raise EnvironmentFailure(
+            f"--storage {shown}: folder {redact(str(path.parent))} does not exist", hint="create it first"
+        )
+    check_journal(path)
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     except OSError as err:
-        raise EnvironmentFailure(f"cannot open --storage {spec}: {err.strerror}", hint="check the path") from None
+        raise EnvironmentFailure(f"cannot open --storage {shown}: {err.strerror}", hint="check the path") from None
+
+
+def check_journal(path: Path, *, writing: bool = True) -> None:
+    """Refuse a journal with a torn or garbage line, naming it and how to recover.
+
+    Optuna appends after whatever the file ends with, so one torn line (a worker killed mid-write, a full
+    disk) glues itself to the next record and every later read fails. A writer checks under Optuna's own
+    journal lock, so a record being written right now is not mistaken for a torn one; a reader (`report`)
+    takes no lock and, as Optuna does, ignores a torn last line.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file():
+        return
+    lock = JournalFileSymlinkLock(str(path)) if writing else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        with path.open("rb") as handle:
+            offset = 0
+            for number, line in enumerate(handle, start=1):
+                problem = _journal_line_problem(line, number, last_may_be_torn=not writing)
+                if problem is not None:
+                    raise ConfigError(
+                        f"study journal {redact(str(path))} {problem} at byte {offset}; "
+                        "Optuna cannot read the studies past it, and tune never appends after it",
+                        hint=f"keep a copy, then cut the journal to its intact start: truncate -s {offset} {path} "
+                        "(trials recorded after that point are lost and run again)",
+                    )
+                offset += len(line)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _journal_line_problem(line: bytes, number: int, *, last_may_be_torn: bool) -> str | None:
+    import json
+
+    if not line.endswith(b"\n"):
+        return None if last_may_be_torn else f"ends in a torn line {number} (its write was cut short)"
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        record = None
+    return None if isinstance(record, dict) else f"has a garbage line {number}"
 
 
 @contextlib.contextmanager

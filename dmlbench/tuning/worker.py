@@ -25,9 +25,9 @@ from dmlbench.tuning.storage import (
     mark_run_abandoned,
     open_storage,
     owner_record,
-    redact,
     staleness,
 )
+from dmlbench.utils.redact import redact
 
 logger = logging.getLogger(__name__)
 SIGNATURE_ATTR = "dmlbench"

@@ -96,6 +96,44 @@ def _forged_images(sandbox: Path) -> None:
 
 TRAIN = ["train", "--dataset", "digits", "--quiet", "--no-eval", "--data-root", "{data}", "--steps", "1"]
 
+
+def _fifo(sandbox: Path) -> None:
+    os.mkfifo(sandbox / "user" / "pipe.toml")
+    os.mkfifo(sandbox / "user" / "pipe.pth")
+
+
+def _empty_weights(sandbox: Path) -> None:
+    (sandbox / "user" / "w.pth").write_bytes(b"")
+    (sandbox / "user" / "w.safetensors").write_bytes(b"")
+
+
+def _catalog_with(**fields: str) -> Callable[[Path], None]:
+    """A user catalog with one synthetic dataset; `fields` replace lines of its table."""
+
+    def write(sandbox: Path) -> None:
+        table = {
+            "title": '"mine"',
+            "source": '"synthetic"',
+            "protocol": '"class-split"',
+            "backbone": '"small_cnn"',
+            "image_size": "32",
+            "channels": "3",
+            "recall_k": "[1]",
+            "train_classes": "[0, 9]",
+            "test_classes": "[10, 19]",
+            "default_batch_classes": "4",
+            "default_batch_per_class": "4",
+            "params": "{ num_classes = 20, images_per_class = 5, size = 16, seed = 0 }",
+            **fields,
+        }
+        text = "[mine]\n" + "".join(f"{key} = {value}\n" for key, value in table.items())
+        (sandbox / "user" / "cat.toml").write_text(text)
+
+    return write
+
+
+CATALOG = ["--catalog", "{user}/cat.toml"]
+
 CASES = [
     # train
     Case("unknown loss", [*TRAIN, "--runs-root", "{out}", "--loss", "clusterin"], 2, "unknown loss"),
@@ -158,6 +196,12 @@ CASES = [
     Case("cuda without cuda", [*TRAIN, "--run-dir", "{out}/R", "--device", "cuda"], 4, "CUDA"),
     Case("bad device", [*TRAIN, "--run-dir", "{out}/R", "--device", "tpu"], 2, "tpu"),
     Case("weights file missing", [*TRAIN, "--run-dir", "{out}/R", "--weights", "{user}/w.pth"], 2, "weights"),
+    Case(
+        "weights file missing, backbone with weights",
+        [*TRAIN, "--run-dir", "{out}/R", "--weights", "{user}/w.pth", "--backbone", "resnet18"],
+        3,
+        "does not exist",
+    ),
     Case("unknown backbone", [*TRAIN, "--run-dir", "{out}/R", "--backbone", "resnet5"], 2, "resnet50"),
     Case(
         "prepared images forged",
@@ -279,6 +323,155 @@ CASES = [
         2,
         "cub-200",
     ),
+    # issue 24: numbers bounded where they are parsed (faiss's k-means seed is a C int)
+    Case("seed beyond a C int", [*TRAIN, "--run-dir", "{out}/R", "--seed", "9999999999"], 2, "2147483647"),
+    Case("seed beyond int64", [*TRAIN, "--run-dir", "{out}/R", "--seed", "99999999999999999999"], 2, "seed"),
+    Case("seed from --set", [*TRAIN, "--run-dir", "{out}/R", "--set", "seed=4294967296"], 2, "seed"),
+    Case("embedding dim huge", [*TRAIN, "--run-dir", "{out}/R", "--embedding-dim", "100000000000"], 2, "embedding"),
+    Case("epochs huge", [*TRAIN, "--run-dir", "{out}/R", "--epochs", "99999999999999999999"], 2, "--epochs"),
+    Case("steps huge", [*TRAIN, "--run-dir", "{out}/R", "--steps", "99999999999999"], 2, "--steps"),
+    Case("loader workers huge", [*TRAIN, "--run-dir", "{out}/R", "--set", "schedule.num_workers=100000"], 2, "num_wor"),
+    Case("image size huge", [*TRAIN, "--run-dir", "{out}/R", "--set", "model.image_size=1000000"], 2, "image_size"),
+    Case("batch huge", [*TRAIN, "--run-dir", "{out}/R", "--set", "sampler.samples_per_class=10000000"], 2, "sampler"),
+    Case(
+        "bench seeds huge",
+        ["bench", "--datasets", "digits", "--seeds", "10000000000", "--runs-root", "{out}", "--data-root", "{data}"],
+        2,
+        "--seeds",
+    ),
+    Case(
+        "bench workers huge",
+        ["bench", "--datasets", "digits", "--workers", "100000", "--runs-root", "{out}", "--data-root", "{data}"],
+        2,
+        "--workers",
+    ),
+    Case(
+        "bench final seeds huge",
+        ["bench", "--datasets", "digits", "--tune-trials", "1", "--final-seeds", "100000"]
+        + ["--runs-root", "{out}", "--data-root", "{data}"],
+        2,
+        "--final-seeds",
+    ),
+    Case(
+        "baseline seed huge",
+        ["evaluate", "--baseline", "untrained", "--dataset", "digits", "--seed", "99999999999"]
+        + ["--runs-root", "{out}", "--data-root", "{data}"],
+        2,
+        "--seed",
+    ),
+    # issue 24: an empty list is an error, not the default; a bogus launcher has a hint
+    Case("bench losses empty", ["bench", "--losses", "", "--runs-root", "{out}", "--data-root", "{data}"], 2, "empty"),
+    Case(
+        "bench losses commas",
+        ["bench", "--losses", ",", "--runs-root", "{out}", "--data-root", "{data}"],
+        2,
+        "--losses",
+    ),
+    Case(
+        "bench datasets empty", ["bench", "--datasets", "", "--runs-root", "{out}", "--data-root", "{data}"], 2, "empty"
+    ),
+    Case("report metrics empty", ["report", "{user}", "--metrics", ""], 2, "--metrics is empty"),
+    Case(
+        "bench launcher bogus",
+        ["bench", "--launcher", "bogus", "--runs-root", "{out}", "--data-root", "{data}"],
+        2,
+        "launchers: local, slurm",
+    ),
+    # issue 24: a FIFO or a folder given as a file says what it is (and is never opened: a FIFO blocks)
+    Case("config is a FIFO", [*TRAIN, "--runs-root", "{out}", "--config", "{user}/pipe.toml"], 2, "FIFO", _fifo),
+    Case(
+        "weights is a FIFO",
+        [*TRAIN, "--run-dir", "{out}/R", "--weights", "{user}/pipe.pth", "--backbone", "resnet18"],
+        2,
+        "FIFO",
+        _fifo,
+    ),
+    Case(
+        "weights is a folder",
+        [*TRAIN, "--run-dir", "{out}/R", "--weights", "{user}", "--backbone", "resnet18"],
+        2,
+        "is a folder",
+    ),
+    Case("catalog is a FIFO", ["prepare", "--list", *CATALOG[:1], "{user}/pipe.toml"], 2, "FIFO", _fifo),
+    # issue 24: an exception with an empty message is still one line
+    Case(
+        "weights empty .pth",
+        [*TRAIN, "--run-dir", "{out}/R", "--weights", "{user}/w.pth", "--backbone", "resnet18"],
+        2,
+        "w.pth",
+        _empty_weights,
+    ),
+    Case(
+        "weights empty .safetensors",
+        [*TRAIN, "--run-dir", "{out}/R", "--weights", "{user}/w.safetensors", "--backbone", "resnet18"],
+        2,
+        "w.safetensors",
+        _empty_weights,
+    ),
+    # issue 24: a source validates its params where the catalog loads
+    Case(
+        "catalog size 0",
+        ["prepare", "--list", *CATALOG],
+        2,
+        "params.size",
+        _catalog_with(params="{ num_classes = 20, images_per_class = 5, size = 0, seed = 0 }"),
+    ),
+    Case(
+        "catalog negative count",
+        ["prepare", "--list", *CATALOG],
+        2,
+        "params.num_classes",
+        _catalog_with(params="{ num_classes = -3, images_per_class = 5, size = 16, seed = 0 }"),
+    ),
+    Case(
+        "catalog huge count",
+        ["prepare", "--list", *CATALOG],
+        2,
+        "params.images_per_class",
+        _catalog_with(params="{ num_classes = 20, images_per_class = 100000000000, size = 16, seed = 0 }"),
+    ),
+    Case(
+        "catalog param typo",
+        ["prepare", "--list", *CATALOG],
+        2,
+        "params.sizes",
+        _catalog_with(params="{ num_classes = 20, images_per_class = 5, sizes = 16, seed = 0 }"),
+    ),
+    Case(
+        "catalog params on a downloaded source",
+        ["prepare", "--list", *CATALOG],
+        2,
+        "takes no params",
+        _catalog_with(source='"cub200"'),
+    ),
+    Case(
+        "catalog negative expect_images",
+        ["prepare", "mine", *CATALOG, "--data-root", "{out}"],
+        2,
+        "expect_images",
+        _catalog_with(expect_images="{ train = -1 }"),
+    ),
+    Case(
+        "train on a catalog size 0",
+        [*TRAIN, "--run-dir", "{out}/R", "--dataset", "mine", *CATALOG],
+        2,
+        "params.size",
+        _catalog_with(params="{ num_classes = 20, images_per_class = 5, size = 0, seed = 0 }"),
+    ),
+    # issue 24: pml: values that PML accepts but cannot run
+    Case(
+        "pml string margin",
+        [*TRAIN, "--run-dir", "{out}/R", "--loss", "pml:TripletMarginLoss", "--set", 'loss.kwargs={{margin="abc"}}'],
+        2,
+        "fails on a batch",
+    ),
+    Case(
+        "pml miner string margin",
+        [*TRAIN, "--run-dir", "{out}/R", "--loss", "pml:TripletMarginLoss", "--set", 'loss.miner="TripletMarginMiner"']
+        + ["--set", 'loss.miner_kwargs={{margin="x"}}'],
+        2,
+        "fails on a batch",
+    ),
 ]
 
 
@@ -290,7 +483,9 @@ def _tree(root: Path) -> dict[str, bytes | None]:
             found[os.path.relpath(Path(dirpath) / name, root)] = None
         for name in filenames:
             path = Path(dirpath) / name
-            found[os.path.relpath(path, root)] = b"link" if path.is_symlink() else path.read_bytes()
+            # A FIFO is recorded, never read (reading one blocks until a writer comes).
+            special = path.is_symlink() or not path.is_file()
+            found[os.path.relpath(path, root)] = b"link or special" if special else path.read_bytes()
     return found
 
 

@@ -96,3 +96,19 @@ def test_every_item_runs_exactly_once(tmp_path: Path) -> None:
     done = [int(line.split()[0]) for line in log.read_text().splitlines()]
     assert sorted(done) == list(range(10))
     assert run_in_workers(launch_jobs.append_line, [], workers=2, gpus=None) == []
+
+
+def test_never_more_workers_than_items_and_each_gets_its_share_of_the_cores() -> None:
+    """--workers 8 with 2 runs starts 2 processes, and each gets half the cores, not an eighth."""
+    results = run_in_workers(launch_jobs.describe, [0, 1], workers=8, gpus=None, cpu_count=8)
+    pids = {r[1] for r in results}  # type: ignore[index]
+    assert len(pids) <= 2
+    assert {r[3] for r in results} == {4}  # type: ignore[index]
+
+
+def test_workers_are_bounded() -> None:
+    from dmlbench.launch.local import MAX_WORKERS, check_workers
+
+    assert check_workers(MAX_WORKERS) == MAX_WORKERS
+    with pytest.raises(UsageError, match="--workers"):
+        check_workers(MAX_WORKERS + 1)

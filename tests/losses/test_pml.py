@@ -237,7 +237,9 @@ def test_pml_losses_dmlbench_cannot_drive_are_clear_errors() -> None:
     with pytest.raises(ConfigError) as info:
         _build("pml:ManifoldLoss")
     assert "needs the argument 'l'" in info.value.message and "loss.kwargs.l=" in (info.value.hint or "")
-    assert isinstance(_build("pml:ManifoldLoss", {"kwargs": {"l": DIM}}), PMLLoss)
+    # Given `l`, it still cannot score a labelled batch: found when built, not at the first training step.
+    with pytest.raises(ConfigError, match="fails on a batch: ValueError: labels are ref_labels are not supported"):
+        _build("pml:ManifoldLoss", {"kwargs": {"l": DIM}})
     for name, match in [
         ("pml:SelfSupervisedLoss", "two augmented views"),
         ("pml:CrossBatchMemory", "wraps another loss"),
@@ -331,3 +333,32 @@ def test_in_a_narrow_cone_proxy_anchor_pushes_the_whole_batch_one_way_and_pair_l
     assert proxy > 0.1
     assert pair < 0.05
     assert proxy > 10 * pair
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"kwargs": {"margin": "abc"}}, "fails on a batch: TypeError"),  # accepted by PML, fails when scored
+        ({"miner": "TripletMarginMiner", "miner_kwargs": {"margin": "x"}}, "fails on a batch"),
+        ({"kwargs": {"distance": {"name": "LpDistance", "p": "two"}}}, "pml:TripletMarginLoss"),
+        ({"kwargs": {"triplets_per_anchor": -5}}, "pml:TripletMarginLoss"),
+    ],
+)
+def test_values_pml_fails_on_are_config_errors_when_built(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _build("pml:TripletMarginLoss", params)
+
+
+def test_a_pml_constructor_raising_anything_is_a_config_error() -> None:
+    # A negative class count reaches torch.empty inside PML: a RuntimeError, not a TypeError/ValueError.
+    with pytest.raises(ConfigError, match="cannot build pml:ProxyAnchorLoss: RuntimeError"):
+        _build("pml:ProxyAnchorLoss", {"kwargs": {"num_classes": -2}})
+
+
+def test_building_a_pml_loss_leaves_the_global_rng_alone() -> None:
+    """The probe step draws from its own generator: a run seeded before building trains as it did."""
+    torch.manual_seed(3)
+    _build("pml:CircleLoss", {"miner": "PairMarginMiner"})
+    after_build = torch.rand(4)
+    torch.manual_seed(3)
+    assert torch.equal(torch.rand(4), after_build)

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dmlbench.config import MAX_SEED
 from dmlbench.datasets.images import BadImage, Box, StoredImage, duplicate_groups, store_images
-from dmlbench.datasets.sources.base import Source, SourceInputs
+from dmlbench.datasets.sources.base import Source, SourceInputs, check_param_keys, int_param
 from dmlbench.datasets.spec import DatasetSpec
-from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.errors import ConfigError, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ class ImageJob:
     box: Box | None = None  # crop the stored copy to this region (OML CSV boxes)
 
 
+# What `prepare PATH` records in a user dataset's spec (dmlbench/datasets/user.py writes them).
+_USER_PARAMS = ("path", "split", "test_classes", "split_seed", "test_class_names", "allow_duplicates")
+
+
 class UserFilesSource(Source):
     """A source whose input is a path recorded in the spec (`params.path`), not catalog files."""
 
@@ -56,6 +61,21 @@ class UserFilesSource(Source):
                 hint=f"pass the folder or CSV again: `dmlbench prepare PATH --name {spec.name} --force`",
             )
         return SourceInputs(folder=path if path.is_dir() else None, origin=str(path))
+
+    @classmethod
+    def check_params(cls, spec: DatasetSpec) -> None:
+        """The params `prepare PATH` records (the path, the split rule, duplicates allowed), each bounded."""
+        check_param_keys(spec, _USER_PARAMS)
+        if not str(spec.params.get("path", "")).strip():
+            raise ConfigError(f"[{spec.name}] params.path is missing", hint="prepare it with `dmlbench prepare PATH`")
+        rule = spec.params.get("split", "fraction")
+        if rule not in ("fraction", "alternate", "list"):
+            raise ConfigError(f"[{spec.name}] params.split {rule!r} is unknown", hint="fraction, alternate or list")
+        share = spec.params.get("test_classes", 0.5)
+        if isinstance(share, (str, bool)) or not 0 < float(share) < 1:
+            raise ConfigError(f"[{spec.name}] params.test_classes {share!r} is not a share in (0, 1)", hint="e.g. 0.5")
+        int_param(spec, "split_seed", low=0, high=MAX_SEED, default=0)
+        int_param(spec, "allow_duplicates", low=0, high=1, default=0)
 
     def gather(self, spec: DatasetSpec, path: Path) -> SourceInputs:
         raise UsageError(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from dmlbench.datasets.download import check_magic, verify_file
 from dmlbench.datasets.extract import ExtractResult, MemberMap, copy_tree, extract_archive, refuse_outside_link
 from dmlbench.datasets.spec import DatasetSpec
-from dmlbench.errors import ChecksumError, MissingInputError, UsageError
+from dmlbench.errors import ChecksumError, ConfigError, MissingInputError, UsageError
 from dmlbench.events import EventHandler
 
 if TYPE_CHECKING:
@@ -80,6 +80,19 @@ class Source(ABC):
                 verify_file(spec_file, found, f"--from {found}")
         return inputs
 
+    @classmethod
+    def check_params(cls, spec: DatasetSpec) -> None:
+        """Refuse `spec.params` this source cannot take: where the catalog loads, long before a build or a run.
+
+        A source that reads no params refuses any (a silently ignored setting is a wrong dataset); one that
+        reads some overrides this and bounds each value to what its generator accepts.
+        """
+        if spec.params:
+            raise ConfigError(
+                f"[{spec.name}] params: source {spec.source!r} takes no params, got {', '.join(sorted(spec.params))}",
+                hint="remove the params table of this dataset (see docs/datasets.md)",
+            )
+
     @abstractmethod
     def build(
         self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, on_event: EventHandler | None
@@ -104,6 +117,28 @@ class Source(ABC):
         """Why an already prepared copy (its prepared.json `info`) differs from what this machine would
         build now, or None; `prepare` reports it instead of silently reusing the copy."""
         return None
+
+
+def check_param_keys(spec: DatasetSpec, known: tuple[str, ...]) -> None:
+    """Refuse a params key the source does not read (a typo would otherwise silently build another dataset)."""
+    from dmlbench.registry import did_you_mean
+
+    for key in sorted(set(spec.params) - set(known)):
+        raise ConfigError(
+            f"[{spec.name}] params.{key}: source {spec.source!r} has no such param",
+            hint=f"{did_you_mean(key, list(known))}params of {spec.source}: {', '.join(known)}",
+        )
+
+
+def int_param(spec: DatasetSpec, key: str, *, low: int, high: int, default: int | None = None) -> int:
+    """`spec.params[key]` as an integer in [low, high]; anything else is one ConfigError naming the table and key."""
+    value = spec.params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            f"[{spec.name}] params.{key} must be an integer in {low}..{high}, got {value!r}",
+            hint=f"see [{spec.source}] in datasets.toml",
+        )
+    return value
 
 
 def wrong_input(spec: DatasetSpec, inputs: SourceInputs, expected: str) -> UsageError:

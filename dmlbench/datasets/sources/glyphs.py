@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dmlbench.config import MAX_IMAGE_SIZE, MAX_SEED
 from dmlbench.datasets.sources._arrays import write_array_dataset
-from dmlbench.datasets.sources.base import Source, SourceInputs
+from dmlbench.datasets.sources.base import Source, SourceInputs, check_param_keys, int_param
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ChecksumError, ConfigError, EnvironmentFailure, MissingInputError
 from dmlbench.events import Event, EventHandler, emit
@@ -420,38 +421,43 @@ def render_class(glyph: GlyphClass, faces: list[Face], count: int, size: int, se
     return out
 
 
-def _int_param(spec: DatasetSpec, key: str, default: int | None = None) -> int:
-    value = spec.params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(
-            f"[{spec.name}] params.{key} must be a non-negative integer, got {value!r}",
-            hint="see [glyphs] in datasets.toml",
-        )
-    return value
-
-
 class GlyphsSource(Source):
     """Params: images_per_class, size, seed, homoglyph_threshold, fonts_sha256 (the font set the catalog's
     counts were measured with), optional font_dir (default: matplotlib's fonts)."""
 
     needs_files = False
+    PARAMS = ("images_per_class", "size", "seed", "homoglyph_threshold", "fonts_sha256", "font_dir")
 
     def __init__(self) -> None:
         self._info: dict[str, Any] = {}
+
+    @classmethod
+    def check_params(cls, spec: DatasetSpec) -> None:
+        cls._params(spec)
+
+    @staticmethod
+    def _params(spec: DatasetSpec) -> tuple[int, int, int, float]:
+        """images_per_class, size, seed and homoglyph_threshold, each within what the renderer accepts."""
+        check_param_keys(spec, GlyphsSource.PARAMS)
+        per_class = int_param(spec, "images_per_class", low=2, high=100_000)
+        size = int_param(spec, "size", low=8, high=MAX_IMAGE_SIZE)
+        seed = int_param(spec, "seed", low=0, high=MAX_SEED)
+        threshold = spec.params.get("homoglyph_threshold", 0.0)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise ConfigError(
+                f"[{spec.name}] params.homoglyph_threshold must be a number in 0..1, got {threshold!r}",
+                hint="see [glyphs] in datasets.toml",
+            )
+        for key in ("fonts_sha256", "font_dir"):
+            if not isinstance(spec.params.get(key, ""), str):
+                raise ConfigError(f"[{spec.name}] params.{key} must be a string", hint="see [glyphs] in datasets.toml")
+        return per_class, size, seed, float(threshold)
 
     def build(
         self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, on_event: EventHandler | None
     ) -> pd.DataFrame:
         """Select the classes, render every image, write images.npy and meta/classes.csv."""
-        per_class = _int_param(spec, "images_per_class")
-        size = _int_param(spec, "size")
-        seed = _int_param(spec, "seed")
-        threshold = spec.params.get("homoglyph_threshold", 0.0)
-        if per_class < 2 or size < 8 or not isinstance(threshold, (int, float)):
-            raise ConfigError(
-                f"[{spec.name}] params: images_per_class >= 2, size >= 8 and a numeric homoglyph_threshold are needed",
-                hint="see [glyphs] in datasets.toml",
-            )
+        per_class, size, seed, threshold = self._params(spec)
         folder = font_dir(spec.params)
         faces = load_faces(folder)
         hashes = {f.path.name: f.sha256 for f in faces}

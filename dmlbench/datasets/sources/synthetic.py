@@ -7,11 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dmlbench.config import MAX_IMAGE_SIZE, MAX_SEED
 from dmlbench.datasets.sources._arrays import write_array_dataset
-from dmlbench.datasets.sources.base import Source, SourceInputs
+from dmlbench.datasets.sources.base import Source, SourceInputs, check_param_keys, int_param
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ConfigError
 from dmlbench.events import EventHandler
+
+MAX_CLASSES = 100_000  # classes, and images per class
+MAX_ARRAY_BYTES = 8 * 2**30  # images.npy is built in memory
 
 
 def generate(num_classes: int, images_per_class: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,17 +40,34 @@ class SyntheticSource(Source):
     """Params: num_classes, images_per_class, size, seed (see datasets.toml [synthetic])."""
 
     needs_files = False
+    PARAMS = ("num_classes", "images_per_class", "size", "seed")
+
+    @classmethod
+    def check_params(cls, spec: DatasetSpec) -> None:
+        cls._params(spec)
+
+    @classmethod
+    def _params(cls, spec: DatasetSpec) -> dict[str, int]:
+        check_param_keys(spec, cls.PARAMS)
+        params = {
+            "num_classes": int_param(spec, "num_classes", low=2, high=MAX_CLASSES),
+            "images_per_class": int_param(spec, "images_per_class", low=2, high=MAX_CLASSES),
+            # The 4 x 4 pattern grid needs a few pixels per cell; the network input is resized anyway.
+            "size": int_param(spec, "size", low=8, high=MAX_IMAGE_SIZE),
+            "seed": int_param(spec, "seed", low=0, high=MAX_SEED),
+        }
+        images = params["num_classes"] * params["images_per_class"]
+        if images * params["size"] ** 2 * 3 > MAX_ARRAY_BYTES:
+            raise ConfigError(
+                f"[{spec.name}] params: {images} images of {params['size']}x{params['size']} need more than "
+                f"{MAX_ARRAY_BYTES // 2**30} GiB",
+                hint="lower num_classes, images_per_class or size",
+            )
+        return params
 
     def build(
         self, spec: DatasetSpec, inputs: SourceInputs, staging: Path, on_event: EventHandler | None
     ) -> pd.DataFrame:
         """Generate the images deterministically from the spec's params and write images.npy."""
-        try:
-            params = {key: int(spec.params[key]) for key in ("num_classes", "images_per_class", "size", "seed")}
-        except (KeyError, ValueError) as err:
-            raise ConfigError(
-                f"[{spec.name}] params needs integer num_classes, images_per_class, size and seed ({err})",
-                hint="see [synthetic] in datasets.toml",
-            ) from None
-        images, labels = generate(**params)
+        images, labels = generate(**self._params(spec))
         return write_array_dataset(staging, images, labels)
