@@ -321,6 +321,16 @@ def test_catalog_schema_checks_backbones_by_registry_and_relaxes_ranges(tmp_path
     catalog.write_text(table.format(b="small_cnn").replace('split_rule = "source"\n', ""), encoding="utf-8")
     with pytest.raises(ConfigError, match="needs train_classes and test_classes"):
         parse_catalog(catalog)
+    # the params `prepare PATH` records are bounded where the catalog loads, like every source's
+    for params, needle in (
+        ("split_seed = -1", "params.split_seed must be an integer"),
+        ("test_classes = 1.5", "not a share in"),
+        ('split = "random"', "params.split 'random' is unknown"),
+        ("tset_classes = 0.5", "params.tset_classes: source 'imagefolder' has no such param"),
+    ):
+        catalog.write_text(table.format(b="small_cnn") + f"[mine.params]\n{params}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=needle):
+            parse_catalog(catalog)
 
 
 def test_batch_classes_leave_room_for_validation_classes(tmp_path: Path) -> None:

@@ -64,10 +64,9 @@ class UserFilesSource(Source):
 
     @classmethod
     def check_params(cls, spec: DatasetSpec) -> None:
-        """The params `prepare PATH` records (the path, the split rule, duplicates allowed), each bounded."""
+        """The params `prepare PATH` records (the path, the split rule, duplicates allowed), each bounded (a
+        missing path is reported by `default_inputs`, when a prepare needs it)."""
         check_param_keys(spec, _USER_PARAMS)
-        if not str(spec.params.get("path", "")).strip():
-            raise ConfigError(f"[{spec.name}] params.path is missing", hint="prepare it with `dmlbench prepare PATH`")
         rule = spec.params.get("split", "fraction")
         if rule not in ("fraction", "alternate", "list"):
             raise ConfigError(f"[{spec.name}] params.split {rule!r} is unknown", hint="fraction, alternate or list")
