@@ -377,7 +377,11 @@ def _build_cache(
     every.side, every.resize = like.side, like.resize
     workers = data_workers(num_workers, in_memory=False, batches=len(index))
     loader = torch.utils.data.DataLoader(
-        _Resized(every), batch_size=None, num_workers=workers, prefetch_factor=16 if workers else None, collate_fn=_as_is
+        _Resized(every),
+        batch_size=None,
+        collate_fn=_as_is,
+        num_workers=workers,
+        prefetch_factor=16 if workers else None,
     )
     log.info("building the decode cache of %s (%d images, side %d)", prepared.name, len(index), like.side)
     return build_cache(
