@@ -389,7 +389,7 @@ def _build_cache(
     )
 
 
-def _as_is(item: np.ndarray) -> np.ndarray:
+def _as_is(item: Any) -> Any:
     """The cache builder's collate: keep each decoded image an array (a module function, so workers can pickle it)."""
     return item
 

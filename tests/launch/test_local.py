@@ -96,3 +96,11 @@ def test_every_item_runs_exactly_once(tmp_path: Path) -> None:
     done = [int(line.split()[0]) for line in log.read_text().splitlines()]
     assert sorted(done) == list(range(10))
     assert run_in_workers(launch_jobs.append_line, [], workers=2, gpus=None) == []
+
+
+def test_each_worker_gets_its_own_cores() -> None:
+    from dmlbench.launch.local import core_share
+
+    assert [core_share(i, 2, [0, 1, 2, 3]) for i in range(2)] == [[0, 1], [2, 3]]
+    assert [core_share(i, 3, [4, 5]) for i in range(3)] == [[4], [5], [4]]  # more workers than cores: shared
+    assert core_share(0, 1, [0, 1]) == [0, 1]
