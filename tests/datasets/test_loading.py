@@ -146,3 +146,15 @@ def test_prepare_force_drops_the_decode_caches(tmp_path: Path) -> None:
     (prepared.root / CACHE_DIR / "0123456789abcdef").mkdir(parents=True)
     prepare("digits", data_root=tmp_path, force=True)
     assert not (prepared.root / CACHE_DIR).exists()
+
+
+@pytest.mark.gpu
+def test_uint8_batches_are_normalised_on_the_gpu_as_on_the_cpu(folder: PreparedDataset) -> None:
+    ds = _dataset(folder, train=True)
+    lists, positions = [[0, 1, 2, 3]], [[0, 1, 2, 3]]
+    on_cpu = next(iter(BatchLoader(ds, device=torch.device("cpu"), num_workers=0)(lists, seed=1, positions=positions)))
+    loader = BatchLoader(ds, device=torch.device("cuda"), num_workers=2)
+    images, labels = next(iter(loader(lists, seed=1, positions=positions)))
+    loader.close()
+    assert images.is_cuda and labels.is_cuda and images.dtype == torch.float32
+    assert torch.equal(images.cpu(), on_cpu[0])  # elementwise /255, -mean, /std: exact on both devices
