@@ -11,7 +11,8 @@ $(BIN)/dmlbench: pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $(BIN)/dmlbench
 
-# The main job: the four losses (3 seeds) and both baselines on the embedded `glyphs` dataset, on CPU, then the table.
+# The main job: the four losses (3 seeds) and both baselines on the embedded `glyphs` dataset, on CPU, then the table
+# (glyphs' default 3 epochs: about 300 CPU seconds, a few minutes on 2 cores; docs/training.md "The demo").
 demo: $(BIN)/dmlbench
 	$(BIN)/dmlbench bench --workers 2
 

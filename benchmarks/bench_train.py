@@ -21,6 +21,7 @@ from markdown_table import print_table  # benchmarks/ is sys.path[0] when a scri
 
 from dmlbench.config import load_config
 from dmlbench.datasets import get_spec, open_prepared, prepare
+from dmlbench.datasets.loader import BatchLoader
 from dmlbench.datasets.sampler import PKBatchSampler
 from dmlbench.datasets.torch_data import build_dataset
 from dmlbench.errors import MissingInputError
@@ -30,7 +31,6 @@ from dmlbench.resolve import resolve_config
 from dmlbench.training.distributed import DistContext
 from dmlbench.training.loop import Parts, train_step
 from dmlbench.training.optim import build_optimizer, build_scheduler
-from dmlbench.training.run import batch_loader
 from dmlbench.utils.device import resolve_device
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -76,6 +76,7 @@ def bench(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim)
+    loader = BatchLoader(data, device=device)
     parts = Parts(
         model=model,
         loss_fn=LOSSES.build(loss, cfg.loss.kwargs()).to(device),
@@ -83,7 +84,7 @@ def bench(
         scheduler=build_scheduler(optimizer, cfg.schedule, total_steps=10**9),
         scaler=None,
         batches=lambda e: sampler.batches(e),
-        loader=lambda lists: batch_loader(data, lists),
+        loader=lambda lists, epoch, first: loader(lists),
         device=device,
         dist=DistContext(),
         total_steps=10**9,
@@ -96,7 +97,7 @@ def bench(
     def full() -> float:
         _sync(device)
         start = 0.0
-        for i, (images, batch_labels) in enumerate(batch_loader(data, batches)):
+        for i, (images, batch_labels) in enumerate(loader(batches)):
             if i == warmup:
                 _sync(device)
                 start = time.perf_counter()
@@ -104,7 +105,7 @@ def bench(
         _sync(device)
         return steps * p * k / (time.perf_counter() - start)
 
-    preloaded = [(x.to(device), y) for x, y in batch_loader(data, batches)]
+    preloaded = list(loader(batches))
     if channels_last:
         preloaded = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in preloaded]
 

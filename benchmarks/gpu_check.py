@@ -1,6 +1,6 @@
 """The GPU check of issue 14, as one prepared script: parity, loss timing and host syncs, AMP step, evaluation.
 
-    python benchmarks/gpu_check.py --out DIR              # on a CUDA machine, about 8 minutes
+    python benchmarks/gpu_check.py --out DIR              # on a CUDA machine, about 10 minutes
     python benchmarks/gpu_check.py --dry-run --out DIR    # CPU, tiny sizes, seconds (run in CI)
 
 Sections, in order (results are written after each, so a run cut short keeps what it measured):
@@ -16,7 +16,10 @@ Sections, in order (results are written after each, so a run cut short keeps wha
    128 = 64 classes x 2, bf16 autocast, channels-last) in images/s for each loss, against the bare
    backbone forward+backward on the same synthetic batch;
 4. evaluation: SOP-sized embeddings (60,502 x 128, 11,316 classes) evaluated on the GPU (faiss-gpu when
-   installed, else the torch path) and on the CPU, same metrics; retrieval metrics must agree to 1e-4.
+   installed, else the torch path) and on the CPU, same metrics; retrieval metrics must agree to 1e-4;
+5. pipeline: benchmarks/bench_pipeline.py with this device: 3,000 generated CUB-sized JPEGs through the
+   image-file pipeline (before / after, 1, 2 and all cores, with and without the decode cache), beside
+   googlenet's bare forward+backward at batch 128 (the ratio says whether the GPU waits for data).
 
 The results land in DIR/gpu_check.json and DIR/gpu_check.md; `criteria` holds the issue's done checks.
 """
@@ -28,6 +31,7 @@ import contextlib
 import functools
 import math
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,6 +71,8 @@ FULL: dict[str, Any] = {
     "train": {"backbone": "googlenet", "image_size": 224, "classes": 64, "per_class": 2}
     | {"warmup": 3, "steps": 10, "rounds": 2},
     "eval": {"n": 60_502, "dim": 128, "classes": 11_316, "recall_k": [1, 10, 100, 1000]},
+    # CUB-sized JPEGs through the image-file pipeline (benchmarks/bench_pipeline.py) beside googlenet
+    "pipeline": {"kind": "cub", "images": 3000, "batch": 128, "batches": 12, "backbone": "googlenet", "steps": 10},
 }
 DRY: dict[str, Any] = {
     "parity_sizes": [(8, 2), (16, 4)],
@@ -77,7 +83,9 @@ DRY: dict[str, Any] = {
     "train": {"backbone": "small_cnn", "image_size": 28, "classes": 2, "per_class": 2}
     | {"warmup": 1, "steps": 1, "rounds": 1},
     "eval": {"n": 1_000, "dim": 16, "classes": 200, "recall_k": [1, 10, 100]},
+    "pipeline": {"kind": "cub", "images": 24, "batch": 4, "batches": 3, "backbone": "small_cnn", "steps": 1},
 }
+SECTIONS = ["parity", "clustering", "train", "evaluation", "pipeline"]
 GOAL_MS = 5.0  # the issue's goal for the clustering loss at n = 128, k = 64
 TRAIN_RATIO_GOAL = 0.9
 EVAL_ATOL = 1e-4
@@ -262,7 +270,7 @@ def _parts(model: torch.nn.Module, loss_name: str, device: torch.device, amp: bo
         scheduler=build_scheduler(optimizer, ScheduleConfig(), total_steps=10**9),
         scaler=None,
         batches=lambda epoch: [],
-        loader=lambda lists: [],
+        loader=lambda lists, epoch, first: [],
         device=device,
         dist=DistContext(),
         total_steps=10**9,
@@ -463,9 +471,38 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"device {ev['device_seconds']:.1f} s, cpu {ev['cpu_seconds']:.1f} s, faiss GPUs {ev['faiss_gpus']}",
         ]
+    if "pipeline" in results:
+        pipe = results["pipeline"]
+        backbone = pipe["backbone"]
+        lines += ["", f"## Data pipeline ({pipe['images']} {pipe['kind']}-sized JPEGs, {pipe['cores']} cores)", ""]
+        lines += [f"{backbone['name']} forward+backward: {backbone['img/s']:.0f} img/s (batch {backbone['batch']})", ""]
+        lines += _table(pipe["rows"], ["pipeline", "cache", "cores", "img/s", "img/s per core", "pipeline / backbone"])
     if results.get("errors"):
         lines += ["", "## Errors", ""] + [f"- {name}: {error}" for name, error in results["errors"].items()]
     return "\n".join(lines) + "\n"
+
+
+def pipeline(device: torch.device, spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """benchmarks/bench_pipeline.py on this device: images/s of the data pipeline beside the backbone's."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # loaded by path (the dry-run test) rather than run as a script
+        sys.path.insert(0, here)
+    import bench_pipeline
+
+    args = argparse.Namespace(
+        kind=spec["kind"],
+        images=spec["images"],
+        root=out / "pipeline-data",
+        device=str(device),
+        batch=spec["batch"],
+        batches=spec["batches"],
+        backbone=spec["backbone"],
+        backbone_steps=spec["steps"],
+    )
+    try:
+        return bench_pipeline.run(args, log=lambda message: print(message, file=sys.stderr, flush=True))
+    finally:
+        shutil.rmtree(args.root, ignore_errors=True)  # the generated JPEGs and their cache
 
 
 def _write(out: Path, results: dict[str, Any]) -> None:
@@ -486,6 +523,7 @@ def run(out: Path, *, dry_run: bool, device_spec: str, sections: list[str]) -> d
         ),
         "train": lambda: train_throughput(device, sizes["train"]),
         "evaluation": lambda: evaluation(device, sizes["eval"]),
+        "pipeline": lambda: pipeline(device, sizes["pipeline"], out),
     }
     for name in sections:
         started = time.perf_counter()
@@ -503,14 +541,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks the script itself")
     parser.add_argument("--device", default="cuda", help="the device to check (default cuda)")
-    parser.add_argument("--sections", nargs="+", choices=["parity", "clustering", "train", "evaluation"], default=None)
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=None)
     args = parser.parse_args(argv)
     try:
         results = run(
             args.out,
             dry_run=args.dry_run,
             device_spec=args.device,
-            sections=args.sections or ["parity", "clustering", "train", "evaluation"],
+            sections=args.sections or SECTIONS,
         )
     except DmlbenchError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

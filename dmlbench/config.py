@@ -118,7 +118,14 @@ class ScheduleConfig(_Section):
     checkpoint_every: int = Field(
         100, gt=0, le=MAX_COUNT, description="steps between last.pt saves (also saved every epoch)"
     )
-    num_workers: int = Field(0, ge=0, le=MAX_LOADER_WORKERS)
+    # How the work is spread never changes a result: augmentation is drawn per (seed, epoch, position),
+    # so data workers are free to follow the machine ("auto"); the intra-op thread count does change
+    # float reductions, so it is a fixed setting of the run, never derived from the cores or the pool.
+    num_workers: Annotated[int, Field(ge=0, le=MAX_LOADER_WORKERS)] | Literal["auto"] = Field(
+        "auto", description='data-loading processes; "auto" = this process\'s cores minus one (0 for in-memory arrays)'
+    )
+    threads: int = Field(1, ge=1, le=1024, description="torch intra-op threads of the run (part of its result)")
+    decode_cache: bool = Field(True, description="keep image files decoded and resized once, in the dataset folder")
 
 
 class ValidationConfig(_Section):

@@ -126,6 +126,7 @@ class Manifest(_Record):
     git_commit: str | None = None
     device: str | None = None
     world_size: int = 1
+    threads: int | None = None  # torch intra-op threads per process (schedule.threads): part of the result
     dataset: DatasetRecord | None = None
     error: str | None = None
     last_step: int = 0

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dmlbench.datasets.cache import remove_caches
 from dmlbench.datasets.catalog import get_spec
 from dmlbench.datasets.download import download_file
 from dmlbench.datasets.prepared import (
@@ -231,6 +232,7 @@ def _array_image_size(staging: Path) -> list[int] | None:
 def _swap_into_place(staging: Path, root: Path) -> None:
     """Drop `prepared.json` first (the dataset is 'not prepared' from here on), then move the new payload in."""
     (root / INFO_FILE).unlink(missing_ok=True)
+    remove_caches(root)  # decoded from the images being replaced
     for item in _PAYLOAD:
         old = root / item
         if old.is_dir():

@@ -12,9 +12,10 @@ defaults below apply.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -22,12 +23,16 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dmlbench.datasets.cache import DecodeCache, Recipe, build_cache, open_cache
+from dmlbench.datasets.loader import data_workers, sample_seed
 from dmlbench.datasets.prepared import ARRAY_FILE, BOX_COLUMNS, PreparedDataset
 from dmlbench.errors import ChecksumError, UsageError
 from dmlbench.utils.npy import load_npy
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -127,8 +132,48 @@ class ArrayImageDataset(Dataset[tuple[torch.Tensor, int]]):
         return images[0], int(labels[0])
 
 
+# torchvision's RandomResizedCrop defaults
+_CROP_SCALE = (0.08, 1.0)
+_CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def crop_params(width: int, height: int, generator: torch.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params (top, left, height, width), drawn from `generator`.
+
+    The same algorithm with an explicit generator: torchvision's draws from the global RNG, which
+    every data-loader worker seeds differently.
+    """
+    area = height * width
+    low, high = torch.log(torch.tensor(_CROP_RATIO)).tolist()  # float32 like torchvision's: the same draws
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(*_CROP_SCALE, generator=generator).item()
+        aspect = torch.exp(torch.empty(1).uniform_(low, high, generator=generator)).item()
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=generator).item())
+            return top, left, h, w
+    ratio = width / height  # fallback: the central crop of the allowed aspect ratios
+    if ratio < _CROP_RATIO[0]:
+        w, h = width, round(width / _CROP_RATIO[0])
+    elif ratio > _CROP_RATIO[1]:
+        h, w = height, round(height * _CROP_RATIO[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
 class ImageFileDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Images read with PIL from the prepared folder, transformed for training or evaluation."""
+    """Images read with PIL from the prepared folder, transformed for training or evaluation.
+
+    The pipeline, per image: decode, crop to the box, resize the shorter side to `resize_side` (the
+    part a decode cache can store), then a random resized crop and flip (training, drawn from a
+    generator seeded by `sample_seed`) or a center crop (evaluation), then normalisation. `uint8_item`
+    stops before normalisation so that batches travel to the device as bytes and are normalised
+    there (`normalize`); `dataset[i]` is the whole pipeline. An item is either a position `i` or
+    `(i, seed)`: a training item without a seed uses `sample_seed(0, 0, i)`.
+    """
 
     def __init__(
         self,
@@ -159,20 +204,15 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, int]]):
         self.channels = channels
         if (mean is None) != (std is None):
             raise UsageError("mean and std go together", hint="pass both, or neither")
-        mode = transforms.InterpolationMode(interpolation or "bilinear")
-        side = resize_side(image_size, crop_pct)
-        steps: list[Any] = [transforms.Resize(side, interpolation=mode)]
-        if train:
-            steps += [transforms.RandomResizedCrop(image_size, interpolation=mode), transforms.RandomHorizontalFlip()]
-        else:
-            steps += [transforms.CenterCrop(image_size)]
-        steps += [
-            transforms.ToTensor(),
-            transforms.Normalize(
-                per_channel(mean or IMAGENET_MEAN, channels), per_channel(std or IMAGENET_STD, channels)
-            ),
-        ]
-        self.transform = transforms.Compose(steps)
+        self.train = train
+        self.image_size = image_size
+        self.interpolation = transforms.InterpolationMode(interpolation or "bilinear")
+        self.side = resize_side(image_size, crop_pct)
+        self.resize = transforms.Resize(self.side, interpolation=self.interpolation)
+        self.mean = torch.tensor(per_channel(mean or IMAGENET_MEAN, channels)).view(1, -1, 1, 1)
+        self.std = torch.tensor(per_channel(std or IMAGENET_STD, channels)).view(1, -1, 1, 1)
+        self.cache: DecodeCache | None = None
+        self.cache_rows: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -199,9 +239,55 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, int]]):
                 image = image.crop(box)
         return image
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        tensor: torch.Tensor = self.transform(self.load(i))
-        return tensor, self.labels[i]
+    @property
+    def recipe(self) -> Recipe:
+        """What a decode cache must hold for this dataset: its steps before the random one."""
+        return Recipe(
+            side=self.side,
+            interpolation=self.interpolation.value,
+            channels=self.channels,
+            bbox_crop=self.boxes is not None,
+        )
+
+    def use_cache(self, cache: DecodeCache, rows: Sequence[int]) -> None:
+        """Read the resized images from `cache`; `rows[i]` is item i's row in it (its prepared-index row)."""
+        self.cache, self.cache_rows = cache, list(rows)
+
+    def resized(self, i: int) -> np.ndarray:
+        """Item i decoded, box-cropped and resized to `side`: uint8 [H, W, C] (from the cache when there is one)."""
+        if self.cache is not None and self.cache_rows is not None:
+            return self.cache.pixels(self.cache_rows[i])
+        pixels = np.asarray(self.resize(self.load(i)))
+        return pixels if pixels.ndim == 3 else pixels[..., None]
+
+    def uint8_item(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """Item `i` or `(i, seed)` up to the normalisation: uint8 [C, image_size, image_size] and its label."""
+        from torchvision.transforms import functional as TF
+
+        i, seed = (item, None) if isinstance(item, int) else item
+        pixels = self.resized(i)
+        image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+        if self.train:
+            generator = torch.Generator().manual_seed(sample_seed(0, 0, i) if seed is None else seed)
+            top, left, height, width = crop_params(image.width, image.height, generator)
+            size = [self.image_size, self.image_size]
+            image = TF.resized_crop(image, top, left, height, width, size, interpolation=self.interpolation)
+            if torch.rand(1, generator=generator).item() < 0.5:
+                image = TF.hflip(image)
+        else:
+            image = TF.center_crop(image, [self.image_size, self.image_size])
+        array = np.array(image, dtype=np.uint8)
+        array = array if array.ndim == 3 else array[..., None]
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous(), self.labels[i]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, H, W] (on any device) -> the model's float input; what ToTensor + Normalize compute."""
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return images.float().div_(255).sub_(mean).div_(std)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+        image, label = self.uint8_item(item)
+        return self.normalize(image[None])[0], label
 
 
 def build_dataset(
@@ -216,6 +302,8 @@ def build_dataset(
     std: Sequence[float] | None = None,
     interpolation: str | None = None,
     crop_pct: float | None = None,
+    decode_cache: Literal["build", "use", "off"] = "use",
+    num_workers: int | Literal["auto"] = "auto",
 ) -> ArrayImageDataset | ImageFileDataset:
     """A torch Dataset of (float [C, H, W], label) over the rows of `frame` (a subset of `prepared.index`).
 
@@ -225,6 +313,10 @@ def build_dataset(
     per channel or one for all), `interpolation` (bilinear, bicubic, nearest) and `crop_pct` (eval
     crop / resize side) replace the defaults; `dmlbench.models.preprocessing(cfg.model)` gives them
     from a resolved config.
+
+    `decode_cache` (image files only): "use" reads a complete decode cache of this preprocessing when
+    one exists, "build" makes it first when it does not (decoding with `num_workers` processes), "off"
+    always reads the files. The pixels are the same either way.
     """
     if prepared.is_array:
         if bbox_crop:
@@ -244,7 +336,7 @@ def build_dataset(
         )
     if image_size is None:
         raise UsageError(f"{prepared.name} is made of image files; give an image_size", hint="e.g. 224")
-    return ImageFileDataset(
+    dataset = ImageFileDataset(
         prepared,
         frame,
         train=train,
@@ -256,3 +348,63 @@ def build_dataset(
         interpolation=interpolation,
         crop_pct=crop_pct,
     )
+    if decode_cache != "off" and len(frame):
+        cache = open_cache(prepared, dataset.recipe)
+        if cache is None and decode_cache == "build":
+            cache = _build_cache(prepared, dataset, num_workers)
+        if cache is not None:
+            row_of = {path: row for row, path in enumerate(prepared.index["path"].astype(str))}
+            try:
+                dataset.use_cache(cache, [row_of[path] for path in dataset.paths])
+            except KeyError:
+                log.warning("%s: rows outside the prepared index; reading the image files", prepared.name)
+    return dataset
+
+
+def _build_cache(
+    prepared: PreparedDataset, like: ImageFileDataset, num_workers: int | Literal["auto"]
+) -> DecodeCache | None:
+    """Decode and resize every image of the prepared index once, the way `like` does, into its decode cache."""
+    from dmlbench.datasets.pipeline import PREPARE_LOCK
+
+    index = prepared.index
+    every = ImageFileDataset(
+        prepared,
+        index,
+        train=False,
+        image_size=like.image_size,
+        bbox_crop=like.boxes is not None,
+        channels=like.channels,
+        interpolation=like.interpolation.value,
+    )
+    every.side, every.resize = like.side, like.resize
+    workers = data_workers(num_workers, in_memory=False, batches=len(index))
+    loader = torch.utils.data.DataLoader(
+        _Resized(every),
+        batch_size=None,
+        collate_fn=_as_is,
+        num_workers=workers,
+        prefetch_factor=16 if workers else None,
+    )
+    log.info("building the decode cache of %s (%d images, side %d)", prepared.name, len(index), like.side)
+    return build_cache(
+        prepared, like.recipe, (np.asarray(image) for image in loader), lock=prepared.root / PREPARE_LOCK
+    )
+
+
+def _as_is(item: Any) -> Any:
+    """The cache builder's collate: keep each decoded image an array (a module function, so workers can pickle it)."""
+    return item
+
+
+class _Resized(Dataset[np.ndarray]):
+    """Each image of a dataset up to its resize, for building the decode cache in worker processes."""
+
+    def __init__(self, dataset: ImageFileDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.dataset.resized(i)

@@ -100,6 +100,7 @@ def run_baseline(
     from dmlbench.config import diff_keys, dump_toml
     from dmlbench.datasets import open_or_prepare
     from dmlbench.provenance import git_commit, versions
+    from dmlbench.utils.cpu import intra_op_threads
     from dmlbench.utils.device import resolve_device
 
     cfg = baseline_config(
@@ -122,7 +123,8 @@ def run_baseline(
             return stored
     # Built before anything is written: a pretrained backbone offline fails here with its own error.
     model = baseline_embedder(kind, cfg).to(target)
-    with run.claim(holder="baseline"):
+    # The recorded thread count, like a trained run's: the numbers do not depend on the worker pool.
+    with intra_op_threads(cfg.schedule.threads), run.claim(holder="baseline"):
         _check_foreign(run, force=force)  # again under the lock: another process may have written meanwhile
         if force:
             run.clear()
@@ -140,6 +142,7 @@ def run_baseline(
             versions=versions(),
             git_commit=git_commit(),
             device=str(target),
+            threads=cfg.schedule.threads,
             dataset=DatasetRecord(
                 name=dataset,
                 fingerprint=prepared.fingerprint,

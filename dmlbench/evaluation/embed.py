@@ -1,8 +1,9 @@
-"""Embed a dataset split with a trained model: batched, no grad, AMP on CUDA, progress events."""
+"""Embed a dataset split with a trained model: batched, no grad, AMP on CUDA, data workers, progress events."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,19 +15,6 @@ if TYPE_CHECKING:
     import torch
 
 
-def _batches(dataset: Any, batch_size: int) -> Any:
-    """(images, labels) batches in dataset order: vectorised `get_batch` when offered, else a DataLoader."""
-    import torch
-
-    n = len(dataset)
-    if hasattr(dataset, "get_batch"):
-        for start in range(0, n, batch_size):
-            yield dataset.get_batch(list(range(start, min(start + batch_size, n))))
-        return
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    yield from loader
-
-
 def embed_dataset(
     model: torch.nn.Module,
     dataset: Any,
@@ -35,9 +23,16 @@ def embed_dataset(
     batch_size: int = 256,
     task: str = "embed",
     on_event: EventHandler | None = None,
+    num_workers: int | Literal["auto"] = "auto",
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Embeddings float32 [N, D] and labels int64 [N] of every item of `dataset`, in order."""
+    """Embeddings float32 [N, D] and labels int64 [N] of every item of `dataset`, in order.
+
+    Batches come from `dmlbench.datasets.loader.BatchLoader` (vectorised arrays in this process, image
+    files decoded by `num_workers` processes and normalised on `device`).
+    """
     import torch
+
+    from dmlbench.datasets.loader import BatchLoader
 
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}", hint="e.g. --batch-size 256")
@@ -49,9 +44,10 @@ def embed_dataset(
     outputs: list[NDArray[np.float32]] = []
     labels: list[NDArray[np.int64]] = []
     emit(on_event, Event("start", task, total=float(n), unit="img"))
-    with torch.inference_mode():
-        for images, batch_labels in _batches(dataset, batch_size):
-            images = torch.as_tensor(images).to(device, non_blocking=True)
+    lists = [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+    loader = BatchLoader(dataset, device=device, num_workers=num_workers, batches=len(lists))
+    with torch.inference_mode(), contextlib.closing(loader):
+        for images, batch_labels in loader(lists):
             try:
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                     out = model(images)

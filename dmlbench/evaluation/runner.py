@@ -219,6 +219,7 @@ def _evaluate(
     from dmlbench.evaluation.embed import embed_dataset
     from dmlbench.evaluation.trained import load_run_embedder, read_run_config
     from dmlbench.models import preprocessing
+    from dmlbench.utils.cpu import intra_op_threads
     from dmlbench.utils.device import resolve_device
 
     started = time.perf_counter()
@@ -271,7 +272,8 @@ def _evaluate(
                 f"cannot read the prepared images of {cfg.dataset} in {prepared.root}: {err}",
                 hint=f"re-prepare it: `dmlbench prepare {cfg.dataset} --force`",
             ) from None
-        return embed_dataset(model, dataset, device=target, batch_size=batch_size, task=name, on_event=on_event)
+        with intra_op_threads(cfg.schedule.threads):  # the run's own thread count: the embeddings depend on it
+            return embed_dataset(model, dataset, device=target, batch_size=batch_size, task=name, on_event=on_event)
 
     embeddings, labels = embed(query_rows, f"embed {split}" if gallery_rows is None else "embed query")
     gallery = gallery_labels = None

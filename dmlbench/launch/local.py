@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dmlbench.errors import DeviceError, UsageError
+from dmlbench.utils.cpu import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,19 @@ class WorkerDiedError(RuntimeError):
     """The worker process running an item exited without a result (killed, crashed, out of memory)."""
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
+def core_share(index: int, workers: int, cores: Sequence[int]) -> list[int]:
+    """The cores worker `index` of `workers` is pinned to: its own contiguous slice of `cores`.
+
+    Pinned, each worker's data loaders see only its share ("auto" data workers follow it), and two
+    workers never fight over one core. More workers than cores share them round-robin.
+    """
+    if not cores:
+        return []
+    if workers >= len(cores):
+        return [cores[index % len(cores)]]
+    size = len(cores) // workers
+    start = index * size
+    return list(cores[start : start + size])
 
 
 MAX_WORKERS = 1_024
@@ -126,8 +134,9 @@ def _worker_main(
     inbox: Any,
     outbox: Any,
     slot: int,
+    cores: Sequence[int] = (),
 ) -> None:
-    """A worker process: pin itself, then run items from `inbox` until it gets None.
+    """A worker process: pin itself (GPU, cores), then run items from `inbox` until it gets None.
 
     `outbox` is this worker's own pipe: `send` writes synchronously (no feeder thread), so a worker killed
     at any moment can tear only its own channel, never block or corrupt the others'.
@@ -135,6 +144,8 @@ def _worker_main(
     # Written (never read) here, in the worker's own fresh interpreter, before torch initialises CUDA or its
     # thread pool: that is the only way to pin a process to a GPU for torch and faiss alike.
     os.environ.update(env)  # noqa: TID251
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
     import torch
 
     torch.set_num_threads(_threads_of(env))
@@ -161,6 +172,7 @@ def _worker_main(
 class _Slot:
     index: int
     env: dict[str, str]
+    cores: list[int]
     process: Any = None
     inbox: Any = None
     results: Any = None  # the read end of this worker's own result pipe
@@ -192,9 +204,15 @@ def run_in_workers(
     if not items:
         return []
     context = multiprocessing.get_context("spawn")
+    mask = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    started = min(workers, len(items))
     slots = [
-        _Slot(index, worker_environment(index, workers, gpus, cores, parent_visible=parent_visible))
-        for index in range(min(workers, len(items)))
+        _Slot(
+            index,
+            worker_environment(index, workers, gpus, cores, parent_visible=parent_visible),
+            core_share(index, started, mask),
+        )
+        for index in range(started)
     ]
     pending = list(range(len(items)))
     pending.reverse()  # pop() from the end hands items out in order
@@ -203,7 +221,7 @@ def run_in_workers(
         slot.inbox = context.Queue()
         slot.results, sender = context.Pipe(duplex=False)
         slot.process = context.Process(
-            target=_worker_main, args=(slot.env, fn, slot.inbox, sender, slot.index), daemon=True
+            target=_worker_main, args=(slot.env, fn, slot.inbox, sender, slot.index, slot.cores), daemon=True
         )
         slot.process.start()
         sender.close()  # the worker holds the only write end: its death closes the pipe

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,8 @@ class TrainData:
             train=True,
             image_size=cfg.model.image_size,
             channels=cfg.model.in_channels,
+            decode_cache="build" if cfg.schedule.decode_cache else "off",
+            num_workers=cfg.schedule.num_workers,
             **preprocessing(cfg.model),
         )
         sampler: PKBatchSampler | ClassBatchSampler
@@ -116,17 +118,31 @@ class TrainData:
         return TrainData(prepared, dataset, val_frame, sampler, int(len(counts)))
 
 
-def batch_loader(
-    dataset: Any, batches: Sequence[Sequence[int]], *, num_workers: int = 0, pin_memory: bool = False
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (images, labels) for each index list: vectorised `get_batch` when the dataset has it."""
-    if hasattr(dataset, "get_batch"):
-        for indices in batches:
-            images, labels = dataset.get_batch(list(indices))
-            yield torch.as_tensor(images), torch.as_tensor(labels)
-        return
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=[list(b) for b in batches], num_workers=num_workers, pin_memory=pin_memory
+def epoch_loader(
+    data: TrainData, cfg: TrainConfig, ctx: DistContext, device: torch.device
+) -> Callable[[list[list[int]], int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """`(lists, epoch, first_batch) -> batches on device`: this rank's index lists of an epoch, from `first_batch` on.
+
+    Each sample's augmentation follows its position in the epoch's global sample stream (batch x
+    global batch size + this rank's offset + slot), so neither the data workers nor the number of
+    ranks nor a resume changes what a sample looks like.
+    """
+    from dmlbench.datasets.loader import BatchLoader
+
+    loader = BatchLoader(
+        data.dataset,
+        device=device,
+        num_workers=cfg.schedule.num_workers,
+        share=ctx.world_size,
+        batches=len(data.sampler.batches(0)),
     )
-    for images, labels in loader:
-        yield images, labels
+    per_batch = data.batch_size
+
+    def load(lists: list[list[int]], epoch: int, first_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        positions = [
+            [(first_batch + b) * per_batch + ctx.rank * len(indices) + slot for slot in range(len(indices))]
+            for b, indices in enumerate(lists)
+        ]
+        return loader(lists, seed=cfg.seed, epoch=epoch, positions=positions)
+
+    return load

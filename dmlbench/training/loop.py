@@ -23,7 +23,8 @@ from dmlbench.events import Event, EventHandler, emit
 from dmlbench.training.checkpoint import Position
 from dmlbench.training.distributed import DistContext, gather_batch
 
-LoaderFn = Callable[[list[list[int]]], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+# (index lists, epoch, index of the first list in the epoch) -> (images, labels) batches, in order
+LoaderFn = Callable[[list[list[int]], int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
 class TrainingDivergedError(UsageError):
@@ -40,7 +41,7 @@ class Parts:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
     batches: Callable[[int], list[list[int]]]  # epoch -> this rank's index lists
-    loader: LoaderFn  # index lists -> (images, labels) batches, in order
+    loader: LoaderFn
     device: torch.device
     dist: DistContext
     total_steps: int
@@ -142,7 +143,9 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
             emit(parts.on_event, Event("start", task, total=remaining - position.batch, unit="step"))
             tick = time.perf_counter()
             todo = epoch_batches[position.batch : remaining]
-            for batch_index, (images, labels) in enumerate(parts.loader(todo), start=position.batch):
+            for batch_index, (images, labels) in enumerate(
+                parts.loader(todo, position.epoch, position.batch), start=position.batch
+            ):
                 if parts.before_step is not None:
                     parts.before_step(position)
                 last_loss = train_step(parts, images, labels)

@@ -42,7 +42,9 @@ class Validator:
             **preprocessing(self.cfg.model),
         )
         was_training = model.training
-        embeddings, labels = embed_dataset(model, dataset, device=self.device, task="validate")
+        embeddings, labels = embed_dataset(
+            model, dataset, device=self.device, task="validate", num_workers=self.cfg.schedule.num_workers
+        )
         model.train(was_training)
         options = EvalOptions(metrics=tuple(sorted({cfg.metric, "recall@1"})), device="cpu", seed=self.cfg.seed)
         values = evaluate_embeddings(embeddings, labels, options).metrics

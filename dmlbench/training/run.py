@@ -32,11 +32,12 @@ from dmlbench.training.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from dmlbench.training.data import TrainData, batch_loader
+from dmlbench.training.data import TrainData, epoch_loader
 from dmlbench.training.distributed import DistContext, barrier, init_process_group
 from dmlbench.training.loop import Parts, run_loop
 from dmlbench.training.monitor import Scalars, Validator, margin_schedule
 from dmlbench.training.optim import build_optimizer, build_scheduler
+from dmlbench.utils.cpu import intra_op_threads
 from dmlbench.utils.device import resolve_device
 from dmlbench.utils.io import atomic_path
 from dmlbench.utils.seed import seed_everything
@@ -44,7 +45,8 @@ from dmlbench.utils.seed import seed_everything
 logger = logging.getLogger(__name__)
 
 # A resumed run may train longer than first planned; anything else changing means "a different run".
-RESUMABLE_CHANGES = frozenset({"schedule.epochs", "schedule.steps"})
+# How long to train, and how the data is loaded (never what it looks like), may change on resume.
+RESUMABLE_CHANGES = frozenset({"schedule.epochs", "schedule.steps", "schedule.num_workers", "schedule.decode_cache"})
 
 
 @dataclass
@@ -120,17 +122,18 @@ def train(
         from dmlbench.datasets import open_prepared
 
         prepared = open_prepared(resolved.dataset, data_root=data_path)
-    data = TrainData.build(prepared, resolved, ctx, train_classes=train_classes)
-    job = _Run(resolved, run, data, torch_device, ctx, on_event if ctx.is_main else None, data_path, kind, hooks)
-    job.manifest_fields = dict(manifest_fields or {})
-    if not ctx.is_main:
-        return job.execute(resume=resume, evaluate_at_end=False, catalogs=catalogs)
-    with run.claim(holder="train"):
-        # Checked again under the lock: another writer may have finished this folder meanwhile.
-        _check_reusable(run, resolved, resume=resume, force=force)
-        if force:
-            run.clear()
-        return job.execute(resume=resume, evaluate_at_end=evaluate_at_end, catalogs=catalogs)
+    with intra_op_threads(resolved.schedule.threads):
+        data = TrainData.build(prepared, resolved, ctx, train_classes=train_classes)
+        job = _Run(resolved, run, data, torch_device, ctx, on_event if ctx.is_main else None, data_path, kind, hooks)
+        job.manifest_fields = dict(manifest_fields or {})
+        if not ctx.is_main:
+            return job.execute(resume=resume, evaluate_at_end=False, catalogs=catalogs)
+        with run.claim(holder="train"):
+            # Checked again under the lock: another writer may have finished this folder meanwhile.
+            _check_reusable(run, resolved, resume=resume, force=force)
+            if force:
+                run.clear()
+            return job.execute(resume=resume, evaluate_at_end=evaluate_at_end, catalogs=catalogs)
 
 
 def _check_reusable(run: RunDir, resolved: TrainConfig, *, resume: bool, force: bool) -> None:
@@ -211,6 +214,8 @@ class _Run:
 
         cfg, run, ctx = self.cfg, self.run, self.ctx
         seed_everything(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every training batch has the same shape
         model = build_embedder(cfg.model).to(self.device)
         channels_last = bool(
             cfg.schedule.channels_last
@@ -270,9 +275,7 @@ class _Run:
             scheduler=scheduler,
             scaler=scaler,
             batches=self.data.sampler.batches,
-            loader=lambda lists: batch_loader(
-                self.data.dataset, lists, num_workers=cfg.schedule.num_workers, pin_memory=self.device.type == "cuda"
-            ),
+            loader=epoch_loader(self.data, cfg, ctx, self.device),
             device=self.device,
             dist=ctx,
             total_steps=total_steps,
@@ -381,6 +384,7 @@ class _Run:
                 git_commit=git_commit(),
                 device=str(self.device),
                 world_size=self.ctx.world_size,
+                threads=cfg.schedule.threads,
                 dataset=DatasetRecord(
                     name=cfg.dataset,
                     fingerprint=getattr(self.data.prepared, "fingerprint", None),

@@ -48,12 +48,17 @@ def test_dry_run_measures_every_section(tmp_path: Path, capsys: pytest.CaptureFi
     assert evaluation["ok"] is True and evaluation["device_metrics"] == evaluation["cpu_metrics"]
     assert set(evaluation["device_metrics"]) >= {"recall@1", "r_precision", "map@r", "nmi"}
 
+    pipeline = results["pipeline"]
+    assert pipeline["device"] == "cpu" and pipeline["backbone"]["img/s"] > 0
+    assert {row["pipeline"] for row in pipeline["rows"]} >= {"before", "train", "eval"}
+    assert all(row["img/s"] > 0 and row["img/s per core"] > 0 for row in pipeline["rows"])
+
     criteria = results["criteria"]
     assert criteria["parity"] is True and criteria["eval_agrees_1e-4"] is True
     assert set(criteria["amp_step_at_least_90pct_of_bare"]) == losses
 
     report = (tmp_path / "gpu_check.md").read_text(encoding="utf-8")
-    for heading in ("## Criteria", "## Parity", "## Clustering loss", "## Training step", "## Evaluation"):
+    for heading in ("## Criteria", "## Parity", "## Clustering loss", "## Training step", "## Evaluation", "## Data"):
         assert heading in report
     assert report in capsys.readouterr().out
 

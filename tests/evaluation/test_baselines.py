@@ -55,6 +55,7 @@ def test_raw_baseline_is_the_flattened_test_transform(tmp_path: Path, data_root:
 
 def test_untrained_baseline_is_the_weights_training_starts_from(tmp_path: Path, data_root: Path) -> None:
     from dmlbench.models import build_embedder
+    from dmlbench.utils.cpu import intra_op_threads
     from dmlbench.utils.seed import seed_everything
 
     before = torch.random.get_rng_state()
@@ -64,7 +65,7 @@ def test_untrained_baseline_is_the_weights_training_starts_from(tmp_path: Path, 
     seed_everything(3)  # what training does right before building its embedder
     model = build_embedder(cfg.model).eval()
     images, labels = _test_images(data_root, cfg)
-    with torch.no_grad():
+    with torch.no_grad(), intra_op_threads(cfg.schedule.threads):  # the thread count the baseline records
         vectors = model(images).numpy()
     expected = evaluate_embeddings(vectors, labels, recall_k=(1, 2, 4, 8), device="cpu", seed=3)
     assert result.metrics == pytest.approx(expected.metrics)

@@ -112,3 +112,11 @@ def test_workers_are_bounded() -> None:
     assert check_workers(MAX_WORKERS) == MAX_WORKERS
     with pytest.raises(UsageError, match="--workers"):
         check_workers(MAX_WORKERS + 1)
+
+
+def test_each_worker_gets_its_own_cores() -> None:
+    from dmlbench.launch.local import core_share
+
+    assert [core_share(i, 2, [0, 1, 2, 3]) for i in range(2)] == [[0, 1], [2, 3]]
+    assert [core_share(i, 3, [4, 5]) for i in range(3)] == [[4], [5], [4]]  # more workers than cores: shared
+    assert core_share(0, 1, [0, 1]) == [0, 1]

@@ -262,13 +262,12 @@ def test_image_file_transforms_follow_the_recorded_preprocessing(tmp_path: Path)
         prepared, frame, train=False, image_size=SIZE, bbox_crop=False, channels=3,
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", crop_pct=0.9,
     )  # fmt: skip
-    resize, crop, _, normalize = timm_like.transform.transforms
+    resize = timm_like.resize
     assert resize.size == 35 and resize.interpolation == transforms.InterpolationMode.BICUBIC  # floor(32 / 0.9)
-    assert crop.size == (SIZE, SIZE) and tuple(normalize.mean) == (0.5, 0.5, 0.5)
+    assert timm_like.image_size == SIZE and timm_like.mean.flatten().tolist() == [0.5, 0.5, 0.5]
     default = ImageFileDataset(prepared, frame, train=True, image_size=224, bbox_crop=False, channels=1)
-    resize, random_crop, _, _, normalize = default.transform.transforms
-    assert resize.size == 256 and random_crop.interpolation == transforms.InterpolationMode.BILINEAR
-    assert len(normalize.mean) == 1
+    assert default.resize.size == 256 and default.interpolation == transforms.InterpolationMode.BILINEAR
+    assert default.mean.numel() == 1
 
 
 # -- DDP ---------------------------------------------------------------------------------------------
