@@ -365,7 +365,7 @@ def _build_cache(
     prepared: PreparedDataset, like: ImageFileDataset, num_workers: int | Literal["auto"]
 ) -> DecodeCache | None:
     """Decode and resize every image of the prepared index once, the way `like` does, into its decode cache."""
-    from dmlbench.datasets.pipeline import PREPARE_LOCK
+    from dmlbench.datasets.prepared import PREPARE_LOCK
 
     index = prepared.index
     every = ImageFileDataset(

@@ -40,7 +40,13 @@ def test_default_run_prepares_digits_and_prints_one_line(tmp_path: Path) -> None
         (["--set", "optim.lrr=0.1"], 2, "unknown config key 'optim.lrr'", "did you mean 'lr'"),
         (["--set", "loss.marginnn=0.1"], 2, "has no parameter 'marginnn'", "parameters:"),
         (["--set", "sampler.classes_per_batch=6"], 2, "needs 6 classes", "classes_per_batch to at most 5"),
-        (["--val-classes", "0.4"], 2, "holding out 2 validation classes", "at most 3"),
+        # an explicit P: the dataset default alone is lowered to leave room for the held-out classes
+        (
+            ["--val-classes", "0.4", "--set", "sampler.classes_per_batch=5"],
+            2,
+            "holding out 2 validation classes",
+            "at most 3",
+        ),
         (["--set", "sampler.samples_per_class=1"], 2, "at least 2 images per class", "samples_per_class=2"),
         (["--dataset", "fashion-mnist"], 3, "not prepared", "dmlbench prepare fashion-mnist"),
         (["--dataset", "cub-200"], 2, "cub-200", "cub200"),
