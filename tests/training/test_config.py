@@ -82,7 +82,7 @@ def test_resolution_fills_dataset_defaults() -> None:
     assert digits.run_id == "digits-triplet-small_cnn-seed0"
     cub = _resolved(load_config(None, [], {"dataset": "cub200"}))
     glyphs = _resolved(load_config(None, [], {}))  # the default dataset: epochs measured for it
-    assert glyphs.dataset == "glyphs" and glyphs.schedule.epochs == 10 and glyphs.model.image_size == 32
+    assert glyphs.dataset == "glyphs" and glyphs.schedule.epochs == 3 and glyphs.model.image_size == 32
     # The paper's protocol (UNVERIFIED values, exposed as defaults).
     assert (cub.optim.name, cub.optim.lr, cub.optim.head_lr_multiplier) == ("rmsprop", 1e-5, 10.0)
     assert cub.model.backbone == "googlenet" and cub.model.pretrained is True and cub.model.image_size == 224
