@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -194,6 +194,9 @@ class RetrievalRecord(_Record):
     dataset_root: str | None = None  # where the images were when evaluated; reports look in the data root first
     k: int
     queries: list[RetrievedQuery] = Field(default_factory=list)
+
+
+_EvalRecord = TypeVar("_EvalRecord", MetricsRecord, RetrievalRecord)
 
 
 class StepRow(BaseModel):
@@ -505,18 +508,7 @@ class RunDir:
 
     def read_metrics(self, split: str = "test") -> MetricsRecord | None:
         """`eval/<split>/metrics.json`, or None when that split was not evaluated."""
-        path = self.metrics_path(split)
-        if not path.is_file():
-            return None
-        try:
-            data = read_json(path)
-            return MetricsRecord.model_validate(data)
-        except (ValueError, OSError) as err:
-            reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
-            raise MissingInputError(
-                f"{path} is unreadable: {reason}",
-                hint=f"re-evaluate it with `dmlbench evaluate {self.root} --split {split}`",
-            ) from None
+        return self._read_eval_record(self.metrics_path(split), MetricsRecord, split)
 
     def write_metrics(self, record: MetricsRecord, *, merge: bool = True) -> MetricsRecord:
         """Write `eval/<split>/metrics.json`; with `merge`, metrics not recomputed now are kept, not lost."""
@@ -552,11 +544,14 @@ class RunDir:
 
     def read_retrieval(self, split: str = "test") -> RetrievalRecord | None:
         """`eval/<split>/retrieval.json`, or None when missing; MissingInputError when unreadable."""
-        path = self.retrieval_path(split)
+        return self._read_eval_record(self.retrieval_path(split), RetrievalRecord, split)
+
+    def _read_eval_record(self, path: Path, model: type[_EvalRecord], split: str) -> _EvalRecord | None:
+        """A record of `eval/<split>/`, or None when missing; MissingInputError (re-evaluate) when unreadable."""
         if not path.is_file():
             return None
         try:
-            return RetrievalRecord.model_validate(read_json(path))
+            return model.model_validate(read_json(path))
         except (ValueError, OSError) as err:
             reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
             raise MissingInputError(

@@ -117,21 +117,12 @@ def parity_inputs(rm: RunModel, prepared: Any, n: int = PARITY_IMAGES) -> tuple[
     """(preprocessed images, dmlbench's float32 embeddings) of the first `n` evaluation images of the run."""
     import torch
 
-    from dmlbench.datasets.torch_data import build_dataset
-    from dmlbench.inference.embed import split_rows
-    from dmlbench.models import preprocessing
+    from dmlbench.inference.embed import eval_dataset, split_rows
 
     present = set(prepared.index["split"].astype(str))
     split = "test" if "test" in present else "query"
     rows = split_rows(prepared, split).iloc[:n]
-    dataset = build_dataset(
-        prepared,
-        rows,
-        train=False,
-        image_size=rm.cfg.model.image_size,
-        channels=rm.cfg.model.in_channels,
-        **preprocessing(rm.cfg.model),
-    )
+    dataset = eval_dataset(rm, prepared, rows)
     if hasattr(dataset, "get_batch"):
         images, _ = dataset.get_batch(list(range(len(dataset))))
     else:

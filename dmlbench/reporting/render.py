@@ -285,16 +285,30 @@ def render_markdown(report: Report, figures: Sequence[RenderedFigure] = ()) -> s
         out.append("")
         wide = report.show_intervals
         # a column holding one value for every row is already in the protocol line above: not repeated
+        # (judged on the measured rows: a baseline that differs, e.g. raw pixels' dimension, says so in its
+        # own first cell instead of widening the whole table past a terminal)
         key_count = len(header(table)) - 1 - len(table.metrics)
+        labels = header(table)
         rows_keys = [key_texts(table, row) for row in table.rows]
+        measured = [keys for row, keys in zip(table.rows, rows_keys, strict=True) if row.kind != "baseline"]
+        measured = measured or rows_keys
         shown = [
             i
             for i in range(key_count)
-            if wide or i == 0 or i >= len(table.group_by) or len({keys[i] for keys in rows_keys}) > 1
+            if wide or i == 0 or i >= len(table.group_by) or len({keys[i] for keys in measured}) > 1
         ]
+        hidden = [i for i in range(key_count) if i not in shown]
         body = []
         for row, keys in zip(table.rows, rows_keys, strict=True):
             cells = [md_escape(keys[i]) for i in shown]
+            apart = [
+                f"{keys[i]}-d" if labels[i] == "dim" else f"{labels[i]} {keys[i]}"
+                for i in hidden
+                if keys[i] != measured[0][i]
+            ]
+            if apart:  # "raw (baseline)" -> "raw (baseline, 1024-d)"
+                extra = md_escape(", ".join(apart))
+                cells[0] = cells[0][:-1] + f", {extra})" if cells[0].endswith(")") else f"{cells[0]} ({extra})"
             cells.append("" if row.n is None else str(row.n))
             for metric in table.metrics:
                 cell = row.cells[metric]
