@@ -98,8 +98,13 @@ class Embeddings:
 
 def _embed(rm: RunModel, dataset: Any, *, batch_size: int, task: str, on_event: EventHandler | None) -> np.ndarray:
     from dmlbench.evaluation.embed import embed_dataset
+    from dmlbench.utils.cpu import intra_op_threads
 
-    vectors, _ = embed_dataset(rm.model, dataset, device=rm.device, batch_size=batch_size, task=task, on_event=on_event)
+    # the run's own thread count, as `evaluate` uses: float sums over another count differ in the last bits
+    with intra_op_threads(rm.cfg.schedule.threads):
+        vectors, _ = embed_dataset(
+            rm.model, dataset, device=rm.device, batch_size=batch_size, task=task, on_event=on_event
+        )
     return vectors
 
 
