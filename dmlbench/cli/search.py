@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -10,8 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, out, resolve_data_root, setup_logging
-from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.cli._output import (
+    ProgressRenderer,
+    err,
+    friendly_errors,
+    out,
+    printable,
+    resolve_data_root,
+    setup_logging,
+)
+from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 
 
 @friendly_errors
@@ -103,7 +112,10 @@ def _draw_grid(path: Path, built: Any, queries: Any, positions: Any, data_root: 
         return names[label] if names is not None else str(label)
 
     dataset = (built.meta.get("source") or {}).get("dataset")
-    root = open_prepared(dataset, data_root).root if dataset else data_root
+    root = data_root
+    if dataset:  # not prepared here: the gallery's array images draw as grey tiles rather than failing the search
+        with contextlib.suppress(DmlbenchError):
+            root = open_prepared(dataset, data_root).root
     lines = []
     for q, row in enumerate(positions):
         wanted = class_of(queries.labels, queries.class_names, q)
@@ -117,4 +129,4 @@ def _draw_grid(path: Path, built: Any, queries: Any, positions: Any, data_root: 
         ]
         lines.append(GridRow(caption=f"q{q + 1}", query=queries.paths[q], neighbours=shown))
     write_bytes_atomic(path, png_bytes(draw_retrieval_grid(lines, NamedFileSource(root), title=f"{built.root}")))
-    err.print(f"retrieval grid: {path}")
+    err.print(printable(f"retrieval grid: {path}"), markup=False, highlight=False)
