@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 import dmlbench
-from dmlbench.errors import EnvironmentFailure, UsageError
+from dmlbench.errors import EnvironmentFailure, UsageError, first_line
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.utils.io import atomic_path
 
@@ -143,11 +143,6 @@ def _quietly() -> contextlib.ExitStack:
     return stack
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _export_onnx(model: torch.nn.Module, example: torch.Tensor, tmp: Path, meta: dict[str, str]) -> None:
     import onnx
     import torch
@@ -167,7 +162,7 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, tmp: Path, meta:
             )
     except Exception as err:  # the exporter raises many types for unsupported operators
         raise UsageError(
-            f"this model cannot be exported to ONNX: {_first_line(err)}", hint="try --format torchscript"
+            f"this model cannot be exported to ONNX: {first_line(err)}", hint="try --format torchscript"
         ) from None
     proto = onnx.load(str(tmp))
     del proto.metadata_props[:]
@@ -186,7 +181,7 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, tmp: Path
             torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(meta)})
     except Exception as err:  # tracing fails in many ways on exotic modules
         raise UsageError(
-            f"this model cannot be traced to TorchScript: {_first_line(err)}", hint="try --format onnx"
+            f"this model cannot be traced to TorchScript: {first_line(err)}", hint="try --format onnx"
         ) from None
 
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.datasets.images import IMAGE_SUFFIXES
+from dmlbench.errors import MissingInputError, UsageError, first_line
 from dmlbench.events import Event, EventHandler, emit
 
 if TYPE_CHECKING:
@@ -25,10 +26,10 @@ if TYPE_CHECKING:
     from dmlbench.config import TrainConfig
     from dmlbench.datasets.prepared import PreparedDataset
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # x / 127.5 - 1, the array datasets' default scaling, written as (x / 255 - mean) / std
 ARRAY_MEAN, ARRAY_STD = 0.5, 0.5
 Layout = Literal["array", "files"]
+_SUFFIX_HINT = f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}"
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,13 @@ def list_images(source: str | os.PathLike[str]) -> ImageList:
         return _from_csv(root)
     if root.is_file():
         if root.suffix.lower() not in IMAGE_SUFFIXES:
-            raise UsageError(f"{root} is neither an image nor a CSV", hint=f"images end in {', '.join(IMAGE_SUFFIXES)}")
+            raise UsageError(
+                f"{root} is neither an image nor a CSV", hint=f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}"
+            )
         return ImageList([root], None, None)
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise MissingInputError(f"{root} holds no images", hint=f"images end in {', '.join(IMAGE_SUFFIXES)}")
+        raise MissingInputError(f"{root} holds no images", hint=_SUFFIX_HINT)
     relative = [p.relative_to(root) for p in paths]
     if any(len(r.parts) < 2 for r in relative):
         return ImageList(paths, None, None)
@@ -156,7 +159,7 @@ def _from_csv(path: Path) -> ImageList:
 
 def _unreadable(path: Path, err: Exception) -> MissingInputError:
     return MissingInputError(
-        f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+        f"cannot read image {path}: {first_line(err)}",
         hint="remove or replace that file (it is not an image PIL can open)",
     )
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 import dmlbench
-from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.errors import MissingInputError, UsageError, first_line
 from dmlbench.evaluation.files import LABELS_KEY
 from dmlbench.evaluation.search import Distance, SearchBackend, iter_neighbours
 from dmlbench.inference.embed import CLASS_NAMES_KEY, PATHS_KEY, Embeddings
@@ -294,7 +294,7 @@ def load_index(path: PathArg) -> GalleryIndex:
             names = [str(n) for n in items[CLASS_NAMES_KEY].tolist()] if CLASS_NAMES_KEY in items.files else None
     except (ValueError, OSError, RuntimeError, KeyError) as err:
         raise MissingInputError(
-            f"cannot read the index {root}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            f"cannot read the index {root}: {first_line(err)}",
             hint="rebuild it with `dmlbench index ... -o INDEX --force`",
         ) from None
     if int(index.ntotal) != int(meta.get("size", -1)) or len(paths) != int(index.ntotal):

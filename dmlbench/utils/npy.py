@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
-from dmlbench.errors import MissingInputError
+from dmlbench.errors import MissingInputError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,8 +31,7 @@ def _refuse(name: str, reason: str, hint: str | None = None) -> MissingInputErro
 
 
 def _reason(err: BaseException) -> str:
-    text = getattr(err, "strerror", None) or str(err)
-    return text.splitlines()[0] if text else type(err).__name__
+    return getattr(err, "strerror", None) or first_line(err)
 
 
 def check_header(handle: IO[bytes], available: int, name: str) -> tuple[tuple[int, ...], np.dtype[np.generic]]:
