@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from dmlbench.datasets.prepared import PreparedDataset
+from dmlbench.datasets.prepared import CACHE_DIR, PreparedDataset
 from dmlbench.errors import ConfigError
+from dmlbench.utils.io import refuse_links
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = "decode-cache"
 FORMAT = 1  # bump when the stored pixels would differ for the same recipe
 PIXELS_FILE = "pixels.bin"
 ROWS_FILE = "rows.npy"
@@ -130,6 +130,8 @@ def build_cache(
 
     folder = cache_folder(prepared, recipe)
     parent = folder.parent
+    # a copied dataset folder is untrusted: never build through a link planted at the cache's names
+    refuse_links(prepared.root, (CACHE_DIR, f"{CACHE_DIR}/{folder.name}"))
     try:
         parent.mkdir(exist_ok=True)
         with exclusive_lock(lock, holder="decode cache", what=f"dataset {prepared.name}"):

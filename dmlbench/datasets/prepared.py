@@ -30,6 +30,7 @@ IMAGES_DIR = "images"
 META_DIR = "meta"
 RAW_DIR = "raw"  # verified downloads and resumable `.part` files
 PREPARE_LOCK = ".prepare.lock"  # one prepare per dataset folder at a time
+CACHE_DIR = "decode-cache"  # decoded, resized images of one preprocessing each (datasets/cache.py)
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 # Optional integer column: rows sharing a value are never each other's neighbours in evaluation
 # (open-metric-learning's `sequence`; a query and its own gallery row share one too).
@@ -38,7 +39,7 @@ SEQUENCE_COLUMN = "sequence"
 USER_SOURCES = frozenset({"imagefolder", "omlcsv"})
 # Every name `prepare` writes in a dataset folder, folders before what they hold (its downloads are
 # `raw/<file>` and `raw/<file>.part` for each catalog file; the staging folder is made fresh each time).
-DATASET_PATHS = (PREPARE_LOCK, INFO_FILE, INDEX_FILE, ARRAY_FILE, IMAGES_DIR, META_DIR, RAW_DIR)
+DATASET_PATHS = (PREPARE_LOCK, INFO_FILE, INDEX_FILE, ARRAY_FILE, IMAGES_DIR, META_DIR, RAW_DIR, CACHE_DIR)
 
 
 def download_names(spec: DatasetSpec) -> tuple[str, ...]:

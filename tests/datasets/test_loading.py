@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from dmlbench.datasets.cache import CACHE_DIR, Recipe, build_cache, open_cache
+from dmlbench.datasets.cache import Recipe, build_cache, open_cache
 from dmlbench.datasets.loader import BatchLoader, data_workers
-from dmlbench.datasets.prepared import INDEX_FILE, PreparedDataset
+from dmlbench.datasets.prepared import CACHE_DIR, INDEX_FILE, PreparedDataset
 from dmlbench.datasets.torch_data import ImageFileDataset, build_dataset
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -137,6 +138,27 @@ def test_a_busy_dataset_lock_means_no_cache_not_an_error(folder: PreparedDataset
     with exclusive_lock(lock, holder="prepare files", what="dataset files"):
         assert build_cache(folder, recipe, iter([]), lock=lock) is None
     assert open_cache(folder, recipe) is None
+
+
+@pytest.mark.parametrize("planted", ["cache folder", "recipe folder"])
+def test_a_link_planted_at_the_cache_is_refused_not_written_through(
+    folder: PreparedDataset, tmp_path: Path, planted: str
+) -> None:
+    from dmlbench.errors import ConfigError
+
+    recipe = _dataset(folder, train=False).recipe
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cache_root = folder.root / CACHE_DIR
+    shutil.rmtree(cache_root, ignore_errors=True)
+    if planted == "cache folder":
+        cache_root.symlink_to(elsewhere, target_is_directory=True)
+    else:
+        cache_root.mkdir()
+        (cache_root / recipe.key(folder)).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        build_cache(folder, recipe, iter([np.zeros((4, 4, 3), dtype=np.uint8)]), lock=folder.root / ".prepare.lock")
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_prepare_force_drops_the_decode_caches(tmp_path: Path) -> None:
