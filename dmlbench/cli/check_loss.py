@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out
+from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, shown
 from dmlbench.losses.registry import loss_help
 
 
@@ -39,7 +39,7 @@ def command(
         verdict = "[green]pass[/]" if report.passed else "[bold red]FAIL[/]"
         table = Table("check", "result", "detail", title=f"{escape(report.name)}: {verdict}", title_justify="left")
         for check in report.checks:
-            table.add_row(check.check, "pass" if check.passed else "[bold red]FAIL[/]", escape(check.detail))
+            table.add_row(check.check, "pass" if check.passed else "[bold red]FAIL[/]", shown(check.detail))
         out.print(table)
     if timings:
         sizes = sorted({n for t in timings for n in t.ms})
@@ -51,9 +51,7 @@ def command(
         )
         for t in timings:
             mark = "*" if t.name in chosen else ""
-            table.add_row(
-                escape(t.name + mark), *("failed" if t.ms.get(n) is None else f"{t.ms[n]:.1f}" for n in sizes)
-            )
+            table.add_row(shown(t.name + mark), *("failed" if t.ms.get(n) is None else f"{t.ms[n]:.1f}" for n in sizes))
         out.print(table)
     if not all(report.passed for report in reports):
         raise typer.Exit(code=1)

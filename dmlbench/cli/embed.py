@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, setup_logging
+from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, printable, resolve_data_root, setup_logging
 from dmlbench.errors import UsageError
 
 
@@ -57,4 +57,6 @@ def command(
     written = write_embeddings(output, result)
     rows, dim = result.embeddings.shape
     labelled = "with labels" if result.labels is not None else "without labels"
-    out.print(f"wrote {written}: {rows} embeddings of dimension {dim}, {labelled}", markup=False, highlight=False)
+    out.print(
+        printable(f"wrote {written}: {rows} embeddings of dimension {dim}, {labelled}"), markup=False, highlight=False
+    )

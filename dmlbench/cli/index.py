@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, resolve_data_root, setup_logging
+from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, printable, resolve_data_root, setup_logging
 from dmlbench.errors import UsageError
 
 A = "Approximate index parameters"
@@ -85,4 +85,4 @@ def command(
             )
     built = build_index(gallery, kind=index, distance=dist, params=params)
     written = save_index(built, output, force=force)
-    out.print(f"wrote {written}: {describe(built)}", markup=False, highlight=False)
+    out.print(printable(f"wrote {written}: {describe(built)}"), markup=False, highlight=False)

@@ -19,6 +19,7 @@ from dmlbench.cli._output import (
     printable,
     resolve_data_root,
     setup_logging,
+    shown,
 )
 from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 
@@ -84,7 +85,7 @@ def command(
     if as_json:
         out.print_json(json.dumps([asdict(row) for row in rows]))
         return
-    table = Table(title=f"{index}: {k} nearest of {len(queries.paths)} queries", title_justify="left")
+    table = Table(title=shown(f"{index}: {k} nearest of {len(queries.paths)} queries"), title_justify="left")
     for name, justify in (
         ("query", "left"),
         ("rank", "right"),
@@ -94,7 +95,8 @@ def command(
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in rows:
-        table.add_row(row.query, str(row.rank), row.path, row.label, f"{row.score:.4f}")
+        # paths and labels come from the index folder, which is untrusted like a run folder
+        table.add_row(shown(row.query), str(row.rank), shown(row.path), shown(row.label), f"{row.score:.4f}")
     out.print(table)
 
 
