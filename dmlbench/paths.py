@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dmlbench.errors import ConfigError
@@ -20,6 +22,30 @@ def default_data_root() -> Path:
 def default_runs_root() -> Path:
     """Runs live under ./runs of the working directory, as in the run-directory contract."""
     return Path("runs")
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where things live, as one value handed down every layer instead of three parameters.
+
+    `data_root` holds prepared datasets, `runs_root` the run folders and studies, `catalogs` extra catalog TOML
+    files read on top of the built-in one (a prepared user dataset records its own spec, so it needs none).
+    """
+
+    data_root: Path = field(default_factory=default_data_root)
+    runs_root: Path = field(default_factory=default_runs_root)
+    catalogs: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(
+        cls, data_root: StrPath | None = None, runs_root: StrPath | None = None, catalogs: Iterable[StrPath] = ()
+    ) -> Places:
+        """Places from optional paths (None: the default), for callers holding loose values."""
+        return cls(
+            data_root=Path(data_root) if data_root is not None else default_data_root(),
+            runs_root=Path(runs_root) if runs_root is not None else default_runs_root(),
+            catalogs=tuple(Path(c) for c in catalogs),
+        )
 
 
 # Names that become one path component: no separators, no "..", no leading dot or dash, printable ASCII.

@@ -29,6 +29,7 @@ from rich.progress import (
 
 from dmlbench.errors import DmlbenchError, from_os_error
 from dmlbench.events import Event
+from dmlbench.paths import Places
 
 out = Console(soft_wrap=True)  # results only
 err = Console(stderr=True)  # progress, logs, errors
@@ -140,6 +141,11 @@ def resolve_runs_root(flag: Path | None) -> Path:
     if flag is not None:
         return flag
     return env_path("DMLBENCH_RUNS_ROOT") or default_runs_root()
+
+
+def resolve_places(data_root: Path | None, runs_root: Path | None = None, catalog: list[Path] | None = None) -> Places:
+    """The one `Places` value a command hands to the core, from its --data-root, --runs-root and --catalog."""
+    return Places(resolve_data_root(data_root), resolve_runs_root(runs_root), tuple(catalog or ()))
 
 
 class ProgressRenderer:
