@@ -19,6 +19,7 @@ Forward+backward times at two batch sizes are measured next to the built-in loss
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -316,6 +317,10 @@ def _ddp_worker(rank: int, init: str, out: str, names: list[str], params: list[d
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
+    # A spawned child ends through the interpreter's full shutdown, and torch's static destructors there can abort
+    # ("terminate called without an active exception") after a gloo all-gather with autograd, at random, once the
+    # results are safely on disk. End the way a forked multiprocessing child always does: without that shutdown.
+    os._exit(0)
 
 
 def _check_ddp(names: Sequence[str], params: Sequence[Mapping[str, Any]], dim: int) -> dict[str, CheckResult]:
