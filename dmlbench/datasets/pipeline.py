@@ -41,7 +41,7 @@ from dmlbench.datasets.prepared import (
 from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.sources.base import Source, SourceInputs
 from dmlbench.datasets.spec import DatasetSpec
-from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError, UsageError
+from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError, UsageError, from_os_error
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.paths import StrPath, check_name
 from dmlbench.utils.locks import exclusive_lock
@@ -137,15 +137,16 @@ def _build(
             root, spec, frame, index_bytes, disjoint=disjoint, image_size=image_size, source_info=reader.build_info()
         )
     except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise EnvironmentFailure(
-                f"disk full while preparing {spec.name} in {root}",
+        # Only the disk's failures are translated here; others (a user's file gone) keep their own reading.
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise from_os_error(
+                err,
+                doing=f"preparing {spec.name}",
+                inside=root,
                 hint="free some space or use --data-root on a larger disk, then rerun",
             ) from None
         if isinstance(err, PermissionError):
-            raise EnvironmentFailure(
-                f"permission denied: {err.filename}", hint="choose a writable --data-root"
-            ) from None
+            raise from_os_error(err, hint="choose a writable --data-root") from None
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
