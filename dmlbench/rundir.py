@@ -34,6 +34,7 @@ from dmlbench.utils.locks import exclusive_lock, lock_holder
 
 if TYPE_CHECKING:
     from dmlbench.config import TrainConfig
+    from dmlbench.datasets.prepared import PreparedDataset
 
 Status = Literal["running", "complete", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted")
@@ -101,6 +102,18 @@ class DatasetRecord(_Record):
     protocol: str | None = None
     splits: dict[str, Any] | None = None
     train_test_disjoint: bool | None = None
+
+    @classmethod
+    def from_prepared(cls, prepared: PreparedDataset) -> DatasetRecord:
+        """The record of `prepared` (its name, index fingerprint, protocol, splits): what every run kind stores."""
+        info = prepared.info or {}
+        return cls(
+            name=prepared.name,
+            fingerprint=prepared.fingerprint,
+            protocol=info.get("protocol"),
+            splits=info.get("splits"),
+            train_test_disjoint=info.get("train_test_disjoint"),
+        )
 
 
 class PluginRecord(_Record):

@@ -132,7 +132,6 @@ def run_baseline(
             stored = _stored_result(run, cfg, kind, prepared.fingerprint, diff_keys)
             if stored is not None:  # another process finished it while the model was being built
                 return stored
-        info = dict(getattr(prepared, "info", {}) or {})
         manifest = Manifest(
             run_id=cfg.run_id,
             kind="baseline",
@@ -143,13 +142,7 @@ def run_baseline(
             git_commit=git_commit(),
             device=str(target),
             threads=cfg.schedule.threads,
-            dataset=DatasetRecord(
-                name=dataset,
-                fingerprint=prepared.fingerprint,
-                protocol=info.get("protocol"),
-                splits=info.get("splits"),
-                train_test_disjoint=info.get("train_test_disjoint"),
-            ),
+            dataset=DatasetRecord.from_prepared(prepared),
         )
         with writing(run.root):
             run.write_manifest(manifest)

@@ -370,7 +370,6 @@ class _Run:
         from dmlbench.provenance import git_commit, versions
 
         run, cfg = self.run, self.cfg
-        info = dict(getattr(self.data.prepared, "info", {}) or {})
         previous = run.read_manifest() if resume and run.exists() else None
         # A copy of each plugin file (and its sha256): report names the version, --resume refuses another.
         plugins = [run.write_plugin_copy(role, name, path, path.read_bytes()) for role, name, path in file_plugins(cfg)]
@@ -385,13 +384,7 @@ class _Run:
                 device=str(self.device),
                 world_size=self.ctx.world_size,
                 threads=cfg.schedule.threads,
-                dataset=DatasetRecord(
-                    name=cfg.dataset,
-                    fingerprint=getattr(self.data.prepared, "fingerprint", None),
-                    protocol=info.get("protocol"),
-                    splits=info.get("splits"),
-                    train_test_disjoint=info.get("train_test_disjoint"),
-                ),
+                dataset=DatasetRecord.from_prepared(self.data.prepared),
                 val_classes=self.data.val_classes,
                 last_step=previous.last_step if previous is not None else 0,
                 last_epoch=previous.last_epoch if previous is not None else 0,
