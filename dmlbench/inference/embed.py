@@ -155,21 +155,6 @@ def split_rows(prepared: PreparedDataset, split: str) -> Any:
     return prepared.split(split)
 
 
-def eval_dataset(rm: RunModel, prepared: PreparedDataset, rows: Any) -> Any:
-    """The dataset of `rows` as the run's evaluation sees it (its size, channels and preprocessing)."""
-    from dmlbench.datasets.torch_data import build_dataset
-    from dmlbench.models import preprocessing
-
-    return build_dataset(
-        prepared,
-        rows,
-        train=False,
-        image_size=rm.cfg.model.image_size,
-        channels=rm.cfg.model.in_channels,
-        **preprocessing(rm.cfg.model),
-    )
-
-
 def embed_split(
     rm: RunModel,
     dataset_name: str,
@@ -182,12 +167,13 @@ def embed_split(
 ) -> Embeddings:
     """Embed a prepared split exactly as `evaluate` does (same dataset class, preprocessing and order)."""
     from dmlbench.datasets import open_or_prepare
+    from dmlbench.datasets.torch_data import dataset_for_model
     from dmlbench.inference.images import run_preprocessing
 
     prepared = open_or_prepare(dataset_name, data_root=data_root, on_event=on_event, catalog=catalog)
     rows = split_rows(prepared, split)
     try:
-        dataset = eval_dataset(rm, prepared, rows)
+        dataset = dataset_for_model(prepared, rows, rm.cfg.model)
     except (OSError, ValueError) as err:
         raise MissingInputError(
             f"cannot read the prepared images of {dataset_name} in {prepared.root}: {err}",

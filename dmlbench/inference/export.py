@@ -117,12 +117,13 @@ def parity_inputs(rm: RunModel, prepared: Any, n: int = PARITY_IMAGES) -> tuple[
     """(preprocessed images, dmlbench's float32 embeddings) of the first `n` evaluation images of the run."""
     import torch
 
-    from dmlbench.inference.embed import eval_dataset, split_rows
+    from dmlbench.datasets.torch_data import dataset_for_model
+    from dmlbench.inference.embed import split_rows
 
     present = set(prepared.index["split"].astype(str))
     split = "test" if "test" in present else "query"
     rows = split_rows(prepared, split).iloc[:n]
-    dataset = eval_dataset(rm, prepared, rows)
+    dataset = dataset_for_model(prepared, rows, rm.cfg.model)
     if hasattr(dataset, "get_batch"):
         images, _ = dataset.get_batch(list(range(len(dataset))))
     else:

@@ -115,3 +115,21 @@ def test_unreadable_image_is_a_clear_error(cub_tiny: Path) -> None:
     with pytest.raises(ChecksumError, match="cannot read image"):
         ds[1]
     assert Built  # builders imported for the fixture
+
+
+def test_dataset_for_model_feeds_the_models_size_channels_and_preprocessing(tmp_path: Path) -> None:
+    from dmlbench.config import ModelConfig
+    from dmlbench.datasets.torch_data import dataset_for_model
+
+    prepared = prepare("digits", data_root=tmp_path)
+    rows = prepared.split("test").iloc[:6]
+    model = ModelConfig(image_size=16, in_channels=3, mean=[0.25], std=[0.5], interpolation="nearest")
+    ds = dataset_for_model(prepared, rows, model)
+    by_hand = build_dataset(
+        prepared, rows, train=False, image_size=16, channels=3, mean=(0.25,), std=(0.5,), interpolation="nearest"
+    )
+    images, labels = ds.get_batch(np.arange(6))  # type: ignore[union-attr]
+    expected, expected_labels = by_hand.get_batch(np.arange(6))  # type: ignore[union-attr]
+    assert images.shape == (6, 3, 16, 16) and torch.equal(images, expected) and torch.equal(labels, expected_labels)
+    plain, _ = build_dataset(prepared, rows, train=False, image_size=16, channels=3).get_batch(np.arange(6))  # type: ignore[union-attr]
+    assert not torch.equal(images, plain)  # the model's mean and std were applied, not the defaults
