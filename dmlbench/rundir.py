@@ -77,12 +77,6 @@ def _owned_paths() -> tuple[str, ...]:
 # What `check_no_links` refuses to find as a link (tensorboard's event files and plugin copies are checked as found).
 OWNED_PATHS = _owned_paths()
 
-# The runs root's own layout, beside the run folders of `train` and `bench`.
-STUDIES_JOURNAL = "studies.journal"  # Optuna's journal storage of every study under this root
-TUNE_DIR = "tune"  # tune/<study>/trial-<n>/, final-seed<s>/, ensemble/
-BASELINES_DIR = "baselines"  # baselines/<dataset>-<baseline>-<backbone>-seed<s>/
-SLURM_DIR = "slurm"  # slurm/<array job id>/: submitit's logs and results
-
 
 def now_iso() -> str:
     """UTC timestamp, second precision, ISO 8601."""

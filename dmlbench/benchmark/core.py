@@ -13,7 +13,7 @@ from dmlbench.benchmark.execute import STOPPING, Action, BenchRun, execute, exec
 from dmlbench.benchmark.plan import DEFAULT_LOSSES, DEFAULT_SEEDS, BenchPlan, Task, make_plan, seed_list
 from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.rundir import SLURM_DIR
+from dmlbench.runsroot import SLURM_DIR
 
 if TYPE_CHECKING:
     from dmlbench.launch.slurm import SlurmOptions

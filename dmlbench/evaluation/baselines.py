@@ -26,7 +26,8 @@ from dmlbench.evaluation.runner import EvalResult, _evaluate, _frames, check_raw
 from dmlbench.evaluation.trained import BASELINES, baseline_embedder
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.paths import check_name, child_path
-from dmlbench.rundir import BASELINES_DIR, DatasetRecord, Manifest, RunDir, Status, now_iso
+from dmlbench.rundir import DatasetRecord, Manifest, RunDir, Status, now_iso
+from dmlbench.runsroot import BASELINES_DIR
 
 logger = logging.getLogger(__name__)
 

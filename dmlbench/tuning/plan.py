@@ -14,7 +14,7 @@ from typing import Any, Literal
 from dmlbench.config import TrainConfig, config_to_dict, load_config, parse_set, validate_config
 from dmlbench.errors import ConfigError, UsageError
 from dmlbench.paths import check_name, child_path
-from dmlbench.rundir import TUNE_DIR
+from dmlbench.runsroot import TUNE_DIR
 from dmlbench.tuning.options import TuneOptions
 from dmlbench.tuning.space import Space, build_space, merged_space_file
 from dmlbench.tuning.storage import default_storage
