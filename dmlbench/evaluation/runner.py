@@ -218,6 +218,7 @@ def _evaluate(
     from dmlbench.datasets.torch_data import dataset_for_model
     from dmlbench.evaluation.embed import embed_dataset
     from dmlbench.evaluation.trained import load_run_embedder, read_run_config
+    from dmlbench.paths import Places
     from dmlbench.utils.cpu import intra_op_threads
     from dmlbench.utils.device import resolve_device
 
@@ -238,7 +239,7 @@ def _evaluate(
             f"{run.metrics_path(split)} is unreadable, so a metric subset cannot be merged into it",
             hint=f"recompute every metric: `dmlbench evaluate {run.root} --split {split}` (without --metrics)",
         )
-    prepared = open_or_prepare(cfg.dataset, data_root=data_root, on_event=on_event, catalog=catalog)
+    prepared = open_or_prepare(cfg.dataset, Places.of(data_root, catalogs=catalog), on_event=on_event)
     expected = manifest.dataset.fingerprint if manifest.dataset is not None else None
     if expected and expected != prepared.fingerprint:
         emit(

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from dmlbench.inference.embed import RunModel
+    from dmlbench.paths import Places
 
 ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[ExportFormat, ...] = ("onnx", "torchscript")
@@ -224,9 +225,8 @@ def export_run(
     fmt: str,
     output: PathArg,
     *,
-    data_root: PathArg,
+    places: Places,
     check: bool = True,
-    catalog: tuple[PathArg, ...] = (),
     on_event: EventHandler | None = None,
 ) -> ExportResult:
     """Write the run's embedder as `fmt` to `output` atomically, then (with `check`) verify it.
@@ -241,7 +241,7 @@ def export_run(
 
     kind = check_format(fmt)
     target = check_output(output, SUFFIXES[kind])
-    prepared = run_dataset(rm, data_root, catalog=catalog)
+    prepared = run_dataset(rm, places)
     inputs, expected = parity_inputs(rm, prepared)
     meta = metadata(rm, run_preprocessing(rm.cfg, prepared).as_dict(), int(expected.shape[1]))
     model = rm.model.to("cpu").eval()

@@ -99,6 +99,7 @@ def train(
     `manifest_fields` (study, trial, fold, tuned_params...) go into the manifest from the start.
     """
     from dmlbench.datasets import get_spec, open_or_prepare
+    from dmlbench.paths import Places
 
     ctx = dist or DistContext()
     data_path, catalogs = Path(data_root), [Path(c) for c in catalog]
@@ -106,14 +107,14 @@ def train(
     if ctx.enabled and torch_device.type == "cuda" and torch_device.index is None:
         torch_device = torch.device("cuda", ctx.local_rank)  # one GPU per torchrun process
         torch.cuda.set_device(torch_device)
-    resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=catalogs, data_root=data_path))
+    resolved = resolve_config(cfg, get_spec(cfg.dataset, Places.of(data_path, catalogs=catalogs)))
     assert resolved.run_id is not None
     run = RunDir(Path(run_dir) if run_dir is not None else child_path(Path(runs_root), resolved.run_id, "run_id"))
     _check_reusable(run, resolved, resume=resume, force=force)
     init_process_group(ctx, torch_device)
     # Rank 0 prepares a generated dataset if needed; the others open it once it exists.
     prepared = (
-        open_or_prepare(resolved.dataset, data_root=data_path, on_event=on_event, catalog=catalogs)
+        open_or_prepare(resolved.dataset, Places.of(data_path, catalogs=catalogs), on_event=on_event)
         if ctx.is_main
         else None
     )

@@ -38,9 +38,10 @@ def not_a_module():
 @pytest.fixture(scope="module")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
+    from dmlbench.paths import Places
 
     root = tmp_path_factory.mktemp("data")
-    prepare("digits", data_root=root)
+    prepare("digits", Places.of(root))
     return root
 
 
