@@ -63,10 +63,15 @@ def command(
     places = resolve_places(data_root, catalog=catalog)
     if list_all:
         table = Table("dataset", "prepared", "images per split", "title")
-        for row in list_status(places):
+        rows = list_status(places)
+        for row in rows:
             counts = ", ".join(f"{split} {s['images']:,}" for split, s in row.splits.items())
-            table.add_row(shown(row.name), "yes" if row.prepared else "no", counts or "-", shown(row.title))
+            state = "yes (stale)" if row.stale else "yes" if row.prepared else "no"
+            table.add_row(shown(row.name), state, counts or "-", shown(row.title))
         out.print(table)
+        for row in rows:
+            if row.stale:
+                err.print(f"[yellow]warning:[/] {shown(row.stale)}", highlight=False, soft_wrap=True)
         return
     if name is None:
         raise UsageError("missing dataset NAME", hint="e.g. `dmlbench prepare digits`; `--list` shows all datasets")

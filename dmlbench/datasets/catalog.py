@@ -149,6 +149,7 @@ class DatasetStatus:
     prepared: bool
     splits: dict[str, dict[str, int]]
     path: Path
+    stale: str | None = None  # why the prepared copy differs from what a prepare would build now
 
 
 def list_status(places: Places) -> list[DatasetStatus]:
@@ -158,10 +159,16 @@ def list_status(places: Places) -> list[DatasetStatus]:
         root = dataset_dir(name, places.data_root)
         splits: dict[str, dict[str, int]] = {}
         prepared = (root / INFO_FILE).is_file()
+        stale = None
         if prepared:
             try:
-                splits = dict(read_json(root / INFO_FILE).get("splits", {}))
+                info = read_json(root / INFO_FILE)
             except ValueError:
                 prepared = False
-        rows.append(DatasetStatus(name=name, title=spec.title, prepared=prepared, splits=splits, path=root))
+            else:
+                splits = dict(info.get("splits", {}))
+                stale = SOURCES.get(spec.source)().stale_reason(spec, info)
+        rows.append(
+            DatasetStatus(name=name, title=spec.title, prepared=prepared, splits=splits, path=root, stale=stale)
+        )
     return rows

@@ -345,3 +345,38 @@ def test_batch_classes_leave_room_for_validation_classes(tmp_path: Path) -> None
     assert plain.sampler.classes_per_batch == 6
     held_out = resolve_config(TrainConfig.model_validate({"dataset": "pngs", "validation": {"val_classes": 0.3}}), spec)
     assert held_out.sampler.classes_per_batch == 4  # 2 of the 6 classes validate
+
+
+def test_a_changed_original_folder_is_reported_by_prepare_and_the_list(tmp_path: Path) -> None:
+    import os
+
+    from dmlbench.datasets import list_status
+    from dmlbench.events import Event
+
+    folder = write_folder(tmp_path / "pngs")
+    places = Places.of(tmp_path / "data")
+    prepared = prepare_path(folder, places)
+    assert prepared.info["source_info"]["origin_state"]["files"] == 72
+
+    def warnings() -> list[str]:
+        events: list[Event] = []
+        prepare_path(folder, places, on_event=events.append)
+        return [e.message for e in events if e.message.startswith("warning:")]
+
+    def stale() -> str | None:
+        return {row.name: row for row in list_status(places)}["pngs"].stale
+
+    assert warnings() == [] and stale() is None
+    some_class = next(p for p in folder.iterdir() if p.is_dir())
+    extra = some_class / "extra.png"
+    extra.write_bytes(next(some_class.glob("*.png")).read_bytes())
+    assert any("72 -> 73 files" in w and "--force" in w for w in warnings())
+    assert "changed since it was prepared" in (stale() or "")
+    extra.unlink()
+    assert warnings() == []
+    touched = next(some_class.glob("*.png"))
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    assert any("files modified" in w for w in warnings())
+    # the CLI shows it too, and the list marks the dataset
+    listed = runner.invoke(app, ["prepare", "--list", "--data-root", str(tmp_path / "data")])
+    assert listed.exit_code == 0 and "yes (stale)" in listed.stdout and "changed since it was prepared" in listed.stderr
