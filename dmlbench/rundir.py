@@ -147,6 +147,9 @@ class Manifest(_Record):
     tuned_params: dict[str, Any] | None = None  # the best parameters a final run was trained with
     tuning_trials: int | None = None  # how many finished trials chose those parameters
     plugins: list[PluginRecord] = Field(default_factory=list)  # file plugins (loss, backbone) and their sha256
+    # `package.module:Attr` plugins: name -> distribution and version, or module file and sha256
+    # (registry.module_plugin_versions)
+    module_plugins: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class MetricsRecord(_Record):

@@ -368,7 +368,10 @@ class _Run:
     # -- files (rank 0) ----------------------------------------------------------------------------
 
     def _start_manifest(self, *, resume: bool) -> None:
+        from dmlbench.losses import LOSSES
+        from dmlbench.models import BACKBONES
         from dmlbench.provenance import git_commit, versions
+        from dmlbench.registry import module_plugin_versions
 
         run, cfg = self.run, self.cfg
         previous = run.read_manifest() if resume and run.exists() else None
@@ -390,6 +393,7 @@ class _Run:
                 last_step=previous.last_step if previous is not None else 0,
                 last_epoch=previous.last_epoch if previous is not None else 0,
                 plugins=plugins,
+                module_plugins=module_plugin_versions([(LOSSES, cfg.loss.name), (BACKBONES, cfg.model.backbone or "")]),
                 **self.manifest_fields,
             )
         )
