@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from dmlbench.paths import Places
+
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
@@ -52,7 +54,7 @@ def main() -> None:
         digests, walls, cpus = [], [], []
         for run in range(args.repeat):
             root = work / f"data-{run}"
-            prepared, wall, cpu = timed(lambda: prepare("glyphs", data_root=root))  # noqa: B023 - called at once
+            prepared, wall, cpu = timed(lambda: prepare("glyphs", Places.of(root)))  # noqa: B023 - called at once
             walls.append(wall)
             cpus.append(cpu)
             digests.append(hashlib.sha256(np.load(prepared.root / "images.npy").tobytes()).hexdigest())

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dmlbench.datasets.sources.sop import CATEGORIES
+from dmlbench.paths import Places
 
 TRAIN_IMAGES, TEST_IMAGES, TRAIN_CLASSES, TEST_CLASSES = 59_551, 60_502, 11_318, 11_316
 
@@ -125,7 +126,7 @@ def main() -> None:
             os.sync()
             before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
-            prepared = prepare("sop", data_root=root, source=archive, spec=spec)
+            prepared = prepare("sop", Places.of(root), source=archive, spec=spec)
             prepare_times.append(time.perf_counter() - start)
             after = resource.getrusage(resource.RUSAGE_SELF)
             prepare_cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)

@@ -32,6 +32,7 @@ _CHILD = """
 import json, resource, sys, time
 from dmlbench.datasets import images
 from dmlbench.datasets.user import prepare_path
+from dmlbench.paths import Places
 folder, data_root, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if workers:
     original = images.store_images
@@ -39,7 +40,7 @@ if workers:
     import dmlbench.datasets.sources._user as user
     user.store_images = images.store_images
 started = time.perf_counter()
-prepared = prepare_path(folder, data_root=data_root)
+prepared = prepare_path(folder, Places.of(data_root))
 seconds = time.perf_counter() - started
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": seconds, "peak_mib": peak_kib / 1024, "images": len(prepared.index)}))

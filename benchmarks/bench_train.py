@@ -27,6 +27,7 @@ from dmlbench.datasets.torch_data import build_dataset
 from dmlbench.errors import MissingInputError
 from dmlbench.losses import LOSSES
 from dmlbench.models import backbone_info, build_embedder, preprocessing
+from dmlbench.paths import Places
 from dmlbench.resolve import resolve_config
 from dmlbench.training.distributed import DistContext
 from dmlbench.training.loop import Parts, train_step
@@ -49,7 +50,7 @@ def bench(
     try:
         prepared = open_prepared(dataset, data_root)
     except MissingInputError:  # not prepared yet (anything else is a real error)
-        prepared = prepare(dataset, data_root=data_root, source=source)
+        prepared = prepare(dataset, Places.of(data_root), source=source)
     frame = prepared.split("train")
     data = build_dataset(
         prepared,

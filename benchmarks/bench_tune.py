@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dmlbench.paths import Places
+
 
 def default_run(loss: str, dataset: str, epochs: int, runs: Path, data: Path, device: str) -> dict[str, float]:
     """The loss's default config, all training classes, seed 0: the "untuned" row."""
@@ -48,7 +50,7 @@ def main() -> None:
 
     root = args.root or Path(tempfile.mkdtemp(prefix="bench-tune-"))
     data, runs = root / "data", root / "runs"
-    prepare(args.dataset, data_root=data)
+    prepare(args.dataset, Places.of(data))
     rows: list[dict[str, Any]] = []
     for loss in args.losses.split(","):
         started = time.perf_counter()

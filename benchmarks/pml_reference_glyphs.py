@@ -21,6 +21,7 @@ from torch import nn
 from dmlbench.datasets import get_spec, prepare
 from dmlbench.evaluation.core import evaluate_embeddings
 from dmlbench.models.backbones import SmallCNN
+from dmlbench.paths import Places
 
 
 def arrays(prepared_root: Path, frame) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
@@ -43,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    prepared = prepare("glyphs", data_root=args.data_root)
+    prepared = prepare("glyphs", Places.of(args.data_root))
     train_x, train_y = arrays(prepared.root, prepared.split("train"))
     test_x, test_y = arrays(prepared.root, prepared.split("test"))
     backbone = SmallCNN(1)

@@ -80,14 +80,33 @@ def first_line(error: BaseException, *, last: bool = False) -> str:
     return lines[-1] if last else lines[0]
 
 
-def from_os_error(error: OSError, *, doing: str = "") -> DmlbenchError:
-    """The user-fixable reading of an OS error (missing, not a folder, read-only, disk full...), naming the path."""
+def from_os_error(
+    error: OSError, *, doing: str = "", inside: str | os.PathLike[str] | None = None, hint: str | None = None
+) -> DmlbenchError:
+    """The user-fixable reading of an OS error (missing, not a folder, read-only, disk full...), naming the path.
+
+    The one translation of OS errors, so one failure has one exit code wherever it happens. `inside`: the
+    folder a failed write went into when that folder is this program's own (a staging or dataset folder):
+    then nothing the user typed is wrong, whatever errno says (a vanished or clobbered folder, a full or
+    read-only disk), so it is an EnvironmentFailure (exit 4), never a usage error (2) or a missing input (3).
+    `hint` replaces the generic hint where the caller knows a better next step (a download resumes).
+    """
     import errno
 
-    where = f" {error.filename}" if error.filename else ""
-    action = f"{doing}: " if doing else ""
     reason = error.strerror or type(error).__name__
     code = error.errno
+    if inside is not None:
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            return EnvironmentFailure(
+                f"disk full while {doing or 'writing'} in {os.fspath(inside)}",
+                hint=hint or "free some disk space, or choose a location on a larger disk, then rerun",
+            )
+        return EnvironmentFailure(
+            f"cannot write into {os.fspath(inside)}: {reason}",
+            hint=hint or "check that the folder is writable (and still there), then rerun",
+        )
+    where = f" {error.filename}" if error.filename else ""
+    action = f"{doing}: " if doing else ""
     if code == errno.ENOENT:
         return MissingInputError(f"{action}{reason}:{where}", hint="check the path")
     # Opening a folder, FIFO, socket or device as a file: say what stands there, not only errno's words.
@@ -104,8 +123,10 @@ def from_os_error(error: OSError, *, doing: str = "") -> DmlbenchError:
             f"{action}{reason}:{where}", hint="choose a location you can write to, or fix permissions"
         )
     if code in (errno.ENOSPC, errno.EDQUOT):
-        return EnvironmentFailure(f"{action}{reason}:{where}", hint="free some disk space and run the command again")
-    return EnvironmentFailure(f"{action}{reason}:{where}", hint="check the path and the disk")
+        return EnvironmentFailure(
+            f"{action}{reason}:{where}", hint=hint or "free some disk space and run the command again"
+        )
+    return EnvironmentFailure(f"{action}{reason}:{where}", hint=hint or "check the path and the disk")
 
 
 def file_kind(path: str | os.PathLike[str]) -> str | None:

@@ -132,6 +132,40 @@ def load_plugin_file(path: Path) -> ModuleType:
     return module
 
 
+def module_plugin_versions(named: Sequence[tuple[Registry[Any], str]]) -> dict[str, dict[str, str]]:
+    """Which version of each `package.module:Attr` plugin among the (registry, name) pairs is used, keyed by
+    the name, for the manifest: the installed distribution and its version when the top package belongs to
+    one, else the module file and its sha256 (a module on PYTHONPATH has no version of its own). Other forms
+    are skipped: built-ins and schemes (`timm:x` looks like a module name; its registry knows better) are
+    versioned by `provenance.versions()`, file plugins are copied into the run."""
+    records: dict[str, dict[str, str]] = {}
+    for registry, name in named:
+        plugin = parse_plugin_name(name)
+        if plugin is None or plugin.kind != "module" or name in records or registry.name_kind(name) != "module":
+            continue
+        records[name] = _module_version(plugin.source)
+    return records
+
+
+def _module_version(source: str) -> dict[str, str]:
+    import importlib.metadata
+
+    top = source.partition(".")[0]
+    for distribution in importlib.metadata.packages_distributions().get(top, []):
+        try:
+            return {"module": source, "distribution": distribution, "version": importlib.metadata.version(distribution)}
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    try:
+        module = importlib.import_module(source)  # already imported: the run built its loss or backbone from it
+    except ImportError:
+        return {"module": source}
+    file = getattr(module, "__file__", None)
+    if not file or not Path(file).is_file():
+        return {"module": source}  # a namespace package or a built-in module: nothing to hash
+    return {"module": source, "file": str(Path(file).resolve()), "sha256": file_sha256(Path(file))}
+
+
 def _attribute(module: ModuleType, attr: str, where: str) -> Any:
     if not hasattr(module, attr):
         public = sorted(n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n)))

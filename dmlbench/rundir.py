@@ -34,6 +34,7 @@ from dmlbench.utils.locks import exclusive_lock, lock_holder
 
 if TYPE_CHECKING:
     from dmlbench.config import TrainConfig
+    from dmlbench.datasets.prepared import PreparedDataset
 
 Status = Literal["running", "complete", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = ("running", "complete", "failed", "interrupted")
@@ -76,12 +77,6 @@ def _owned_paths() -> tuple[str, ...]:
 # What `check_no_links` refuses to find as a link (tensorboard's event files and plugin copies are checked as found).
 OWNED_PATHS = _owned_paths()
 
-# The runs root's own layout, beside the run folders of `train` and `bench`.
-STUDIES_JOURNAL = "studies.journal"  # Optuna's journal storage of every study under this root
-TUNE_DIR = "tune"  # tune/<study>/trial-<n>/, final-seed<s>/, ensemble/
-BASELINES_DIR = "baselines"  # baselines/<dataset>-<baseline>-<backbone>-seed<s>/
-SLURM_DIR = "slurm"  # slurm/<array job id>/: submitit's logs and results
-
 
 def now_iso() -> str:
     """UTC timestamp, second precision, ISO 8601."""
@@ -101,6 +96,18 @@ class DatasetRecord(_Record):
     protocol: str | None = None
     splits: dict[str, Any] | None = None
     train_test_disjoint: bool | None = None
+
+    @classmethod
+    def from_prepared(cls, prepared: PreparedDataset) -> DatasetRecord:
+        """The record of `prepared` (its name, index fingerprint, protocol, splits): what every run kind stores."""
+        info = prepared.info or {}
+        return cls(
+            name=prepared.name,
+            fingerprint=prepared.fingerprint,
+            protocol=info.get("protocol"),
+            splits=info.get("splits"),
+            train_test_disjoint=info.get("train_test_disjoint"),
+        )
 
 
 class PluginRecord(_Record):
@@ -140,6 +147,9 @@ class Manifest(_Record):
     tuned_params: dict[str, Any] | None = None  # the best parameters a final run was trained with
     tuning_trials: int | None = None  # how many finished trials chose those parameters
     plugins: list[PluginRecord] = Field(default_factory=list)  # file plugins (loss, backbone) and their sha256
+    # `package.module:Attr` plugins: name -> distribution and version, or module file and sha256
+    # (registry.module_plugin_versions)
+    module_plugins: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class MetricsRecord(_Record):

@@ -13,7 +13,7 @@ from dmlbench.benchmark.execute import STOPPING, Action, BenchRun, execute, exec
 from dmlbench.benchmark.plan import DEFAULT_LOSSES, DEFAULT_SEEDS, BenchPlan, Task, make_plan, seed_list
 from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.rundir import SLURM_DIR
+from dmlbench.runsroot import SLURM_DIR
 
 if TYPE_CHECKING:
     from dmlbench.launch.slurm import SlurmOptions
@@ -56,12 +56,13 @@ def _describe(run: BenchRun) -> str:
 def _prepare(plan: BenchPlan, data_root: Path, on_event: EventHandler | None) -> None:
     """Prepare every dataset with work left, here and once, before any worker (or SLURM task) needs it."""
     from dmlbench.datasets import prepare
+    from dmlbench.paths import Places
 
     todo = {run.dataset for run in plan.runs if not is_finished(run.run_dir)} | {b.dataset for b in plan.baselines}
     for dataset in plan.datasets:
         if dataset in todo:
             catalog = next(run.catalog for run in plan.runs if run.dataset == dataset)
-            prepare(dataset, data_root=data_root, on_event=on_event, catalog=catalog)
+            prepare(dataset, Places.of(data_root, catalogs=catalog), on_event=on_event)
 
 
 def _run_here(tasks: Sequence[Task], on_event: EventHandler | None) -> list[BenchRun]:

@@ -151,13 +151,13 @@ def make_plan(
     from dmlbench.evaluation import EvalOptions
     from dmlbench.evaluation.core import check_options
     from dmlbench.losses import LOSSES
-    from dmlbench.paths import child_path
+    from dmlbench.paths import Places, child_path
     from dmlbench.reporting import RENDERERS
     from dmlbench.resolve import resolve_config
 
     catalogs = tuple(Path(c) for c in catalog)
     RENDERERS.get(fmt)  # a typo in --format fails before hours of training
-    known_datasets = sorted(load_catalog(catalogs, data_root=data_root))
+    known_datasets = sorted(load_catalog(Places.of(data_root, catalogs=catalogs)))
     dataset_names = names("dataset", datasets or [default_dataset()], known_datasets)
     given = [n.strip() for n in losses if n.strip()]
     for name in given:
@@ -170,7 +170,7 @@ def make_plan(
     plan = BenchPlan()
     backbones: dict[tuple[str, str], None] = {}
     for dataset in dataset_names:
-        spec = get_spec(dataset, catalog=catalogs, data_root=data_root)
+        spec = get_spec(dataset, Places.of(data_root, catalogs=catalogs))
         if metrics is not None:
             # an unknown metric fails now, not after training everything
             check_options(EvalOptions(recall_k=tuple(spec.recall_k), metrics=metrics))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import DmlbenchError, MissingInputError
-from dmlbench.rundir import SLURM_DIR
+from dmlbench.runsroot import SLURM_DIR
 
 log = logging.getLogger(__name__)
 

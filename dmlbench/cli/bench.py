@@ -111,10 +111,11 @@ def command(
     if not quiet:
         setup_logging()
     from dmlbench.cli._datasets import dataset_names
+    from dmlbench.cli._output import resolve_places
 
     dataset_list = split_list(datasets, "--datasets")
     if dataset_list is not None:
-        dataset_list = dataset_names(dataset_list, data_root, quiet=quiet)
+        dataset_list = dataset_names(dataset_list, resolve_places(data_root), quiet=quiet)
     with ProgressRenderer(quiet=quiet) as progress:
         result = run_bench(
             datasets=dataset_list,

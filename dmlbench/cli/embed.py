@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, printable, resolve_data_root, setup_logging
+from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, printable, resolve_places, setup_logging
 from dmlbench.errors import UsageError
 
 
@@ -42,18 +42,13 @@ def command(
 
     check_output(output, ".npz")  # before any image is embedded
     model = load_run_model(run_dir, device)
-    root = resolve_data_root(data_root)
-    catalogs = tuple(catalog or ())
+    places = resolve_places(data_root, catalog=catalog)
     with ProgressRenderer() as progress:
         if images is not None:
-            result = embed_images(
-                model, images, data_root=root, batch_size=batch_size, catalog=catalogs, on_event=progress
-            )
+            result = embed_images(model, images, places=places, batch_size=batch_size, on_event=progress)
         else:
             assert dataset is not None
-            result = embed_split(
-                model, dataset, split, data_root=root, batch_size=batch_size, catalog=catalogs, on_event=progress
-            )
+            result = embed_split(model, dataset, split, places=places, batch_size=batch_size, on_event=progress)
     written = write_embeddings(output, result)
     rows, dim = result.embeddings.shape
     labelled = "with labels" if result.labels is not None else "without labels"

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dmlbench.cli._output import friendly_errors, out, resolve_data_root, resolve_runs_root
+from dmlbench.cli._output import friendly_errors, out, resolve_places
 
 
 @friendly_errors
@@ -48,6 +48,7 @@ def command(
         table.add_row("faiss", f"{faiss.__version__} (gpus visible to faiss: {gpus})")
     except ImportError:
         table.add_row("faiss", "cannot import (pip install faiss-cpu)")
-    table.add_row("data root", str(resolve_data_root(data_root)))
-    table.add_row("runs root", str(resolve_runs_root(None)))
+    places = resolve_places(data_root)
+    table.add_row("data root", str(places.data_root))
+    table.add_row("runs root", str(places.runs_root))
     out.print(table)

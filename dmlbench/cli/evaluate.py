@@ -227,11 +227,12 @@ def command(
             if dataset is None:
                 raise UsageError("--baseline needs --dataset NAME", hint="e.g. --baseline raw --dataset digits")
             from dmlbench.cli._datasets import dataset_name
+            from dmlbench.cli._output import resolve_places
             from dmlbench.evaluation.baselines import run_baseline
 
             result = run_baseline(
                 baseline,
-                dataset_name(dataset, data_root, quiet=as_json) or dataset,
+                dataset_name(dataset, resolve_places(data_root), quiet=as_json) or dataset,
                 runs_root=resolve_runs_root(runs_root),
                 data_root=resolve_data_root(data_root),
                 seed=0 if seed is None else seed,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, out, resolve_data_root, setup_logging
+from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, out, resolve_places, setup_logging
 from dmlbench.errors import DmlbenchError
 
 
@@ -46,9 +46,8 @@ def command(
             model,
             kind,
             target,
-            data_root=resolve_data_root(data_root),
+            places=resolve_places(data_root, catalog=catalog),
             check=check,
-            catalog=tuple(catalog or ()),
             on_event=progress,
         )
     meta = result.metadata

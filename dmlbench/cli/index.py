@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, printable, resolve_data_root, setup_logging
+from dmlbench.cli._output import ProgressRenderer, friendly_errors, out, printable, resolve_places, setup_logging
 from dmlbench.errors import UsageError
 
 A = "Approximate index parameters"
@@ -81,7 +81,7 @@ def command(
         model = load_run_model(run_dir, device)
         with ProgressRenderer() as progress:
             gallery = embed_split(
-                model, dataset, split, data_root=resolve_data_root(data_root), batch_size=batch_size, on_event=progress
+                model, dataset, split, places=resolve_places(data_root), batch_size=batch_size, on_event=progress
             )
     built = build_index(gallery, kind=index, distance=dist, params=params)
     written = save_index(built, output, force=force)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, out, printable, resolve_data_root, shown
+from dmlbench.cli._output import ProgressRenderer, err, friendly_errors, out, printable, resolve_places, shown
 from dmlbench.errors import UsageError
 
 
@@ -57,21 +57,25 @@ def command(
     ] = False,
 ) -> None:
     """Download (with resume), verify and prepare a dataset; print images and classes per split."""
-    from dmlbench.datasets import list_status, prepare
+    from dmlbench.datasets import catalog_specs, list_status, prepare
     from dmlbench.datasets.user import looks_like_path, prepare_path
 
-    root = resolve_data_root(data_root)
-    extra = tuple(catalog or ())
+    places = resolve_places(data_root, catalog=catalog)
     if list_all:
         table = Table("dataset", "prepared", "images per split", "title")
-        for row in list_status(root, extra):
+        rows = list_status(places)
+        for row in rows:
             counts = ", ".join(f"{split} {s['images']:,}" for split, s in row.splits.items())
-            table.add_row(shown(row.name), "yes" if row.prepared else "no", counts or "-", shown(row.title))
+            state = "yes (stale)" if row.stale else "yes" if row.prepared else "no"
+            table.add_row(shown(row.name), state, counts or "-", shown(row.title))
         out.print(table)
+        for row in rows:
+            if row.stale:
+                err.print(f"[yellow]warning:[/] {shown(row.stale)}", highlight=False, soft_wrap=True)
         return
     if name is None:
         raise UsageError("missing dataset NAME", hint="e.g. `dmlbench prepare digits`; `--list` shows all datasets")
-    is_path = looks_like_path(name) or (Path(name).exists() and name not in _catalog_names(extra))
+    is_path = looks_like_path(name) or (Path(name).exists() and name not in catalog_specs(places.catalogs))
     path_options = {"--name": dataset_name, "--test-classes": test_classes, "--split-seed": split_seed}
     if not is_path:
         given = [flag for flag, value in path_options.items() if value is not None]
@@ -85,17 +89,16 @@ def command(
         if is_path:
             prepared = prepare_path(
                 name,
-                data_root=root,
+                places,
                 name=dataset_name,
                 test_classes=test_classes,
                 split_seed=split_seed,
                 allow_duplicates=allow_duplicates,
                 force=force,
                 on_event=renderer,
-                catalog=extra,
             )
         else:
-            prepared = prepare(name, data_root=root, source=from_path, force=force, on_event=renderer, catalog=extra)
+            prepared = prepare(name, places, source=from_path, force=force, on_event=renderer)
     name = prepared.name
     info = prepared.info
     table = Table("split", "images", "classes", "labels", title=shown(f"{name}: {info['title']} ({info['protocol']})"))
@@ -106,12 +109,6 @@ def command(
         err.print("[yellow]warning:[/] train and evaluation classes overlap; this is not a zero-shot DML split")
     _print_user_facts(info)
     out.print(printable(f"prepared in {prepared.root}"), markup=False, highlight=False)
-
-
-def _catalog_names(extra: tuple[Path, ...]) -> set[str]:
-    from dmlbench.datasets import load_catalog
-
-    return set(load_catalog(extra))
 
 
 def _print_user_facts(info: dict[str, Any]) -> None:

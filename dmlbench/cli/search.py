@@ -17,7 +17,7 @@ from dmlbench.cli._output import (
     friendly_errors,
     out,
     printable,
-    resolve_data_root,
+    resolve_places,
     setup_logging,
     shown,
 )
@@ -59,6 +59,7 @@ def command(
         raise UsageError("--run applies to --images only", hint="embeddings are already embedded; drop --run")
     if grid is not None and not grid.parent.is_dir():
         raise MissingInputError(f"the folder of --grid {grid} does not exist", hint="create it first")
+    places = resolve_places(data_root)
     built = load_index(index)
     if k < 1 or k > built.size:
         raise UsageError(
@@ -75,13 +76,11 @@ def command(
         model = load_run_model(run_dir, device)
         check_same_model(built, model.fingerprint, f"run {model.run.root}")
         with ProgressRenderer(quiet=as_json) as progress:
-            queries = embed_images(
-                model, images, data_root=resolve_data_root(data_root), batch_size=batch_size, on_event=progress
-            )
+            queries = embed_images(model, images, places=places, batch_size=batch_size, on_event=progress)
     scores, positions = search(built, queries.embeddings, k, nprobe=nprobe, ef_search=ef_search)
     rows = neighbours(built, queries.paths, scores, positions)
     if grid is not None:
-        _draw_grid(grid, built, queries, positions[:grid_queries], resolve_data_root(data_root))
+        _draw_grid(grid, built, queries, positions[:grid_queries], places.data_root)
     if as_json:
         out.print_json(json.dumps([asdict(row) for row in rows]))
         return

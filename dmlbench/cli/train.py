@@ -93,11 +93,12 @@ def command(
         _relaunch(nproc_per_node)
         return
     from dmlbench.cli._datasets import dataset_name
+    from dmlbench.cli._output import resolve_places
     from dmlbench.config import load_config
     from dmlbench.rundir import RunDir
     from dmlbench.training import DistContext, train
 
-    dataset = dataset_name(dataset, data_root, quiet=quiet)
+    dataset = dataset_name(dataset, resolve_places(data_root), quiet=quiet)
     stored = RunDir(run_dir).config_path if run_dir is not None else None
     if config is None and resume and stored is not None and stored.is_file():
         config = stored  # `--resume --run-dir X` alone continues the stored run

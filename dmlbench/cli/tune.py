@@ -128,10 +128,11 @@ def command(
         )
 
     from dmlbench.cli._datasets import dataset_name
+    from dmlbench.cli._output import resolve_places
 
     options = TuneOptions.build(
         loss=loss,
-        dataset=dataset_name(dataset, data_root) or dataset,
+        dataset=dataset_name(dataset, resolve_places(data_root)) or dataset,
         trials=trials,
         folds=folds,
         metric=metric,

@@ -6,7 +6,7 @@ Importing this package never imports torch or PIL; the torch Dataset lives in
 
 from __future__ import annotations
 
-from dmlbench.datasets.catalog import DatasetStatus, get_spec, list_status, load_catalog
+from dmlbench.datasets.catalog import DatasetStatus, catalog_specs, get_spec, list_status, load_catalog
 from dmlbench.datasets.pipeline import open_or_prepare, prepare
 from dmlbench.datasets.prepared import PreparedDataset, load_index, open_prepared
 from dmlbench.datasets.spec import DatasetSpec, FileSpec
@@ -16,6 +16,7 @@ __all__ = [
     "DatasetStatus",
     "FileSpec",
     "PreparedDataset",
+    "catalog_specs",
     "get_spec",
     "list_status",
     "load_catalog",

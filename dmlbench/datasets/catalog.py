@@ -14,7 +14,7 @@ from dmlbench.datasets.prepared import INFO_FILE, dataset_dir, prepared_user_spe
 from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError, file_kind
-from dmlbench.paths import StrPath, check_name
+from dmlbench.paths import Places, StrPath, check_name
 from dmlbench.registry import did_you_mean
 from dmlbench.utils import toml as tomllib
 from dmlbench.utils.io import read_json
@@ -91,12 +91,8 @@ def parse_catalog(path: StrPath) -> dict[str, DatasetSpec]:
     return specs
 
 
-def load_catalog(extra: Iterable[StrPath] = (), *, data_root: StrPath | None = None) -> dict[str, DatasetSpec]:
-    """The built-in catalog plus user catalogs; a name defined twice is an error, never an override.
-
-    With `data_root`, datasets prepared there from the user's files (`prepare PATH`) are included: their
-    spec is recorded in their prepared.json, so later commands need neither the path nor a catalog.
-    """
+def catalog_specs(extra: Iterable[StrPath] = ()) -> dict[str, DatasetSpec]:
+    """The built-in catalog plus the catalog files `extra`; a name defined twice is an error, never an override."""
     builtin = builtin_catalog_path()
     specs = parse_catalog(builtin)
     origin = dict.fromkeys(specs, builtin)
@@ -109,16 +105,25 @@ def load_catalog(extra: Iterable[StrPath] = (), *, data_root: StrPath | None = N
                 )
             specs[name] = spec
             origin[name] = Path(path)
-    if data_root is not None:
-        for name, spec in prepared_user_specs(data_root).items():
-            specs.setdefault(name, spec)  # a catalog name wins: prepare PATH refuses catalog names
     return specs
 
 
-def get_spec(name: str, catalog: Iterable[StrPath] = (), *, data_root: StrPath | None = None) -> DatasetSpec:
-    """The spec of `name` (catalogs, then datasets prepared under `data_root` from the user's files);
-    UnknownNameError with did-you-mean when it is in neither."""
-    specs = load_catalog(catalog, data_root=data_root)
+def load_catalog(places: Places | None = None) -> dict[str, DatasetSpec]:
+    """Every dataset known at `places`: the built-in catalog, its extra catalogs, and the datasets prepared
+    under its data root from the user's files (`prepare PATH`: their spec is recorded in their prepared.json,
+    so later commands need neither the path nor a catalog). Without `places`: the built-in catalog only."""
+    if places is None:
+        return catalog_specs()
+    specs = catalog_specs(places.catalogs)
+    for name, spec in prepared_user_specs(places.data_root).items():
+        specs.setdefault(name, spec)  # a catalog name wins: prepare PATH refuses catalog names
+    return specs
+
+
+def get_spec(name: str, places: Places | None = None) -> DatasetSpec:
+    """The spec of `name` among the datasets `load_catalog(places)` knows;
+    UnknownNameError with did-you-mean when it is not one of them."""
+    specs = load_catalog(places)
     if name not in specs:
         known = sorted(specs)
         raise UnknownNameError(
@@ -144,19 +149,26 @@ class DatasetStatus:
     prepared: bool
     splits: dict[str, dict[str, int]]
     path: Path
+    stale: str | None = None  # why the prepared copy differs from what a prepare would build now
 
 
-def list_status(data_root: StrPath, catalog: Iterable[StrPath] = ()) -> list[DatasetStatus]:
-    """Every catalog dataset and whether it is prepared under `data_root`."""
+def list_status(places: Places) -> list[DatasetStatus]:
+    """Every dataset known at `places` and whether it is prepared under its data root."""
     rows = []
-    for name, spec in load_catalog(catalog, data_root=data_root).items():
-        root = dataset_dir(name, data_root)
+    for name, spec in load_catalog(places).items():
+        root = dataset_dir(name, places.data_root)
         splits: dict[str, dict[str, int]] = {}
         prepared = (root / INFO_FILE).is_file()
+        stale = None
         if prepared:
             try:
-                splits = dict(read_json(root / INFO_FILE).get("splits", {}))
+                info = read_json(root / INFO_FILE)
             except ValueError:
                 prepared = False
-        rows.append(DatasetStatus(name=name, title=spec.title, prepared=prepared, splits=splits, path=root))
+            else:
+                splits = dict(info.get("splits", {}))
+                stale = SOURCES.get(spec.source)().stale_reason(spec, info)
+        rows.append(
+            DatasetStatus(name=name, title=spec.title, prepared=prepared, splits=splits, path=root, stale=stale)
+        )
     return rows

@@ -19,7 +19,7 @@ from http.client import HTTPException
 from pathlib import Path
 
 from dmlbench.datasets.spec import FileSpec
-from dmlbench.errors import ChecksumError, DownloadError, EnvironmentFailure
+from dmlbench.errors import ChecksumError, DownloadError, from_os_error
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.utils.io import open_no_follow
 
@@ -238,9 +238,11 @@ def _fetch_once(url: str, part: Path, spec: FileSpec, on_event: EventHandler | N
                     received += len(chunk)
                     emit(on_event, Event("advance", task, amount=len(chunk)))
             except OSError as err:
-                if err.errno == errno.ENOSPC:
-                    raise EnvironmentFailure(
-                        f"disk full while downloading {spec.name} into {part.parent}",
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise from_os_error(
+                        err,
+                        doing=f"downloading {spec.name}",
+                        inside=part.parent,
                         hint="free some space or use --data-root on a larger disk, then rerun (it resumes)",
                     ) from None
                 raise DownloadError(

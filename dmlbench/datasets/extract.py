@@ -16,7 +16,6 @@ one chunk whatever the member's size.
 
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 import struct
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dmlbench.datasets.download import read_head
-from dmlbench.errors import ChecksumError, EnvironmentFailure
+from dmlbench.errors import ChecksumError, from_os_error
 from dmlbench.events import Event, EventHandler, emit
 
 MemberMap = Callable[[str], str | None]
@@ -95,18 +94,6 @@ def safe_member_name(name: str, archive: Path) -> str:
     return "" if normal == "." else normal
 
 
-def _write_failure(dest: Path, err: OSError) -> EnvironmentFailure:
-    """A failed write into the staging folder is the disk's fault, never the archive's."""
-    if err.errno == errno.ENOSPC:
-        return EnvironmentFailure(
-            f"disk full while extracting into {dest}",
-            hint="free some space or use --data-root on a larger disk, then rerun",
-        )
-    return EnvironmentFailure(
-        f"cannot write into {dest}: {err.strerror or err}", hint="check that --data-root is writable, then rerun"
-    )
-
-
 def _write_file(path: str, chunks: Iterable[bytes], dir_fd: int | None = None) -> None:
     """Write one extracted member chunk by chunk (plain os calls relative to an open folder: this runs once
     per image)."""
@@ -118,6 +105,9 @@ def _write_file(path: str, chunks: Iterable[bytes], dir_fd: int | None = None) -
                 view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+_WRITE_HINT = "free some space or use --data-root on a larger disk (or a writable one), then rerun"
 
 
 class _Writer:
@@ -145,7 +135,7 @@ class _Writer:
                 path.mkdir(parents=True, exist_ok=True)
                 fd = self.folders[folder] = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             except OSError as err:
-                raise _write_failure(self.dest, err) from None
+                raise from_os_error(err, doing="extracting", inside=self.dest, hint=_WRITE_HINT) from None
         return fd
 
     def write(self, rel: str, data: bytes | Iterable[bytes]) -> None:
@@ -165,7 +155,8 @@ class _Writer:
         except OSError as err:
             if isinstance(err, _ReadError):
                 raise err.cause from None
-            raise _write_failure(self.dest, err) from None
+            # A failed write into the staging folder is the disk's fault, never the archive's.
+            raise from_os_error(err, doing="extracting", inside=self.dest, hint=_WRITE_HINT) from None
         self.result.written.add(rel)
         if rel.lower().endswith(IMAGE_SUFFIXES) and not image_magic_ok(bytes(head)):
             self.result.bad_images.add(rel)

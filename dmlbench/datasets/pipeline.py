@@ -13,7 +13,6 @@ import errno
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,9 +40,9 @@ from dmlbench.datasets.prepared import (
 from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.sources.base import Source, SourceInputs
 from dmlbench.datasets.spec import DatasetSpec
-from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError, UsageError
+from dmlbench.errors import ChecksumError, EnvironmentFailure, MissingInputError, UsageError, from_os_error
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.paths import StrPath, check_name
+from dmlbench.paths import Places, StrPath, check_name
 from dmlbench.utils.locks import exclusive_lock
 from dmlbench.utils.npy import load_npy
 
@@ -58,21 +57,20 @@ _PAYLOAD = (IMAGES_DIR, ARRAY_FILE, META_DIR, INDEX_FILE)
 
 def prepare(
     name: str,
+    places: Places,
     *,
-    data_root: StrPath,
     source: StrPath | None = None,
     force: bool = False,
     on_event: EventHandler | None = None,
-    catalog: Iterable[StrPath] = (),
     spec: DatasetSpec | None = None,
 ) -> PreparedDataset:
-    """Prepare dataset `name` under `data_root` and return it; instant when it is already prepared.
+    """Prepare dataset `name` under `places.data_root` and return it; instant when it is already prepared.
 
     `source` is a `--from` path (downloaded archive, file or folder) used instead of downloading.
-    `catalog` adds user catalog files; `spec` replaces the catalog entry entirely (tests, scripting).
+    The spec comes from `places`' catalogs; `spec` replaces the catalog entry entirely (tests, scripting).
     """
-    data_root = Path(data_root)
-    spec = spec if spec is not None else get_spec(name, catalog, data_root=data_root)
+    data_root = places.data_root
+    spec = spec if spec is not None else get_spec(name, places)
     source = Path(source) if source is not None else None
     root = dataset_dir(spec.name, data_root)
     reader: Source = SOURCES.get(spec.source)()
@@ -137,15 +135,16 @@ def _build(
             root, spec, frame, index_bytes, disjoint=disjoint, image_size=image_size, source_info=reader.build_info()
         )
     except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise EnvironmentFailure(
-                f"disk full while preparing {spec.name} in {root}",
+        # Only the disk's failures are translated here; others (a user's file gone) keep their own reading.
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise from_os_error(
+                err,
+                doing=f"preparing {spec.name}",
+                inside=root,
                 hint="free some space or use --data-root on a larger disk, then rerun",
             ) from None
         if isinstance(err, PermissionError):
-            raise EnvironmentFailure(
-                f"permission denied: {err.filename}", hint="choose a writable --data-root"
-            ) from None
+            raise from_os_error(err, hint="choose a writable --data-root") from None
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -243,25 +242,18 @@ def _swap_into_place(staging: Path, root: Path) -> None:
             (staging / item).replace(old)
 
 
-def open_or_prepare(
-    name: str,
-    *,
-    data_root: StrPath,
-    on_event: EventHandler | None = None,
-    catalog: Iterable[StrPath] = (),
-) -> PreparedDataset:
+def open_or_prepare(name: str, places: Places, *, on_event: EventHandler | None = None) -> PreparedDataset:
     """The prepared dataset `name`; one with nothing to download (digits, synthetic) is prepared here.
 
     A dataset that needs files keeps `open_prepared`'s MissingInputError naming `dmlbench prepare NAME`.
     The name is checked first: it may come from an untrusted run folder and becomes a path.
     """
     check_name(name, "dataset")
-    root, catalogs = Path(data_root), [Path(c) for c in catalog]
     try:
-        return open_prepared(name, data_root=root)
+        return open_prepared(name, data_root=places.data_root)
     except MissingInputError:
-        spec = get_spec(name, catalog=catalogs, data_root=root)
+        spec = get_spec(name, places)
         if SOURCES.get(spec.source).needs_files:
             raise
-    emit(on_event, Event("log", "prepare", message=f"preparing {name} in {root}"))
-    return prepare(name, data_root=root, on_event=on_event, catalog=catalogs)
+    emit(on_event, Event("log", "prepare", message=f"preparing {name} in {places.data_root}"))
+    return prepare(name, places, on_event=on_event)

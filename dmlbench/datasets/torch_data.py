@@ -32,6 +32,8 @@ from dmlbench.utils.npy import load_npy
 if TYPE_CHECKING:
     import pandas as pd
 
+    from dmlbench.config import ModelConfig
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -359,6 +361,32 @@ def build_dataset(
             except KeyError:
                 log.warning("%s: rows outside the prepared index; reading the image files", prepared.name)
     return dataset
+
+
+def dataset_for_model(
+    prepared: PreparedDataset,
+    frame: pd.DataFrame,
+    model: ModelConfig,
+    *,
+    train: bool = False,
+    decode_cache: Literal["build", "use", "off"] = "use",
+    num_workers: int | Literal["auto"] = "auto",
+) -> ArrayImageDataset | ImageFileDataset:
+    """`build_dataset` of `frame` as a model of the resolved `model` config sees it: its image size, channels
+    and preprocessing (mean, std, interpolation, crop). What training, validation, evaluation and `embed` use,
+    so a model is always fed its images one way."""
+    from dmlbench.models import preprocessing
+
+    return build_dataset(
+        prepared,
+        frame,
+        train=train,
+        image_size=model.image_size,
+        channels=model.in_channels,
+        decode_cache=decode_cache,
+        num_workers=num_workers,
+        **preprocessing(model),
+    )
 
 
 def _build_cache(

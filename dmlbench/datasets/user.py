@@ -8,16 +8,16 @@ prepared.json records it, so afterwards `--dataset NAME` finds it with no path a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from dmlbench.datasets.catalog import load_catalog
+from dmlbench.datasets.catalog import catalog_specs
 from dmlbench.datasets.pipeline import prepare
 from dmlbench.datasets.prepared import USER_SOURCES, PreparedDataset, prepared_user_specs
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import MissingInputError, UsageError
 from dmlbench.events import EventHandler
-from dmlbench.paths import StrPath
+from dmlbench.paths import Places, StrPath
 
 # Replaced by values fitted to the images when the dataset is prepared (UserFilesSource.fit_spec).
 _PROVISIONAL = {
@@ -116,17 +116,16 @@ def user_spec(
 
 def prepare_path(
     path: StrPath,
+    places: Places,
     *,
-    data_root: StrPath,
     name: str | None = None,
     test_classes: str | None = None,
     split_seed: int | None = None,
     allow_duplicates: bool = False,
     force: bool = False,
     on_event: EventHandler | None = None,
-    catalog: Iterable[StrPath] = (),
 ) -> PreparedDataset:
-    """Prepare the dataset made from `path` under `data_root` (instant when it already is, from that path).
+    """Prepare the dataset made from `path` under `places.data_root` (instant when it already is, from that path).
 
     Without split options an existing preparation of the same path is reused whatever its split; with
     them, a different recorded split needs `force`.
@@ -143,15 +142,15 @@ def prepare_path(
             f"dataset name {name or Path(path).name!r}: {first['msg']}",
             hint="give a name of lower-case letters, digits and . _ - with --name",
         ) from None
-    if spec.name in load_catalog(catalog):
+    if spec.name in catalog_specs(places.catalogs):
         raise UsageError(
             f"{spec.name!r} is the name of a catalog dataset", hint="give your dataset another name with --name"
         )
-    recorded = prepared_user_specs(data_root).get(spec.name)
+    recorded = prepared_user_specs(places.data_root).get(spec.name)
     if recorded is not None and not force:
         _check_same(recorded, spec, given_split=test_classes is not None or split_seed is not None)
         spec = recorded
-    return prepare(spec.name, data_root=data_root, force=force, on_event=on_event, spec=spec)
+    return prepare(spec.name, places, force=force, on_event=on_event, spec=spec)
 
 
 def _check_same(recorded: DatasetSpec, wanted: DatasetSpec, *, given_split: bool) -> None:
@@ -177,9 +176,8 @@ def _describe(spec: DatasetSpec) -> str:
     return ", ".join(f"{key}={value}" for key, value in split.items()) or "the default split"
 
 
-def dataset_names(values: Sequence[str], *, data_root: StrPath, on_event: EventHandler | None = None) -> list[str]:
+def dataset_names(values: Sequence[str], places: Places, *, on_event: EventHandler | None = None) -> list[str]:
     """`--dataset` values as dataset names: each path is prepared (or found prepared) first."""
     return [
-        prepare_path(value, data_root=data_root, on_event=on_event).name if looks_like_path(value) else value
-        for value in values
+        prepare_path(value, places, on_event=on_event).name if looks_like_path(value) else value for value in values
     ]

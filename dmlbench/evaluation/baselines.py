@@ -26,7 +26,8 @@ from dmlbench.evaluation.runner import EvalResult, _evaluate, _frames, check_raw
 from dmlbench.evaluation.trained import BASELINES, baseline_embedder
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.paths import check_name, child_path
-from dmlbench.rundir import BASELINES_DIR, DatasetRecord, Manifest, RunDir, Status, now_iso
+from dmlbench.rundir import DatasetRecord, Manifest, RunDir, Status, now_iso
+from dmlbench.runsroot import BASELINES_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def baseline_config(
     """The resolved TrainConfig a baseline is computed from (and stored with); every input is checked here."""
     from dmlbench.config import ModelConfig, TrainConfig
     from dmlbench.datasets import get_spec
+    from dmlbench.paths import Places
     from dmlbench.resolve import resolve_config
 
     BASELINES.target(kind)  # an unknown kind fails with did-you-mean
@@ -68,7 +70,7 @@ def baseline_config(
             hint="drop --weights, or use --baseline untrained",
         )
     check_name(dataset, "dataset")
-    spec = get_spec(dataset, catalog=[Path(c) for c in catalog], data_root=data_root)
+    spec = get_spec(dataset, Places.of(data_root, catalogs=catalog))
     model = ModelConfig(backbone=backbone, weights=str(weights) if weights is not None else None)
     resolved = resolve_config(TrainConfig(dataset=dataset, seed=seed, model=model), spec)
     assert resolved.model.backbone is not None
@@ -99,6 +101,7 @@ def run_baseline(
     """
     from dmlbench.config import diff_keys, dump_toml
     from dmlbench.datasets import open_or_prepare
+    from dmlbench.paths import Places
     from dmlbench.provenance import git_commit, versions
     from dmlbench.utils.cpu import intra_op_threads
     from dmlbench.utils.device import resolve_device
@@ -108,7 +111,7 @@ def run_baseline(
     )
     target = resolve_device(device)
     data_path = Path(data_root)
-    prepared = open_or_prepare(dataset, data_root=data_path, on_event=on_event, catalog=catalog)
+    prepared = open_or_prepare(dataset, Places.of(data_path, catalogs=catalog), on_event=on_event)
     placeholder = Manifest(run_id=cfg.run_id, kind="baseline", baseline=kind, status="complete")
     query_rows, gallery_rows = _frames(prepared.index, "test", placeholder, cfg)
     if kind == "raw":
@@ -132,7 +135,6 @@ def run_baseline(
             stored = _stored_result(run, cfg, kind, prepared.fingerprint, diff_keys)
             if stored is not None:  # another process finished it while the model was being built
                 return stored
-        info = dict(getattr(prepared, "info", {}) or {})
         manifest = Manifest(
             run_id=cfg.run_id,
             kind="baseline",
@@ -143,13 +145,7 @@ def run_baseline(
             git_commit=git_commit(),
             device=str(target),
             threads=cfg.schedule.threads,
-            dataset=DatasetRecord(
-                name=dataset,
-                fingerprint=prepared.fingerprint,
-                protocol=info.get("protocol"),
-                splits=info.get("splits"),
-                train_test_disjoint=info.get("train_test_disjoint"),
-            ),
+            dataset=DatasetRecord.from_prepared(prepared),
         )
         with writing(run.root):
             run.write_manifest(manifest)

@@ -215,10 +215,10 @@ def _evaluate(
     marked running until its metrics exist); otherwise both are read from the complete run.
     """
     from dmlbench.datasets import open_or_prepare
-    from dmlbench.datasets.torch_data import build_dataset
+    from dmlbench.datasets.torch_data import dataset_for_model
     from dmlbench.evaluation.embed import embed_dataset
     from dmlbench.evaluation.trained import load_run_embedder, read_run_config
-    from dmlbench.models import preprocessing
+    from dmlbench.paths import Places
     from dmlbench.utils.cpu import intra_op_threads
     from dmlbench.utils.device import resolve_device
 
@@ -239,7 +239,7 @@ def _evaluate(
             f"{run.metrics_path(split)} is unreadable, so a metric subset cannot be merged into it",
             hint=f"recompute every metric: `dmlbench evaluate {run.root} --split {split}` (without --metrics)",
         )
-    prepared = open_or_prepare(cfg.dataset, data_root=data_root, on_event=on_event, catalog=catalog)
+    prepared = open_or_prepare(cfg.dataset, Places.of(data_root, catalogs=catalog), on_event=on_event)
     expected = manifest.dataset.fingerprint if manifest.dataset is not None else None
     if expected and expected != prepared.fingerprint:
         emit(
@@ -259,14 +259,7 @@ def _evaluate(
 
     def embed(rows: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
         try:
-            dataset = build_dataset(
-                prepared,
-                rows,
-                train=False,
-                image_size=cfg.model.image_size,
-                channels=cfg.model.in_channels,
-                **preprocessing(cfg.model),
-            )
+            dataset = dataset_for_model(prepared, rows, cfg.model)
         except (OSError, ValueError) as err:  # a truncated or foreign images.npy
             raise MissingInputError(
                 f"cannot read the prepared images of {cfg.dataset} in {prepared.root}: {err}",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dmlbench.config import TrainConfig
     from dmlbench.datasets.prepared import PreparedDataset
     from dmlbench.inference.images import Preprocessing
+    from dmlbench.paths import Places
 
 PATHS_KEY, CLASS_NAMES_KEY, META_KEY = "paths", "class_names", "meta"
 EMBEDDINGS_SUFFIX = ".npz"
@@ -120,27 +121,26 @@ def _meta(rm: RunModel, source: dict[str, Any], pre: Preprocessing | None) -> di
     }
 
 
-def run_dataset(rm: RunModel, data_root: PathArg, *, catalog: tuple[PathArg, ...] = ()) -> PreparedDataset:
+def run_dataset(rm: RunModel, places: Places) -> PreparedDataset:
     """The run's own prepared dataset (prepared here when it is generated), whose preprocessing it learned."""
     from dmlbench.datasets import open_or_prepare
 
-    return open_or_prepare(rm.cfg.dataset, data_root=data_root, catalog=catalog)
+    return open_or_prepare(rm.cfg.dataset, places)
 
 
 def embed_images(
     rm: RunModel,
     source: PathArg,
     *,
-    data_root: PathArg,
+    places: Places,
     batch_size: int = 256,
-    catalog: tuple[PathArg, ...] = (),
     on_event: EventHandler | None = None,
 ) -> Embeddings:
     """Embed an image, a folder of images or a CSV of paths with the run's evaluation preprocessing."""
     from dmlbench.inference.images import images_dataset, list_images, run_preprocessing
 
     images = list_images(source)
-    pre = run_preprocessing(rm.cfg, run_dataset(rm, data_root, catalog=catalog))
+    pre = run_preprocessing(rm.cfg, run_dataset(rm, places))
     dataset = images_dataset(images, pre, on_event=on_event)
     vectors = _embed(rm, dataset, batch_size=batch_size, task="embed images", on_event=on_event)
     meta = _meta(rm, {"images": str(Path(source).resolve())}, pre)
@@ -155,39 +155,24 @@ def split_rows(prepared: PreparedDataset, split: str) -> Any:
     return prepared.split(split)
 
 
-def eval_dataset(rm: RunModel, prepared: PreparedDataset, rows: Any) -> Any:
-    """The dataset of `rows` as the run's evaluation sees it (its size, channels and preprocessing)."""
-    from dmlbench.datasets.torch_data import build_dataset
-    from dmlbench.models import preprocessing
-
-    return build_dataset(
-        prepared,
-        rows,
-        train=False,
-        image_size=rm.cfg.model.image_size,
-        channels=rm.cfg.model.in_channels,
-        **preprocessing(rm.cfg.model),
-    )
-
-
 def embed_split(
     rm: RunModel,
     dataset_name: str,
     split: str,
     *,
-    data_root: PathArg,
+    places: Places,
     batch_size: int = 256,
-    catalog: tuple[PathArg, ...] = (),
     on_event: EventHandler | None = None,
 ) -> Embeddings:
     """Embed a prepared split exactly as `evaluate` does (same dataset class, preprocessing and order)."""
     from dmlbench.datasets import open_or_prepare
+    from dmlbench.datasets.torch_data import dataset_for_model
     from dmlbench.inference.images import run_preprocessing
 
-    prepared = open_or_prepare(dataset_name, data_root=data_root, on_event=on_event, catalog=catalog)
+    prepared = open_or_prepare(dataset_name, places, on_event=on_event)
     rows = split_rows(prepared, split)
     try:
-        dataset = eval_dataset(rm, prepared, rows)
+        dataset = dataset_for_model(prepared, rows, rm.cfg.model)
     except (OSError, ValueError) as err:
         raise MissingInputError(
             f"cannot read the prepared images of {dataset_name} in {prepared.root}: {err}",

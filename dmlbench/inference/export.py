@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from dmlbench.inference.embed import RunModel
+    from dmlbench.paths import Places
 
 ExportFormat = Literal["onnx", "torchscript"]
 FORMATS: tuple[ExportFormat, ...] = ("onnx", "torchscript")
@@ -117,12 +118,13 @@ def parity_inputs(rm: RunModel, prepared: Any, n: int = PARITY_IMAGES) -> tuple[
     """(preprocessed images, dmlbench's float32 embeddings) of the first `n` evaluation images of the run."""
     import torch
 
-    from dmlbench.inference.embed import eval_dataset, split_rows
+    from dmlbench.datasets.torch_data import dataset_for_model
+    from dmlbench.inference.embed import split_rows
 
     present = set(prepared.index["split"].astype(str))
     split = "test" if "test" in present else "query"
     rows = split_rows(prepared, split).iloc[:n]
-    dataset = eval_dataset(rm, prepared, rows)
+    dataset = dataset_for_model(prepared, rows, rm.cfg.model)
     if hasattr(dataset, "get_batch"):
         images, _ = dataset.get_batch(list(range(len(dataset))))
     else:
@@ -223,9 +225,8 @@ def export_run(
     fmt: str,
     output: PathArg,
     *,
-    data_root: PathArg,
+    places: Places,
     check: bool = True,
-    catalog: tuple[PathArg, ...] = (),
     on_event: EventHandler | None = None,
 ) -> ExportResult:
     """Write the run's embedder as `fmt` to `output` atomically, then (with `check`) verify it.
@@ -240,7 +241,7 @@ def export_run(
 
     kind = check_format(fmt)
     target = check_output(output, SUFFIXES[kind])
-    prepared = run_dataset(rm, data_root, catalog=catalog)
+    prepared = run_dataset(rm, places)
     inputs, expected = parity_inputs(rm, prepared)
     meta = metadata(rm, run_preprocessing(rm.cfg, prepared).as_dict(), int(expected.shape[1]))
     model = rm.model.to("cpu").eval()

@@ -19,6 +19,7 @@ import pandas as pd
 
 from dmlbench.errors import DmlbenchError, MissingInputError, RunIncompleteError
 from dmlbench.rundir import CONFIG, MANIFEST, Manifest, RunDir, find_runs
+from dmlbench.utils.dotted import flatten
 
 log = logging.getLogger(__name__)
 
@@ -301,17 +302,6 @@ def _label_range(split: Mapping[str, Any]) -> tuple[int, int] | None:
     if isinstance(low, int) and isinstance(high, int):
         return low, high
     return None
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables as dotted keys: {"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _fill_from_config(run: RunInfo, config: Mapping[str, Any]) -> None:

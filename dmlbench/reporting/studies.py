@@ -20,7 +20,7 @@ from typing import Any
 from dmlbench.errors import DmlbenchError, EnvironmentFailure, first_line, require_file
 from dmlbench.paths import check_name
 from dmlbench.reporting.render import RenderedFigure
-from dmlbench.rundir import STUDIES_JOURNAL
+from dmlbench.runsroot import STUDIES_JOURNAL
 from dmlbench.utils.io import write_bytes_atomic
 from dmlbench.utils.redact import redact
 

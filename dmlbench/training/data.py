@@ -44,9 +44,8 @@ class TrainData:
         """
         from dmlbench.datasets.sampler import ClassBatchSampler, PKBatchSampler
         from dmlbench.datasets.splits import held_out_classes
-        from dmlbench.datasets.torch_data import build_dataset
+        from dmlbench.datasets.torch_data import dataset_for_model
         from dmlbench.losses import LOSSES
-        from dmlbench.models import preprocessing
 
         index = prepared.index
         train_frame = index[index["split"] == "train"].reset_index(drop=True)
@@ -98,15 +97,13 @@ class TrainData:
                 f"{shape} needs {p} classes, but the train split of {cfg.dataset!r}{held} has {usable} usable classes",
                 hint=f"lower sampler.classes_per_batch to at most {usable}",
             )
-        dataset = build_dataset(
+        dataset = dataset_for_model(
             prepared,
             train_frame,
+            cfg.model,
             train=True,
-            image_size=cfg.model.image_size,
-            channels=cfg.model.in_channels,
             decode_cache="build" if cfg.schedule.decode_cache else "off",
             num_workers=cfg.schedule.num_workers,
-            **preprocessing(cfg.model),
         )
         sampler: PKBatchSampler | ClassBatchSampler
         if c_of_m:

@@ -27,20 +27,12 @@ class Validator:
         cfg = self.cfg.validation
         if len(self.data.val_frame) == 0 or epoch % cfg.every:
             return None
-        from dmlbench.datasets.torch_data import build_dataset
+        from dmlbench.datasets.torch_data import dataset_for_model
         from dmlbench.evaluation import EvalOptions, evaluate_embeddings
         from dmlbench.evaluation.embed import embed_dataset
         from dmlbench.evaluation.metrics import higher_is_better
-        from dmlbench.models import preprocessing
 
-        dataset = build_dataset(
-            self.data.prepared,
-            self.data.val_frame,
-            train=False,
-            image_size=self.cfg.model.image_size,
-            channels=self.cfg.model.in_channels,
-            **preprocessing(self.cfg.model),
-        )
+        dataset = dataset_for_model(self.data.prepared, self.data.val_frame, self.cfg.model)
         was_training = model.training
         embeddings, labels = embed_dataset(
             model, dataset, device=self.device, task="validate", num_workers=self.cfg.schedule.num_workers

@@ -99,6 +99,7 @@ def train(
     `manifest_fields` (study, trial, fold, tuned_params...) go into the manifest from the start.
     """
     from dmlbench.datasets import get_spec, open_or_prepare
+    from dmlbench.paths import Places
 
     ctx = dist or DistContext()
     data_path, catalogs = Path(data_root), [Path(c) for c in catalog]
@@ -106,14 +107,14 @@ def train(
     if ctx.enabled and torch_device.type == "cuda" and torch_device.index is None:
         torch_device = torch.device("cuda", ctx.local_rank)  # one GPU per torchrun process
         torch.cuda.set_device(torch_device)
-    resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=catalogs, data_root=data_path))
+    resolved = resolve_config(cfg, get_spec(cfg.dataset, Places.of(data_path, catalogs=catalogs)))
     assert resolved.run_id is not None
     run = RunDir(Path(run_dir) if run_dir is not None else child_path(Path(runs_root), resolved.run_id, "run_id"))
     _check_reusable(run, resolved, resume=resume, force=force)
     init_process_group(ctx, torch_device)
     # Rank 0 prepares a generated dataset if needed; the others open it once it exists.
     prepared = (
-        open_or_prepare(resolved.dataset, data_root=data_path, on_event=on_event, catalog=catalogs)
+        open_or_prepare(resolved.dataset, Places.of(data_path, catalogs=catalogs), on_event=on_event)
         if ctx.is_main
         else None
     )
@@ -367,10 +368,12 @@ class _Run:
     # -- files (rank 0) ----------------------------------------------------------------------------
 
     def _start_manifest(self, *, resume: bool) -> None:
+        from dmlbench.losses import LOSSES
+        from dmlbench.models import BACKBONES
         from dmlbench.provenance import git_commit, versions
+        from dmlbench.registry import module_plugin_versions
 
         run, cfg = self.run, self.cfg
-        info = dict(getattr(self.data.prepared, "info", {}) or {})
         previous = run.read_manifest() if resume and run.exists() else None
         # A copy of each plugin file (and its sha256): report names the version, --resume refuses another.
         plugins = [run.write_plugin_copy(role, name, path, path.read_bytes()) for role, name, path in file_plugins(cfg)]
@@ -385,17 +388,12 @@ class _Run:
                 device=str(self.device),
                 world_size=self.ctx.world_size,
                 threads=cfg.schedule.threads,
-                dataset=DatasetRecord(
-                    name=cfg.dataset,
-                    fingerprint=getattr(self.data.prepared, "fingerprint", None),
-                    protocol=info.get("protocol"),
-                    splits=info.get("splits"),
-                    train_test_disjoint=info.get("train_test_disjoint"),
-                ),
+                dataset=DatasetRecord.from_prepared(self.data.prepared),
                 val_classes=self.data.val_classes,
                 last_step=previous.last_step if previous is not None else 0,
                 last_epoch=previous.last_epoch if previous is not None else 0,
                 plugins=plugins,
+                module_plugins=module_plugin_versions([(LOSSES, cfg.loss.name), (BACKBONES, cfg.model.backbone or "")]),
                 **self.manifest_fields,
             )
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 from dmlbench.errors import DmlbenchError
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.rundir import SLURM_DIR
+from dmlbench.runsroot import SLURM_DIR
 from dmlbench.tuning.finals import ensemble_run, final_run
 from dmlbench.tuning.options import FinalRun, TuneOptions, TuneResult
 from dmlbench.tuning.plan import Plan, make_plan

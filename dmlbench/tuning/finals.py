@@ -36,6 +36,7 @@ def best_trial(study: Any) -> Any:
 def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | None = None) -> FinalRun:
     """Train (or reuse, or resume) `final-seed<seed>` with the study's best parameters; test metrics."""
     from dmlbench.datasets import get_spec
+    from dmlbench.paths import Places
     from dmlbench.resolve import resolve_config
     from dmlbench.training import train
 
@@ -45,7 +46,7 @@ def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | Non
     run = RunDir(plan.final_dir(seed))
     resume = force = False
     if run.exists():
-        resolved = resolve_config(cfg, get_spec(cfg.dataset, catalog=plan.catalogs, data_root=plan.data_root))
+        resolved = resolve_config(cfg, get_spec(cfg.dataset, Places.of(plan.data_root, catalogs=plan.catalogs)))
         try:
             same = not diff_keys(run.read_config(), resolved)
         except DmlbenchError:
@@ -115,13 +116,7 @@ def ensemble_run(plan: Plan, study: Any, *, on_event: EventHandler | None = None
                 status="running",
                 created=now_iso(),
                 device=str(device),
-                dataset=DatasetRecord(
-                    name=cfg.dataset,
-                    fingerprint=prepared.fingerprint,
-                    protocol=info.get("protocol"),
-                    splits=info.get("splits"),
-                    train_test_disjoint=info.get("train_test_disjoint"),
-                ),
+                dataset=DatasetRecord.from_prepared(prepared),
                 study=plan.study,
                 trial=best.number,
                 tuned_params=dict(best.params),

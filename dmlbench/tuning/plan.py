@@ -14,7 +14,7 @@ from typing import Any, Literal
 from dmlbench.config import TrainConfig, config_to_dict, load_config, parse_set, validate_config
 from dmlbench.errors import ConfigError, UsageError
 from dmlbench.paths import check_name, child_path
-from dmlbench.rundir import TUNE_DIR
+from dmlbench.runsroot import TUNE_DIR
 from dmlbench.tuning.options import TuneOptions
 from dmlbench.tuning.space import Space, build_space, merged_space_file
 from dmlbench.tuning.storage import default_storage
@@ -107,7 +107,7 @@ def make_plan(options: TuneOptions) -> Plan:
     from dmlbench.evaluation.metrics import higher_is_better, metric_info
     from dmlbench.losses import LOSSES
     from dmlbench.models import backbone_info
-    from dmlbench.paths import default_data_root
+    from dmlbench.paths import Places, default_data_root
     from dmlbench.resolve import resolve_config
 
     LOSSES.get(options.loss)  # unknown loss: did-you-mean now
@@ -115,7 +115,7 @@ def make_plan(options: TuneOptions) -> Plan:
     study = check_name(options.study or default_study_name(options.dataset, options.loss), "study name")
     catalogs = tuple(Path(c) for c in options.catalog)
     data_root = Path(options.data_root) if options.data_root is not None else default_data_root()
-    spec = get_spec(options.dataset, catalog=catalogs, data_root=data_root)
+    spec = get_spec(options.dataset, Places.of(data_root, catalogs=catalogs))
     flags = {"loss.name": options.loss, "dataset": options.dataset, "schedule.epochs": options.epochs}
     cfg = load_config(options.config_file, list(options.overrides), flags)
     cfg = cfg.model_copy(update={"seed": options.seed})
@@ -131,7 +131,7 @@ def make_plan(options: TuneOptions) -> Plan:
         )
     assert base.schedule.epochs is not None and base.sampler.classes_per_batch and base.sampler.samples_per_class
 
-    prepared = open_or_prepare(options.dataset, data_root=data_root, catalog=catalogs)
+    prepared = open_or_prepare(options.dataset, Places.of(data_root, catalogs=catalogs))
     index = prepared.index
     labels = index[index["split"] == "train"]["label"].to_numpy()
     classes = sorted(int(c) for c in set(labels.tolist()))

@@ -7,7 +7,6 @@ The batch size of P x K stays fixed: the space searches K and derives P = batch 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dmlbench.errors import ConfigError, require_file
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from dmlbench.utils import toml as tomllib
 
 PACKAGED = Path(__file__).with_name("spaces.toml")
 KINDS = ("small", "pretrained")

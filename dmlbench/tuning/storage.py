@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import ConfigError, EnvironmentFailure, file_kind, first_line
-from dmlbench.rundir import STUDIES_JOURNAL, RunDir
+from dmlbench.rundir import RunDir
+from dmlbench.runsroot import STUDIES_JOURNAL
 from dmlbench.utils.redact import redact
 
 logger = logging.getLogger(__name__)

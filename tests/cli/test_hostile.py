@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dmlbench.cli import app
+from dmlbench.paths import Places
 
 runner = CliRunner()
 
@@ -494,7 +495,7 @@ def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
 
     root = tmp_path_factory.mktemp("data")
-    prepare("digits", data_root=root)
+    prepare("digits", Places.of(root))
     return root
 
 

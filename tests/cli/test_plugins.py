@@ -38,9 +38,10 @@ def not_a_module():
 @pytest.fixture(scope="module")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
+    from dmlbench.paths import Places
 
     root = tmp_path_factory.mktemp("data")
-    prepare("digits", data_root=root)
+    prepare("digits", Places.of(root))
     return root
 
 
@@ -182,3 +183,22 @@ def test_a_plugin_loss_parameter_trains_and_is_checkpointed(workdir: Path, digit
     groups = build_optimizer(build_embedder(summary.config.model), summary.config.optim, loss).param_groups
     [group] = [g for g in groups if any(p is loss.log_scale for p in g["params"])]
     assert group["lr"] == summary.config.optim.lr * 10.0  # at its own param_lr_multiplier
+
+
+def test_a_module_plugin_is_recorded_with_its_version(workdir: Path, digits_root: Path) -> None:
+    # `python -m dmlbench` imports from the working directory: my_loss is a module on the path, not installed
+    common = ["--dataset", "digits", "--data-root", str(digits_root), "--runs-root", "runs", "-q", "--steps", "1"]
+    trained = dmlbench(workdir, "train", *common, "--loss", "my_loss:GoodLoss", "--no-eval")
+    assert trained.returncode == 0, trained.stderr
+    (manifest_path,) = (workdir / "runs").glob("*/manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    from dmlbench.registry import file_sha256
+
+    assert manifest["plugins"] == []  # not a file plugin: nothing copied
+    assert manifest["module_plugins"] == {
+        "my_loss:GoodLoss": {
+            "module": "my_loss",
+            "file": str((workdir / "my_loss.py").resolve()),
+            "sha256": file_sha256(workdir / "my_loss.py"),
+        }
+    }

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dmlbench.cli import app
+from dmlbench.paths import Places
 from dmlbench.utils.redact import redact
 
 runner = CliRunner()
@@ -133,7 +134,7 @@ def digits_for_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
 
     root = tmp_path_factory.mktemp("data")
-    prepare("digits", data_root=root)
+    prepare("digits", Places.of(root))
     return root
 
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from dmlbench.cli import app
 from dmlbench.datasets import list_status, load_index, open_prepared, prepare
 from dmlbench.errors import ChecksumError, MissingInputError, UsageError
+from dmlbench.paths import Places
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -24,7 +25,7 @@ def _splits(frame) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def
 
 
 def test_digits_split_and_contract(data_root: Path) -> None:
-    prepared = prepare("digits", data_root=data_root)
+    prepared = prepare("digits", Places.of(data_root))
     frame = load_index("digits", data_root)
     assert _splits(frame) == {"train": (901, 5), "test": (896, 5)}
     assert set(frame.loc[frame.split == "train", "label"]) == {0, 1, 2, 3, 4}
@@ -44,20 +45,20 @@ def test_digits_split_and_contract(data_root: Path) -> None:
 
 
 def test_rerun_is_instant_and_changes_nothing(data_root: Path) -> None:
-    prepare("digits", data_root=data_root)
+    prepare("digits", Places.of(data_root))
     info = data_root / "digits" / "prepared.json"
     before = (info.stat().st_mtime_ns, (data_root / "digits" / "index.csv").stat().st_mtime_ns)
     start = time.perf_counter()
-    prepare("digits", data_root=data_root)
+    prepare("digits", Places.of(data_root))
     assert time.perf_counter() - start < 0.5
     assert (info.stat().st_mtime_ns, (data_root / "digits" / "index.csv").stat().st_mtime_ns) == before
-    prepare("digits", data_root=data_root, force=True)
+    prepare("digits", Places.of(data_root), force=True)
     assert info.stat().st_mtime_ns != before[0]
 
 
 def test_synthetic_is_deterministic(tmp_path: Path) -> None:
-    a = prepare("synthetic", data_root=tmp_path / "a")
-    b = prepare("synthetic", data_root=tmp_path / "b")
+    a = prepare("synthetic", Places.of(tmp_path / "a"))
+    b = prepare("synthetic", Places.of(tmp_path / "b"))
     assert _splits(a.index) == {"train": (300, 10), "test": (300, 10)}
     assert a.fingerprint == b.fingerprint
     assert np.array_equal(np.load(a.root / "images.npy"), np.load(b.root / "images.npy"))
@@ -73,12 +74,12 @@ def test_open_prepared_missing_names_the_command(data_root: Path) -> None:
 
 def test_from_is_refused_for_generated_datasets(data_root: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--from is not used"):
-        prepare("digits", data_root=data_root, source=tmp_path)
+        prepare("digits", Places.of(data_root), source=tmp_path)
 
 
 def test_list_status(data_root: Path) -> None:
-    prepare("digits", data_root=data_root)
-    rows = {row.name: row for row in list_status(data_root)}
+    prepare("digits", Places.of(data_root))
+    rows = {row.name: row for row in list_status(Places.of(data_root))}
     assert rows["digits"].prepared and rows["digits"].splits["test"]["images"] == 896
     assert not rows["cub200"].prepared
 
@@ -127,7 +128,7 @@ def test_fashion_mnist_download_from_local_server(server: FileServer, data_root:
             )
         )
     spec = spec_override("fashion-mnist", files=tuple(specs), expect_images={}, expect_classes={})
-    prepared = prepare("fashion-mnist", data_root=data_root, spec=spec)
+    prepared = prepare("fashion-mnist", Places.of(data_root), spec=spec)
     assert _splits(prepared.index) == {"train": (40, 5), "test": (40, 5)}
     assert sorted(p.name for p in (data_root / "fashion-mnist" / "raw").iterdir()) == sorted(files)
 
@@ -135,7 +136,7 @@ def test_fashion_mnist_download_from_local_server(server: FileServer, data_root:
 def test_fashion_mnist_from_wrong_files(data_root: Path, tmp_path: Path) -> None:
     files = build_fashion_files(tmp_path / "fm")  # right names, wrong content
     with pytest.raises(ChecksumError, match="content sha256 mismatch|decompresses to"):
-        prepare("fashion-mnist", data_root=data_root, source=tmp_path / "fm")
+        prepare("fashion-mnist", Places.of(data_root), source=tmp_path / "fm")
     assert_nothing_left(data_root, "fashion-mnist")
     assert files
 

@@ -9,7 +9,7 @@ from dataset_builders import spec_override, write_catalog
 from typer.testing import CliRunner
 
 from dmlbench.cli import app
-from dmlbench.datasets import get_spec, load_catalog
+from dmlbench.datasets import catalog_specs, get_spec, load_catalog
 from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.sources.base import Source
 from dmlbench.errors import ConfigError, UnknownNameError
@@ -103,7 +103,7 @@ default_batch_per_class = 2
 def test_catalog_errors_name_file_table_and_field(tmp_path: Path, extra: str, field: str, message: str) -> None:
     path = _bad_catalog(tmp_path, BASE + extra)
     with pytest.raises(ConfigError) as info:
-        load_catalog([path])
+        catalog_specs([path])
     text = info.value.message
     assert str(path) in text and "[mine]" in text and repr(field) in text and message in text
 
@@ -111,26 +111,26 @@ def test_catalog_errors_name_file_table_and_field(tmp_path: Path, extra: str, fi
 def test_unknown_source_suggests(tmp_path: Path) -> None:
     path = _bad_catalog(tmp_path, BASE.replace('source = "cub200"', 'source = "cub20"'))
     with pytest.raises(ConfigError) as info:
-        load_catalog([path])
+        catalog_specs([path])
     assert "'source'" in info.value.message and "did you mean 'cub200'" in info.value.message
 
 
 def test_overlapping_class_ranges_are_rejected(tmp_path: Path) -> None:
     path = _bad_catalog(tmp_path, BASE.replace("test_classes = [3, 4]", "test_classes = [2, 4]"))
     with pytest.raises(ConfigError, match="overlap"):
-        load_catalog([path])
+        catalog_specs([path])
 
 
 def test_user_catalog_cannot_silently_override(tmp_path: Path) -> None:
     path = write_catalog(tmp_path / "clash.toml", spec_override("cub200"))
     with pytest.raises(ConfigError, match="already defined"):
-        load_catalog([path])
+        catalog_specs([path])
 
 
 def test_user_catalog_round_trips(tmp_path: Path) -> None:
     spec = spec_override("cub200", name="cub-copy", title="copy")
     path = write_catalog(tmp_path / "copy.toml", spec)
-    assert load_catalog([path])["cub-copy"] == spec
+    assert catalog_specs([path])["cub-copy"] == spec
 
 
 def test_cli_unknown_dataset(tmp_path: Path) -> None:

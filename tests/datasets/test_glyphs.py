@@ -15,11 +15,12 @@ from dmlbench.datasets.sources import glyphs
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ConfigError, MissingInputError
 from dmlbench.events import Event
+from dmlbench.paths import Places
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
-    return prepare("glyphs", data_root=tmp_path_factory.mktemp("glyphs-data"))
+    return prepare("glyphs", Places.of(tmp_path_factory.mktemp("glyphs-data")))
 
 
 @pytest.fixture(scope="module")
@@ -147,23 +148,23 @@ def test_different_fonts_are_reported(
     table = _spec(font_dir=str(fonts), images_per_class=2).model_dump()
     table.update(expect_images={}, expect_classes={})
     events: list[Event] = []
-    other = prepare("glyphs", data_root=tmp_path / "data", spec=DatasetSpec(**table), on_event=events.append)
+    other = prepare("glyphs", Places.of(tmp_path / "data"), spec=DatasetSpec(**table), on_event=events.append)
     info = other.info["source_info"]
     assert info["fonts_match_catalog"] is False
     assert info["fonts"]["DejaVuSans.ttf"] != prepared.info["source_info"]["fonts"]["DejaVuSans.ttf"]
     assert any("not the ones datasets.toml was made with" in e.message for e in events)
     # The already prepared copy is reused, with a warning that names the changed font.
     events.clear()
-    prepare("glyphs", data_root=prepared.root.parent, spec=_spec(font_dir=str(fonts)), on_event=events.append)
+    prepare("glyphs", Places.of(prepared.root.parent), spec=_spec(font_dir=str(fonts)), on_event=events.append)
     assert any("other fonts (DejaVuSans.ttf" in e.message and "--force" in e.message for e in events)
 
 
 def test_missing_font_and_bad_params_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(MissingInputError, match="font DejaVuSans.ttf is missing") as info:
-        prepare("glyphs", data_root=tmp_path, spec=_spec(font_dir=str(tmp_path)))
+        prepare("glyphs", Places.of(tmp_path), spec=_spec(font_dir=str(tmp_path)))
     assert info.value.exit_code == 3
     with pytest.raises(ConfigError, match="images_per_class"):
-        prepare("glyphs", data_root=tmp_path, spec=_spec(images_per_class="many"))
+        prepare("glyphs", Places.of(tmp_path), spec=_spec(images_per_class="many"))
 
 
 def test_alternate_split_rule_is_validated() -> None:

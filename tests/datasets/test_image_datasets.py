@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from dmlbench.cli import app
 from dmlbench.datasets import load_index, prepare
+from dmlbench.paths import Places
 
 
 def _counts(frame) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
@@ -56,7 +57,7 @@ def test_cub200_download_cli_exact_split(server: FileServer, cub_full: Built, da
 
 def test_cub200_from_archive_and_from_extracted_folder(cub_full: Built, data_root: Path) -> None:
     spec = spec_override("cub200", files=(cub_full.file_spec("CUB_200_2011.tgz", "tgz"),))
-    prepared = prepare("cub200", data_root=data_root, source=cub_full.path, spec=spec)
+    prepared = prepare("cub200", Places.of(data_root), source=cub_full.path, spec=spec)
     assert _counts(prepared.index) == {"train": (5864, 100), "test": (5924, 100)}
     # the extracted folder, as a user who unpacked the archive has it
     import tarfile
@@ -66,7 +67,7 @@ def test_cub200_from_archive_and_from_extracted_folder(cub_full: Built, data_roo
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         tar.extractall(data_root.parent / "unpacked", **safe)  # type: ignore[arg-type]
     other = data_root.parent / "other-root"
-    prepared2 = prepare("cub200", data_root=other, source=data_root.parent / "unpacked", spec=spec)
+    prepared2 = prepare("cub200", Places.of(other), source=data_root.parent / "unpacked", spec=spec)
     assert prepared2.fingerprint == prepared.fingerprint
 
 
@@ -84,7 +85,7 @@ def test_cars196_download_tgz_and_rebuilt_mat(
         "cars196",
         files=(tgz.file_spec("car_ims.tgz", "tgz", [tgz_url]), mat.file_spec("cars_annos.mat", "mat", [mat_url])),
     )
-    prepared = prepare("cars196", data_root=data_root, spec=spec)
+    prepared = prepare("cars196", Places.of(data_root), spec=spec)
     assert sorted(p.name for p in (data_root / "cars196" / "raw").iterdir()) == ["car_ims.tgz", "cars_annos.mat"]
     frame = prepared.index
     assert _counts(frame) == {"train": (8054, 98), "test": (8131, 98)}
@@ -96,7 +97,7 @@ def test_cars196_download_tgz_and_rebuilt_mat(
 
 
 def test_cars196_from_kaggle_folder(cars_kaggle: Path, data_root: Path) -> None:
-    prepared = prepare("cars196", data_root=data_root, source=cars_kaggle)
+    prepared = prepare("cars196", Places.of(data_root), source=cars_kaggle)
     frame = prepared.index
     assert _counts(frame) == {"train": (8054, 98), "test": (8131, 98)}
     _assert_disjoint(frame)
@@ -113,7 +114,7 @@ def test_sop_zip_given_split(server: FileServer, data_root: Path, tmp_path: Path
         expect_images={"train": built.train_images, "test": built.test_images},
         expect_classes={"train": 40, "test": 30},
     )
-    prepared = prepare("sop", data_root=data_root, spec=spec)
+    prepared = prepare("sop", Places.of(data_root), spec=spec)
     assert _counts(prepared.index) == {"train": (built.train_images, 40), "test": (built.test_images, 30)}
     _assert_disjoint(prepared.index)
     assert prepared.index["path"].iloc[0] == f"images/{rows[0][3]}"
@@ -134,7 +135,7 @@ def test_inshop_query_gallery(data_root: Path, tmp_path: Path) -> None:
     (folder / "Eval" / "list_eval_partition.txt").write_text(
         f"{len(lines)}\nimage_name item_id evaluation_status\n" + "\n".join(lines) + "\n"
     )
-    prepared = prepare("inshop", data_root=data_root, source=folder)
+    prepared = prepare("inshop", Places.of(data_root), source=folder)
     assert _counts(prepared.index) == {"train": (2, 2), "query": (2, 2), "gallery": (2, 2)}
     assert prepared.info["protocol"] == "query-gallery" and prepared.info["train_test_disjoint"] is True
 

@@ -16,6 +16,7 @@ from dmlbench.datasets.cache import Recipe, build_cache, open_cache
 from dmlbench.datasets.loader import BatchLoader, data_workers
 from dmlbench.datasets.prepared import CACHE_DIR, INDEX_FILE, PreparedDataset
 from dmlbench.datasets.torch_data import ImageFileDataset, build_dataset
+from dmlbench.paths import Places
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -164,9 +165,9 @@ def test_a_link_planted_at_the_cache_is_refused_not_written_through(
 def test_prepare_force_drops_the_decode_caches(tmp_path: Path) -> None:
     from dmlbench.datasets import prepare
 
-    prepared = prepare("digits", data_root=tmp_path)
+    prepared = prepare("digits", Places.of(tmp_path))
     (prepared.root / CACHE_DIR / "0123456789abcdef").mkdir(parents=True)
-    prepare("digits", data_root=tmp_path, force=True)
+    prepare("digits", Places.of(tmp_path), force=True)
     assert not (prepared.root / CACHE_DIR).exists()
 
 

@@ -13,6 +13,7 @@ from dmlbench.datasets.catalog import parse_catalog
 from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ConfigError
+from dmlbench.paths import Places
 
 
 def _with_params(name: str, **params: Any) -> DatasetSpec:
@@ -52,7 +53,7 @@ def test_the_packaged_params_pass() -> None:
 
 def test_prepare_of_a_python_spec_checks_before_writing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="params.size"):
-        prepare("synthetic", data_root=tmp_path, spec=_with_params("synthetic", size=0))
+        prepare("synthetic", Places.of(tmp_path), spec=_with_params("synthetic", size=0))
     assert not any(tmp_path.iterdir())
 
 

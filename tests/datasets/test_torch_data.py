@@ -13,10 +13,11 @@ from PIL import Image
 from dmlbench.datasets import prepare
 from dmlbench.datasets.torch_data import ArrayImageDataset, ImageFileDataset, build_dataset
 from dmlbench.errors import UsageError
+from dmlbench.paths import Places
 
 
 def test_digits_get_batch_matches_items(tmp_path: Path) -> None:
-    prepared = prepare("digits", data_root=tmp_path)
+    prepared = prepare("digits", Places.of(tmp_path))
     train = prepared.split("train")
     ds = build_dataset(prepared, train, train=True, image_size=None)
     assert isinstance(ds, ArrayImageDataset) and len(ds) == 901
@@ -31,7 +32,7 @@ def test_digits_get_batch_matches_items(tmp_path: Path) -> None:
 
 
 def test_array_resize_and_grey_to_rgb(tmp_path: Path) -> None:
-    prepared = prepare("digits", data_root=tmp_path)
+    prepared = prepare("digits", Places.of(tmp_path))
     ds = build_dataset(prepared, prepared.split("test"), train=False, image_size=16, channels=3)
     images, _ = ds.get_batch(np.arange(4))  # type: ignore[union-attr]
     assert images.shape == (4, 3, 16, 16)
@@ -39,7 +40,7 @@ def test_array_resize_and_grey_to_rgb(tmp_path: Path) -> None:
 
 
 def test_synthetic_rgb(tmp_path: Path) -> None:
-    prepared = prepare("synthetic", data_root=tmp_path)
+    prepared = prepare("synthetic", Places.of(tmp_path))
     ds = build_dataset(prepared, prepared.split("train"), train=True, image_size=32)
     images, labels = ds.get_batch(torch.arange(10))  # type: ignore[union-attr]
     assert images.shape == (10, 3, 32, 32) and set(labels.tolist()) <= set(range(10))
@@ -62,7 +63,7 @@ def cub_tiny(tmp_path: Path) -> Path:
         expect_images={},
         expect_classes={},
     )
-    prepare("cub200", data_root=tmp_path / "data", source=built.path, spec=spec)
+    prepare("cub200", Places.of(tmp_path / "data"), source=built.path, spec=spec)
     return tmp_path / "data"
 
 
@@ -101,7 +102,7 @@ def test_bbox_crop(cub_tiny: Path) -> None:
     assert cropped.size == (int(first["x2"]) - int(first["x1"]), int(first["y2"]) - int(first["y1"]))
     assert cropped.getpixel((cropped.width // 2, cropped.height // 2)) == (0, 0, 255)
     with pytest.raises(UsageError):
-        build_dataset(prepare("digits", data_root=cub_tiny), frame, train=False, image_size=8, bbox_crop=True)
+        build_dataset(prepare("digits", Places.of(cub_tiny)), frame, train=False, image_size=8, bbox_crop=True)
 
 
 def test_unreadable_image_is_a_clear_error(cub_tiny: Path) -> None:
@@ -115,3 +116,21 @@ def test_unreadable_image_is_a_clear_error(cub_tiny: Path) -> None:
     with pytest.raises(ChecksumError, match="cannot read image"):
         ds[1]
     assert Built  # builders imported for the fixture
+
+
+def test_dataset_for_model_feeds_the_models_size_channels_and_preprocessing(tmp_path: Path) -> None:
+    from dmlbench.config import ModelConfig
+    from dmlbench.datasets.torch_data import dataset_for_model
+
+    prepared = prepare("digits", Places.of(tmp_path))
+    rows = prepared.split("test").iloc[:6]
+    model = ModelConfig(image_size=16, in_channels=3, mean=[0.25], std=[0.5], interpolation="nearest")
+    ds = dataset_for_model(prepared, rows, model)
+    by_hand = build_dataset(
+        prepared, rows, train=False, image_size=16, channels=3, mean=(0.25,), std=(0.5,), interpolation="nearest"
+    )
+    images, labels = ds.get_batch(np.arange(6))  # type: ignore[union-attr]
+    expected, expected_labels = by_hand.get_batch(np.arange(6))  # type: ignore[union-attr]
+    assert images.shape == (6, 3, 16, 16) and torch.equal(images, expected) and torch.equal(labels, expected_labels)
+    plain, _ = build_dataset(prepared, rows, train=False, image_size=16, channels=3).get_batch(np.arange(6))  # type: ignore[union-attr]
+    assert not torch.equal(images, plain)  # the model's mean and std were applied, not the defaults

@@ -21,6 +21,7 @@ from dmlbench.datasets.images import max_pixels
 from dmlbench.datasets.sources._user import CLASSES_FILE, ORIGINS_FILE
 from dmlbench.datasets.user import looks_like_path, prepare_path
 from dmlbench.errors import MissingInputError, UsageError
+from dmlbench.paths import Places
 
 runner = CliRunner()
 
@@ -38,7 +39,7 @@ def stored_image(data_root: Path, name: str, original: str) -> Image.Image:
 def test_folder_prepares_with_names_ids_split_and_fitted_defaults(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "pngs")
     data_root = tmp_path / "data"
-    prepared = prepare_path(folder, data_root=data_root)
+    prepared = prepare_path(folder, Places.of(data_root))
     assert prepared.name == "pngs"
     classes = pd.read_csv(prepared.root / CLASSES_FILE)
     assert classes["name"].tolist() == sorted(p.name for p in folder.iterdir())  # ids = sorted name order
@@ -52,8 +53,8 @@ def test_folder_prepares_with_names_ids_split_and_fitted_defaults(tmp_path: Path
     # P x K that the 6 training classes of 6 images can fill
     assert spec["default_batch_classes"] <= 6 and spec["default_batch_per_class"] <= 6
     # later commands find it by name, with no path and no catalog
-    assert get_spec("pngs", data_root=data_root).params["path"] == str(folder.resolve())
-    assert "pngs" in load_catalog(data_root=data_root)
+    assert get_spec("pngs", Places.of(data_root)).params["path"] == str(folder.resolve())
+    assert "pngs" in load_catalog(Places.of(data_root))
     # the prepared copies stand alone: the user's folder may go away
     for image in folder.rglob("*.png"):
         image.unlink()
@@ -67,12 +68,12 @@ SIDE_OF_TEST_IMAGES = 32
 def test_same_folder_again_is_instant_and_other_split_needs_force(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "pngs")
     data_root = tmp_path / "data"
-    first = prepare_path(folder, data_root=data_root)
-    again = prepare_path(folder, data_root=data_root)
+    first = prepare_path(folder, Places.of(data_root))
+    again = prepare_path(folder, Places.of(data_root))
     assert again.info["created"] == first.info["created"] and again.fingerprint == first.fingerprint
     with pytest.raises(UsageError, match="another split"):
-        prepare_path(folder, data_root=data_root, test_classes="alternate")
-    alternate = prepare_path(folder, data_root=data_root, test_classes="alternate", force=True)
+        prepare_path(folder, Places.of(data_root), test_classes="alternate")
+    alternate = prepare_path(folder, Places.of(data_root), test_classes="alternate", force=True)
     assert sorted(set(alternate.split("test")["label"])) == [1, 3, 5, 7, 9, 11]
 
 
@@ -85,11 +86,11 @@ def test_same_folder_again_is_instant_and_other_split_needs_force(tmp_path: Path
 )
 def test_split_rules(tmp_path: Path, option: str, seed: int | None, expected_test: list[int] | None) -> None:
     folder = write_folder(tmp_path / "pngs")
-    prepared = prepare_path(folder, data_root=tmp_path / "data", test_classes=option, split_seed=seed)
+    prepared = prepare_path(folder, Places.of(tmp_path / "data"), test_classes=option, split_seed=seed)
     test = sorted(set(prepared.split("test")["label"]))
     if expected_test is None:
         assert len(test) == 3  # a quarter of 12, drawn with seed 3
-        other = prepare_path(folder, data_root=tmp_path / "d2", test_classes=option, split_seed=4)
+        other = prepare_path(folder, Places.of(tmp_path / "d2"), test_classes=option, split_seed=4)
         assert sorted(set(other.split("test")["label"])) != test  # the seed draws the classes
     else:
         assert test == expected_test
@@ -99,10 +100,10 @@ def test_class_list_from_a_file_and_unknown_class(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "pngs")
     listing = tmp_path / "test.txt"
     listing.write_text("clâss 01\nclâss 02\n", encoding="utf-8")
-    prepared = prepare_path(folder, data_root=tmp_path / "data", test_classes=str(listing))
+    prepared = prepare_path(folder, Places.of(tmp_path / "data"), test_classes=str(listing))
     assert sorted(set(prepared.split("test")["label"])) == [1, 2]
     with pytest.raises(UsageError, match="'class 03' is not a class folder"):
-        prepare_path(folder, data_root=tmp_path / "d2", test_classes="class 03,clâss 04")
+        prepare_path(folder, Places.of(tmp_path / "d2"), test_classes="class 03,clâss 04")
     assert not (tmp_path / "d2" / "pngs").exists()
 
 
@@ -160,7 +161,7 @@ def test_duplicates_are_listed_and_kept_only_when_allowed(tmp_path: Path) -> Non
     (folder / "clâss 07" / "copy.png").write_bytes((folder / "clâss 02" / "1.png").read_bytes())
     data_root = tmp_path / "data"
     with pytest.raises(UsageError, match=r"1 group\(s\) of byte-identical images: clâss 02/1.png = clâss 07/copy.png"):
-        prepare_path(folder, data_root=data_root)
+        prepare_path(folder, Places.of(data_root))
     assert not data_root.exists() or not any(data_root.iterdir())
     result = runner.invoke(app, ["prepare", str(folder), "--data-root", str(data_root), "--allow-duplicates"])
     assert result.exit_code == 0, result.output
@@ -177,7 +178,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     exif[0x0112] = 6  # "rotate 90 CW to display"
     Image.fromarray(wide).save(folder / "clâss 01" / "turned.jpg", exif=exif.tobytes(), quality=95)
     data_root = tmp_path / "data"
-    prepared = prepare_path(folder, data_root=data_root)
+    prepared = prepare_path(folder, Places.of(data_root))
     upright = stored_image(data_root, "pngs", "turned.jpg")
     assert upright.size == (20, 40)  # width x height after the turn
     pixels = np.asarray(upright.convert("L"), dtype=np.float64)
@@ -201,7 +202,7 @@ def test_modes_are_converted(tmp_path: Path) -> None:
     deep[:, :8] = 0
     Image.fromarray(deep).save(target / "deep.png")  # 16-bit grayscale
     data_root = tmp_path / "data"
-    prepare_path(folder, data_root=data_root)
+    prepare_path(folder, Places.of(data_root))
     over_white = np.asarray(stored_image(data_root, "pngs", "alpha.png"))
     assert over_white.shape == (16, 16, 3)
     assert (over_white[:8] == (255, 0, 0)).all() and (over_white[8:] == 255).all()
@@ -217,24 +218,24 @@ def test_folder_layout_errors(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "pngs")
     glyph_image(0, 1).save(folder / "loose.png")
     with pytest.raises(UsageError, match="loose.png is not inside a class folder"):
-        prepare_path(folder, data_root=tmp_path / "data")
+        prepare_path(folder, Places.of(tmp_path / "data"))
     few = write_folder(tmp_path / "few", classes=3)
     with pytest.raises(UsageError, match="3 class subfolder"):
-        prepare_path(few, data_root=tmp_path / "data")
+        prepare_path(few, Places.of(tmp_path / "data"))
     with pytest.raises(MissingInputError):
-        prepare_path(tmp_path / "absent", data_root=tmp_path / "data")
+        prepare_path(tmp_path / "absent", Places.of(tmp_path / "data"))
     renamed = write_folder(tmp_path / "digits")
     with pytest.raises(UsageError, match="name of a catalog dataset"):
-        prepare_path(renamed, data_root=tmp_path / "data")
-    assert prepare_path(renamed, data_root=tmp_path / "data", name="my-digits").name == "my-digits"
+        prepare_path(renamed, Places.of(tmp_path / "data"))
+    assert prepare_path(renamed, Places.of(tmp_path / "data"), name="my-digits").name == "my-digits"
     with pytest.raises(UsageError, match="already prepared from"):
-        prepare_path(folder, data_root=tmp_path / "data", name="my-digits")
+        prepare_path(folder, Places.of(tmp_path / "data"), name="my-digits")
     assert looks_like_path("./pngs") and looks_like_path("df.csv") and not looks_like_path("glyphs")
 
 
 def test_oml_csv_rows_become_train_query_gallery_with_sequences(tmp_path: Path) -> None:
     csv = write_oml_csv(tmp_path / "oml", boxes=True)
-    prepared = prepare_path(csv, data_root=tmp_path / "data")
+    prepared = prepare_path(csv, Places.of(tmp_path / "data"))
     assert prepared.name == "df" and prepared.info["protocol"] == "query-gallery"
     index = prepared.index
     counts = index["split"].value_counts().to_dict()
@@ -257,16 +258,16 @@ def test_oml_boxes_crop_objects_of_one_photo_and_are_checked(tmp_path: Path) -> 
     # one photo, two objects: row 3 (images/0_1.png, box 2..30) again with another box
     lines.append("0,images/0_1.png,train,,,cat0,seq-0-0,0,10,0,10")
     csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    prepared = prepare_path(csv, data_root=tmp_path / "data")
+    prepared = prepare_path(csv, Places.of(tmp_path / "data"))
     assert len(prepared.split("train")) == 37
     lines.append("0,images/0_1.png,train,,,cat0,seq-0-0,0,10,0,10")  # the same file and box twice
     csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(UsageError, match="byte-identical images: df.csv row 62 .* = df.csv row 63"):
-        prepare_path(csv, data_root=tmp_path / "d2")
+        prepare_path(csv, Places.of(tmp_path / "d2"))
     lines[-1] = "0,images/0_3.png,train,,,cat0,seq-0-1,0,40,0,10"  # wider than the 32 px image
     csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(UsageError, match=r"df.csv row 63 \(images/0_3.png\): box x_2=40 .* outside the 32 x 32"):
-        prepare_path(csv, data_root=tmp_path / "d2")
+        prepare_path(csv, Places.of(tmp_path / "d2"))
 
 
 def test_oml_csv_classification_split_is_accepted_with_a_recorded_warning(tmp_path: Path) -> None:
@@ -337,10 +338,45 @@ def test_batch_classes_leave_room_for_validation_classes(tmp_path: Path) -> None
     from dmlbench.config import TrainConfig
     from dmlbench.resolve import resolve_config
 
-    prepare_path(write_folder(tmp_path / "pngs"), data_root=tmp_path / "data")
-    spec = get_spec("pngs", data_root=tmp_path / "data")
+    prepare_path(write_folder(tmp_path / "pngs"), Places.of(tmp_path / "data"))
+    spec = get_spec("pngs", Places.of(tmp_path / "data"))
     assert spec.default_batch_classes == 6  # all 6 training classes
     plain = resolve_config(TrainConfig(dataset="pngs"), spec)
     assert plain.sampler.classes_per_batch == 6
     held_out = resolve_config(TrainConfig.model_validate({"dataset": "pngs", "validation": {"val_classes": 0.3}}), spec)
     assert held_out.sampler.classes_per_batch == 4  # 2 of the 6 classes validate
+
+
+def test_a_changed_original_folder_is_reported_by_prepare_and_the_list(tmp_path: Path) -> None:
+    import os
+
+    from dmlbench.datasets import list_status
+    from dmlbench.events import Event
+
+    folder = write_folder(tmp_path / "pngs")
+    places = Places.of(tmp_path / "data")
+    prepared = prepare_path(folder, places)
+    assert prepared.info["source_info"]["origin_state"]["files"] == 72
+
+    def warnings() -> list[str]:
+        events: list[Event] = []
+        prepare_path(folder, places, on_event=events.append)
+        return [e.message for e in events if e.message.startswith("warning:")]
+
+    def stale() -> str | None:
+        return {row.name: row for row in list_status(places)}["pngs"].stale
+
+    assert warnings() == [] and stale() is None
+    some_class = next(p for p in folder.iterdir() if p.is_dir())
+    extra = some_class / "extra.png"
+    extra.write_bytes(next(some_class.glob("*.png")).read_bytes())
+    assert any("72 -> 73 files" in w and "--force" in w for w in warnings())
+    assert "changed since it was prepared" in (stale() or "")
+    extra.unlink()
+    assert warnings() == []
+    touched = next(some_class.glob("*.png"))
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    assert any("files modified" in w for w in warnings())
+    # the CLI shows it too, and the list marks the dataset
+    listed = runner.invoke(app, ["prepare", "--list", "--data-root", str(tmp_path / "data")])
+    assert listed.exit_code == 0 and "yes (stale)" in listed.stdout and "changed since it was prepared" in listed.stderr

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dmlbench.config import ModelConfig, TrainConfig, dump_toml
+from dmlbench.paths import Places
 from dmlbench.rundir import Manifest, RunDir
 
 
@@ -17,7 +18,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
 
     root = tmp_path_factory.mktemp("data")
-    prepare("digits", data_root=root)  # bundled with scikit-learn: no download
+    prepare("digits", Places.of(root))  # bundled with scikit-learn: no download
     return root
 
 

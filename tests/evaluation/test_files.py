@@ -13,6 +13,7 @@ from dmlbench.datasets import open_or_prepare
 from dmlbench.errors import MissingInputError, UsageError
 from dmlbench.evaluation import EvalOptions, evaluate, evaluate_embeddings, evaluate_files, load_trained_embedder
 from dmlbench.evaluation.files import load_embeddings
+from dmlbench.paths import Places
 
 RNG = np.random.default_rng(1)
 X = (np.repeat(RNG.normal(size=(5, 6)), 4, axis=0) + 0.5 * RNG.normal(size=(20, 6))).astype(np.float32)
@@ -116,4 +117,4 @@ def test_run_functions_take_str_paths(tmp_path: Path, data_root: Path, make_run:
     assert result.path == run_dir / "eval" / "test" / "metrics.json"
     again = evaluate(_PathLike(run_dir), data_root=_PathLike(data_root), device="cpu", metrics=["recall"], recall_k=[1])
     assert again.metrics == result.metrics
-    assert open_or_prepare("digits", data_root=str(data_root)).root == data_root / "digits"
+    assert open_or_prepare("digits", Places.of(str(data_root))).root == data_root / "digits"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from dmlbench.paths import Places
+
 
 @pytest.fixture(scope="session")
 def glyphs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -13,7 +15,7 @@ def glyphs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
 
     root = tmp_path_factory.mktemp("data")
-    prepare("glyphs", data_root=root)
+    prepare("glyphs", Places.of(root))
     return root
 
 

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from dmlbench.inference.embed import embed_images, embed_split, load_run_model, read_embeddings
+from dmlbench.paths import Places
 
 from .helpers import invoke
 
@@ -36,7 +37,7 @@ def test_split_embeddings_are_the_ones_evaluate_saves(glyphs_run: Path, glyphs_r
     run = tmp_path / "run"
     shutil.copytree(glyphs_run, run)
     evaluate(run, data_root=glyphs_root, device="cpu", metrics=["recall"], recall_k=[1], save_embeddings=True)
-    result = embed_split(load_run_model(run, "cpu"), "glyphs", "test", data_root=glyphs_root)
+    result = embed_split(load_run_model(run, "cpu"), "glyphs", "test", places=Places.of(glyphs_root))
     assert np.array_equal(result.embeddings, np.load(run / "eval" / "test" / "embeddings.npy"))
     assert result.labels is not None
     assert np.array_equal(result.labels, np.load(run / "eval" / "test" / "labels.npy"))
@@ -64,8 +65,8 @@ def test_embed_then_evaluate_gives_exactly_the_metrics_of_evaluate(
 def test_image_files_get_the_evaluation_preprocessing(glyphs_run: Path, glyphs_root: Path, tmp_path: Path) -> None:
     positions, labels = _glyph_pngs(glyphs_root, tmp_path / "images")
     model = load_run_model(glyphs_run, "cpu")
-    images = embed_images(model, tmp_path / "images", data_root=glyphs_root)
-    split = embed_split(model, "glyphs", "test", data_root=glyphs_root)
+    images = embed_images(model, tmp_path / "images", places=Places.of(glyphs_root))
+    split = embed_split(model, "glyphs", "test", places=Places.of(glyphs_root))
     # PNG round trip of the prepared pixels: the same model input, so the same vectors
     np.testing.assert_allclose(images.embeddings, split.embeddings[: len(positions)], atol=1e-6)
     assert images.class_names == sorted({f"glyph-{label:03d}" for label in labels})
@@ -93,7 +94,7 @@ def test_a_flat_folder_has_no_labels(glyphs_run: Path, glyphs_root: Path, tmp_pa
     flat.mkdir()
     for i, f in enumerate(sorted((tmp_path / "images").rglob("*.png"))):
         shutil.copy(f, flat / f"{i}.png")
-    result = embed_images(load_run_model(glyphs_run, "cpu"), flat, data_root=glyphs_root)
+    result = embed_images(load_run_model(glyphs_run, "cpu"), flat, places=Places.of(glyphs_root))
     assert result.labels is None and result.embeddings.shape == (2, 64)
 
 

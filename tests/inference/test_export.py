@@ -10,6 +10,7 @@ import pytest
 
 from dmlbench.inference.embed import load_run_model, run_dataset
 from dmlbench.inference.export import PARITY_TOLERANCE, check_parity, export_run, parity_inputs
+from dmlbench.paths import Places
 
 from .helpers import invoke, make_run
 
@@ -19,7 +20,7 @@ def test_trained_small_cnn_passes_parity_in_a_process_without_dmlbench(
     glyphs_run: Path, glyphs_root: Path, tmp_path: Path, fmt: str
 ) -> None:
     target = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
-    result = export_run(load_run_model(glyphs_run, "cpu"), fmt, target, data_root=glyphs_root)
+    result = export_run(load_run_model(glyphs_run, "cpu"), fmt, target, places=Places.of(glyphs_root))
     parity = result.parity
     assert parity is not None and parity.passed, parity
     assert parity.dmlbench_imported is False  # the child never imported dmlbench
@@ -37,7 +38,7 @@ def test_trained_small_cnn_passes_parity_in_a_process_without_dmlbench(
 def test_torchvision_backbone_passes_parity(glyphs_root: Path, tmp_path: Path, backbone: str) -> None:
     run = make_run(tmp_path, glyphs_root, backbone, image_size=64, channels=3)
     for fmt, name in (("onnx", "m.onnx"), ("torchscript", "m.pt")):
-        parity = export_run(load_run_model(run, "cpu"), fmt, tmp_path / name, data_root=glyphs_root).parity
+        parity = export_run(load_run_model(run, "cpu"), fmt, tmp_path / name, places=Places.of(glyphs_root)).parity
         assert parity is not None and parity.passed and not parity.dmlbench_imported, parity
 
 
@@ -45,14 +46,14 @@ def test_torchvision_backbone_passes_parity(glyphs_root: Path, tmp_path: Path, b
 def test_timm_model_with_batch_standardize_head_passes_parity(glyphs_root: Path, tmp_path: Path, fmt: str) -> None:
     run = make_run(tmp_path, glyphs_root, "timm:resnet10t", image_size=32, channels=1)
     target = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")
-    parity = export_run(load_run_model(run, "cpu"), fmt, target, data_root=glyphs_root).parity
+    parity = export_run(load_run_model(run, "cpu"), fmt, target, places=Places.of(glyphs_root)).parity
     assert parity is not None and parity.passed and not parity.dmlbench_imported, parity
 
 
 def test_parity_fails_when_the_file_differs(glyphs_run: Path, glyphs_root: Path, tmp_path: Path) -> None:
     model = load_run_model(glyphs_run, "cpu")
-    export_run(model, "torchscript", tmp_path / "m.pt", data_root=glyphs_root, check=False)
-    inputs, expected = parity_inputs(model, run_dataset(model, glyphs_root))
+    export_run(model, "torchscript", tmp_path / "m.pt", places=Places.of(glyphs_root), check=False)
+    inputs, expected = parity_inputs(model, run_dataset(model, Places.of(glyphs_root)))
     shifted = expected + np.float32(1e-3)
     parity = check_parity("torchscript", tmp_path / "m.pt", inputs, shifted)
     assert not parity.passed and parity.max_abs_diff == pytest.approx(1e-3, rel=1e-2)

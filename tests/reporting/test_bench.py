@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dmlbench.events import Event
+from dmlbench.paths import Places
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -148,7 +149,7 @@ def test_bench_fashion_mnist_small_cnn(tmp_path: Path) -> None:
     from dmlbench.datasets import prepare
 
     data = tmp_path / "data"
-    prepare("fashion-mnist", data_root=data, source=FASHION)
+    prepare("fashion-mnist", Places.of(data), source=FASHION)
     result = run_bench(
         datasets=["fashion-mnist"],
         losses=["clustering", "triplet"],

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from report_runs import seeds
 
+from dmlbench.paths import Places
 from dmlbench.reporting import report
 from dmlbench.reporting.grid import (
     CORRECT_COLOUR,
@@ -31,7 +32,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
 
     root = tmp_path_factory.mktemp("data")
-    prepare("digits", data_root=root)
+    prepare("digits", Places.of(root))
     return root
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dmlbench.paths import Places
 from dmlbench.reporting import report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -100,7 +101,7 @@ def test_html_report_shows_retrieval_grids(tmp_path: Path) -> None:
     from dmlbench.reporting.grid import CORRECT_COLOUR, WRONG_COLOUR
 
     data = tmp_path / "data"
-    prepare("digits", data_root=data)
+    prepare("digits", Places.of(data))
     retrieval_run(tmp_path / "runs", data, "clustering")
     page = tmp_path / "report.html"
     page.write_text(report([tmp_path / "runs"], fmt="html", data_root=data), encoding="utf-8")

@@ -12,6 +12,8 @@ import slurm_jobs
 from cluster import Cluster
 from typer.testing import CliRunner
 
+from dmlbench.paths import Places
+
 pytestmark = pytest.mark.slurm
 
 
@@ -139,7 +141,7 @@ def test_preempted_task_requeues_and_resumes_from_its_checkpoint(
     from dmlbench.launch.slurm import SlurmOptions, submit_array, wait_with_progress
 
     runs, data = tmp_path / "runs", tmp_path / "data"
-    prepare("digits", data_root=data)
+    prepare("digits", Places.of(data))
     plan = make_plan(
         datasets=["digits"],
         losses=["triplet"],

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from dmlbench.paths import Places
+
 
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -13,7 +15,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
 
     root = tmp_path_factory.mktemp("data")
-    prepare("digits", data_root=root)
+    prepare("digits", Places.of(root))
     return root
 
 

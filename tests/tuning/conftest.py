@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from dmlbench.paths import Places
+
 
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -14,7 +16,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dmlbench.datasets import prepare
 
     root = tmp_path_factory.mktemp("data")
-    prepare("digits", data_root=root)
+    prepare("digits", Places.of(root))
     return root
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from dmlbench.errors import MissingInputError, UsageError, file_kind, first_line, from_os_error, require_file
+from dmlbench.errors import (
+    EnvironmentFailure,
+    MissingInputError,
+    UsageError,
+    file_kind,
+    first_line,
+    from_os_error,
+    require_file,
+)
 
 
 @pytest.mark.parametrize(
@@ -52,3 +60,20 @@ def test_os_errors_on_special_files_name_the_kind(tmp_path: Path) -> None:
     assert "is a folder, not a file" in folder.message
     missing = from_os_error(FileNotFoundError(errno.ENOENT, "No such file", str(tmp_path / "x")))
     assert isinstance(missing, MissingInputError)
+
+
+def test_a_failed_write_inside_our_own_folder_is_always_the_environments(tmp_path: Path) -> None:
+    # The same errnos that mean "your path is wrong" elsewhere (3, 2) are the machine's failure (4) when the
+    # folder is the one this program made: nothing the user typed is wrong.
+    for code in (errno.ENOENT, errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.ENOSPC):
+        plain = from_os_error(OSError(code, os.strerror(code), str(tmp_path / "x")))
+        inside = from_os_error(
+            OSError(code, os.strerror(code), str(tmp_path / "x")), doing="extracting", inside=tmp_path
+        )
+        assert isinstance(inside, EnvironmentFailure) and inside.exit_code == 4, code
+        assert str(tmp_path) in inside.message
+        if code in (errno.ENOENT, errno.ENOTDIR, errno.EEXIST):
+            assert plain.exit_code in (2, 3)
+    full = from_os_error(OSError(errno.ENOSPC, "No space left on device"), doing="extracting", inside=tmp_path)
+    assert full.message.startswith("disk full while extracting in ")
+    assert from_os_error(OSError(errno.EIO, "I/O error"), inside=tmp_path, hint="rerun").hint == "rerun"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dmlbench.paths import Places
+
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
@@ -16,9 +18,9 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 def test_datasets_api_takes_str(roots: tuple[str, str], tmp_path: Path) -> None:
     from dmlbench.datasets import (
+        catalog_specs,
         get_spec,
         list_status,
-        load_catalog,
         load_index,
         open_or_prepare,
         open_prepared,
@@ -26,19 +28,19 @@ def test_datasets_api_takes_str(roots: tuple[str, str], tmp_path: Path) -> None:
     )
 
     data, _ = roots
-    assert prepare("digits", data_root=data).root == Path(data) / "digits"
+    assert prepare("digits", Places.of(data)).root == Path(data) / "digits"
     assert open_prepared("digits", data_root=data).name == "digits"
     assert len(load_index("digits", data_root=data)) == 1797
-    assert open_or_prepare("digits", data_root=data).root == Path(data) / "digits"
-    assert any(s.name == "digits" and s.prepared for s in list_status(data))
+    assert open_or_prepare("digits", Places.of(data)).root == Path(data) / "digits"
+    assert any(s.name == "digits" and s.prepared for s in list_status(Places.of(data)))
     catalog = tmp_path / "mine.toml"
     catalog.write_text(
         '[mine]\ntitle = "x"\nsource = "digits"\nprotocol = "class-split"\nbackbone = "small_cnn"\nimage_size = 8\n'
         "channels = 1\nrecall_k = [1]\ntrain_classes = [0, 4]\ntest_classes = [5, 9]\ndefault_batch_classes = 5\n"
         "default_batch_per_class = 8\n"
     )
-    assert "mine" in load_catalog([str(catalog)])
-    assert get_spec("mine", catalog=[str(catalog)]).name == "mine"
+    assert "mine" in catalog_specs([str(catalog)])
+    assert get_spec("mine", Places.of(data, catalogs=[str(catalog)])).name == "mine"
 
 
 def test_training_evaluation_reporting_take_str(roots: tuple[str, str]) -> None:

@@ -3,6 +3,7 @@ and copied (dmlbench.datasets.images), duplicates, and the defaults fitted to th
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,25 @@ class ImageJob:
 
 # What `prepare PATH` records in a user dataset's spec (dmlbench/datasets/user.py writes them).
 _USER_PARAMS = ("path", "split", "test_classes", "split_seed", "test_class_names", "allow_duplicates")
+ORIGIN_STATE = "origin_state"  # source_info key: the user's folder or CSV as it was when prepared
+
+
+def origin_state(path: Path) -> dict[str, int]:
+    """A cheap fingerprint of the user's folder (every file below it) or CSV: how many files and the newest
+    modification time (ns). Prepared copies do not follow edits of the originals; this says when there were
+    some. An image replaced behind a CSV under the same name is not seen (the CSV alone is looked at)."""
+    files, newest = 0, 0
+    if path.is_dir():
+        for folder, _, names in os.walk(path):
+            for name in names:
+                try:
+                    modified = (Path(folder) / name).stat().st_mtime_ns
+                except OSError:
+                    continue  # removed while walking, or a dangling link: not counted, either time
+                files, newest = files + 1, max(newest, modified)
+    elif path.is_file():
+        files, newest = 1, path.stat().st_mtime_ns
+    return {"files": files, "newest_mtime_ns": newest}
 
 
 class UserFilesSource(Source):
@@ -60,6 +80,8 @@ class UserFilesSource(Source):
                 f"{spec.name} is made from {path}, which does not exist",
                 hint=f"pass the folder or CSV again: `dmlbench prepare PATH --name {spec.name} --force`",
             )
+        # Taken before any file is read: an edit made while prepare runs shows up as a change next time.
+        self.info[ORIGIN_STATE] = origin_state(path)
         return SourceInputs(folder=path if path.is_dir() else None, origin=str(path))
 
     @classmethod
@@ -84,6 +106,25 @@ class UserFilesSource(Source):
 
     def build_info(self) -> dict[str, Any]:
         return self.info
+
+    def stale_reason(self, spec: DatasetSpec, info: dict[str, Any]) -> str | None:
+        """The user's folder or CSV changed (files added, removed or modified) since it was prepared."""
+        recorded = (info.get("source_info") or {}).get(ORIGIN_STATE)
+        if not isinstance(recorded, dict):
+            return None  # prepared before this was recorded
+        path = Path(str(spec.params.get("path", "")))
+        if not path.exists():
+            return f"{spec.name} was prepared from {path}, which no longer exists (the prepared copy is used)"
+        current = origin_state(path)
+        if current == recorded:
+            return None
+        change = f"{recorded.get('files')} -> {current['files']} files"
+        if current["files"] == recorded.get("files"):
+            change = "files modified"
+        return (
+            f"{spec.name}: {path} changed since it was prepared ({change}); the prepared copy does not follow: "
+            f"run `dmlbench prepare {path} --name {spec.name} --force` to prepare it again"
+        )
 
     def store(self, spec: DatasetSpec, jobs: list[ImageJob], staging: Path, on_event: EventHandler | None) -> list[str]:
         """Check and copy every image (one error listing the bad ones); return the stored relative paths."""
