@@ -135,12 +135,8 @@ def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = 
 
 def baseline_task(task: BaselineTask, on_event: EventHandler | None = None, prefix: str = "") -> BenchRun:
     """Compute (or reuse, when complete with the same config) one baseline's run-like folder."""
-    import importlib
-
+    from dmlbench.evaluation.baselines import run_baseline
     from dmlbench.rundir import RunDir
-
-    # Looked up by name: the baselines module lands with the evaluation work (plan.baselines_available()).
-    run_baseline = importlib.import_module("dmlbench.evaluation.baselines").run_baseline
 
     started = time.perf_counter()
     emit(on_event, Event("log", "bench", message=f"{prefix}baseline {task.label}"))

@@ -122,13 +122,6 @@ def names(kind: str, given: Sequence[str], known: Sequence[str]) -> list[str]:
     return chosen
 
 
-def baselines_available() -> bool:
-    """Whether this dmlbench has the baseline evaluation (`dmlbench.evaluation.baselines`)."""
-    import importlib.util
-
-    return importlib.util.find_spec("dmlbench.evaluation.baselines") is not None
-
-
 def make_plan(
     *,
     datasets: Sequence[str] | None,
@@ -191,7 +184,7 @@ def make_plan(
                     RunTask(dataset, loss, seed, cfg, resolved, run_dir, data_root, device, metrics, catalogs)
                 )
                 backbones[(dataset, resolved.model.backbone)] = None
-    if baselines and baselines_available():
+    if baselines:
         for dataset, backbone in backbones:
             for baseline in BASELINES:
                 plan.baselines.append(BaselineTask(dataset, baseline, backbone, runs_root, data_root, device, catalogs))
