@@ -44,6 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dmlbench.datasets import prepare
+    from dmlbench.paths import Places
     from dmlbench.tuning import TuneOptions, tune
 
     root = args.root or Path(tempfile.mkdtemp(prefix="bench-tune-"))
@@ -62,8 +63,7 @@ def main() -> None:
             folds=args.folds,
             epochs=args.epochs,
             final_seeds=args.final_seeds,
-            runs_root=runs,
-            data_root=data,
+            places=Places.of(data, runs),
             device=args.device,
         )
         result = tune(options)

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dmlbench.errors import ConfigError
+from dmlbench.paths import Places
 from dmlbench.rundir import RunDir, find_runs
 
 REPO = Path(__file__).parents[2]
@@ -193,8 +194,8 @@ def test_tune_many_gives_every_loss_the_same_budget(small: Any, digits_root: Pat
     from dmlbench.tuning import tune_many
 
     results = tune_many(
-        ["triplet", "lifted"], "digits", 1, folds=1, epochs=1, runs_root=tmp_path / "many",
-        data_root=digits_root, device="cpu",
+        ["triplet", "lifted"], "digits", 1, folds=1, epochs=1,
+        places=Places.of(digits_root, tmp_path / "many"), device="cpu",
     )  # fmt: skip
     assert {loss: r.n_complete + r.n_pruned for loss, r in results.items()} == {"triplet": 1, "lifted": 1}
     assert {r.study for r in results.values()} == {"digits-triplet", "digits-lifted"}
