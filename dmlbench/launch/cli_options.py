@@ -171,7 +171,9 @@ def launch_options(*, array_parallelism: bool = True) -> Callable[[Callable[...,
         # Evaluated: typer takes a given __signature__ as is, and the commands' annotations are strings.
         signature = inspect.signature(command, eval_str=True)
         parameters = list(signature.parameters.values())
-        at = [parameter.name for parameter in parameters].index("launch")
+        if "launch" not in signature.parameters:
+            raise TypeError(f"{command.__qualname__} has no `launch: LaunchChoice` parameter for the flags")
+        at = list(signature.parameters).index("launch")
         kind = parameters[at].kind
         flags = [inspect.Parameter(name, kind, default=default, annotation=hint) for name, hint, default in declared]
 

@@ -103,3 +103,11 @@ def test_bench_and_tune_show_the_group_in_its_panels(command: str, parallelism: 
         assert f"│ {flag} " in slurm
     assert ("--slurm-array-parallelism" in slurm) == parallelism
     assert "--launch " not in text
+
+
+def test_a_command_without_a_launch_parameter_is_a_programming_error() -> None:
+    def command(name: str = "x") -> None:
+        del name
+
+    with pytest.raises(TypeError, match="no `launch: LaunchChoice` parameter"):
+        opt.launch_options()(command)
