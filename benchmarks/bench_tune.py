@@ -44,7 +44,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from dmlbench.datasets import prepare
-    from dmlbench.paths import Places
     from dmlbench.tuning import TuneOptions, tune
 
     root = args.root or Path(tempfile.mkdtemp(prefix="bench-tune-"))
@@ -63,7 +62,8 @@ def main() -> None:
             folds=args.folds,
             epochs=args.epochs,
             final_seeds=args.final_seeds,
-            places=Places.of(data, runs),
+            runs_root=runs,
+            data_root=data,
             device=args.device,
         )
         result = tune(options)

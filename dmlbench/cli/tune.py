@@ -13,7 +13,8 @@ from dmlbench.cli._output import (
     friendly_errors,
     out,
     printable,
-    resolve_places,
+    resolve_data_root,
+    resolve_runs_root,
 )
 from dmlbench.launch import cli_options as opt
 from dmlbench.losses.registry import loss_help
@@ -112,10 +113,12 @@ def command(
         storage=storage,
         final_seeds=final_seeds,
         timeout=timeout,
-        places=resolve_places(data_root, runs_root, catalog),
+        runs_root=resolve_runs_root(runs_root),
+        data_root=resolve_data_root(data_root),
         device=device,
         space_file=space,
         seed=seed,
+        catalog=tuple(catalog or ()),
         workers=launch.workers,
         gpus=launch.gpus,
         quiet=quiet,
@@ -128,9 +131,7 @@ def command(
             outcome = tune_on_slurm(options, launch.slurm, wait=launch.slurm.wait, on_event=renderer)
             if isinstance(outcome, str):
                 out.print(
-                    printable(
-                        f"submitted SLURM array {outcome}; `dmlbench status {options.places.runs_root}` follows it"
-                    ),
+                    printable(f"submitted SLURM array {outcome}; `dmlbench status {options.runs_root}` follows it"),
                     markup=False,
                     highlight=False,
                 )

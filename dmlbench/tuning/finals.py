@@ -64,7 +64,7 @@ def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | Non
         cfg,
         run.root,
         data_root=plan.data_root,
-        runs_root=plan.options.places.runs_root,
+        runs_root=plan.options.runs_root,
         resume=resume,
         force=force,
         device=plan.options.device,

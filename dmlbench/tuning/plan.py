@@ -107,12 +107,14 @@ def make_plan(options: TuneOptions) -> Plan:
     from dmlbench.evaluation.metrics import higher_is_better, metric_info
     from dmlbench.losses import LOSSES
     from dmlbench.models import backbone_info
+    from dmlbench.paths import default_data_root
     from dmlbench.resolve import resolve_config
 
     LOSSES.get(options.loss)  # unknown loss: did-you-mean now
     metric_info(options.metric)
     study = check_name(options.study or default_study_name(options.dataset, options.loss), "study name")
-    catalogs, data_root = options.places.catalogs, options.places.data_root
+    catalogs = tuple(Path(c) for c in options.catalog)
+    data_root = Path(options.data_root) if options.data_root is not None else default_data_root()
     spec = get_spec(options.dataset, catalog=catalogs, data_root=data_root)
     flags = {"loss.name": options.loss, "dataset": options.dataset, "schedule.epochs": options.epochs}
     cfg = load_config(options.config_file, list(options.overrides), flags)
@@ -157,7 +159,7 @@ def make_plan(options: TuneOptions) -> Plan:
         source=str(options.space_file) if options.space_file else "the packaged search space",
         declared=getattr(loss_cls, "search_space", None),
     )
-    runs_root = options.places.runs_root
+    runs_root = Path(options.runs_root)
     plan = Plan(
         options=options,
         study=study,

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import ConfigError
@@ -37,7 +38,7 @@ def open_study(plan: Plan, *, create: bool) -> Any:
     import optuna
 
     if create and plan.options.storage is None:
-        plan.options.places.runs_root.mkdir(parents=True, exist_ok=True)  # the default journal lives there
+        Path(plan.options.runs_root).mkdir(parents=True, exist_ok=True)  # the default journal lives there
     storage = open_storage(plan.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
@@ -170,7 +171,7 @@ def run_trial(plan: Plan, trial: Any, params: dict[str, Any], on_event: EventHan
                 cfg,
                 run_dir,
                 data_root=plan.data_root,
-                runs_root=plan.options.places.runs_root,
+                runs_root=plan.options.runs_root,
                 force=True,  # a folder left by an earlier, dead use of this number is ours to clear
                 device=plan.options.device,
                 on_event=on_event,

@@ -21,7 +21,6 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def small(digits_root: Path, tmp_path: Path) -> Any:
     """TuneOptions for a tiny digits study (1 epoch, 1 fold, CPU) under tmp_path/runs."""
-    from dmlbench.paths import Places
     from dmlbench.tuning import TuneOptions
 
     def build(**changes: Any) -> TuneOptions:
@@ -31,7 +30,8 @@ def small(digits_root: Path, tmp_path: Path) -> Any:
             "trials": 2,
             "folds": 1,
             "epochs": 1,
-            "places": Places.of(digits_root, tmp_path / "runs"),
+            "runs_root": tmp_path / "runs",
+            "data_root": digits_root,
             "device": "cpu",
         }
         values.update(changes)
