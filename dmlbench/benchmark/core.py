@@ -7,20 +7,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from dmlbench.benchmark.execute import STOPPING, Action, BenchRun, execute, execute_quietly, is_finished
-from dmlbench.benchmark.plan import DEFAULT_LOSSES, DEFAULT_SEEDS, BenchPlan, Task, make_plan, seed_list
+from dmlbench.benchmark.options import BenchOptions
+from dmlbench.benchmark.plan import BenchPlan, Task, make_plan
 from dmlbench.errors import DmlbenchError, MissingInputError, UsageError
 from dmlbench.events import Event, EventHandler, emit
+from dmlbench.launch.slurm import SlurmOptions, check_cluster
 from dmlbench.runsroot import SLURM_DIR
 
 if TYPE_CHECKING:
-    from dmlbench.launch.slurm import SlurmOptions
+    from dmlbench.paths import Places
 
 log = logging.getLogger(__name__)
 
-Launcher = Literal["local", "slurm"]
 PROGRESS_TASK = "bench"
 SUBMISSION_RECORD = "bench-submission.json"
 
@@ -42,7 +43,7 @@ class BenchResult:
 
 def _failed_run(task: Task, error: str) -> BenchRun:
     if task.kind == "baseline":
-        return BenchRun(task.dataset, task.baseline, 0, task.runs_root / "baselines", "failed", 0.0, error)
+        return BenchRun(task.dataset, task.baseline, 0, task.places.runs_root / "baselines", "failed", 0.0, error)
     return BenchRun(task.dataset, task.loss, task.seed, task.run_dir, "failed", 0.0, error)
 
 
@@ -53,16 +54,14 @@ def _describe(run: BenchRun) -> str:
     return f"{run.run_dir.name}: {what} ({run.seconds:.0f} s)"
 
 
-def _prepare(plan: BenchPlan, data_root: Path, on_event: EventHandler | None) -> None:
+def _prepare(plan: BenchPlan, places: Places, on_event: EventHandler | None) -> None:
     """Prepare every dataset with work left, here and once, before any worker (or SLURM task) needs it."""
     from dmlbench.datasets import prepare
-    from dmlbench.paths import Places
 
     todo = {run.dataset for run in plan.runs if not is_finished(run.run_dir)} | {b.dataset for b in plan.baselines}
     for dataset in plan.datasets:
         if dataset in todo:
-            catalog = next(run.catalog for run in plan.runs if run.dataset == dataset)
-            prepare(dataset, Places.of(data_root, catalogs=catalog), on_event=on_event)
+            prepare(dataset, places, on_event=on_event)
 
 
 def _run_here(tasks: Sequence[Task], on_event: EventHandler | None) -> list[BenchRun]:
@@ -205,71 +204,57 @@ def _run_on_slurm(
     return _collect(waiting, results), submitted, 0
 
 
-def _run_tuned(
-    plan: BenchPlan,
-    *,
-    trials: int,
-    folds: int,
-    final_seeds: int,
-    timeout: float | None,
-    epochs: int | None,
-    overrides: Sequence[str],
-    config_file: Path | None,
-    workers: int,
-    gpus: Sequence[int] | None,
-    fmt: str,
-    on_event: EventHandler | None,
-) -> BenchResult:
+def _run_tuned(plan: BenchPlan, options: BenchOptions, on_event: EventHandler | None) -> BenchResult:
     """Tune every loss of each dataset with the same budget, run the final seeds, report them with baselines."""
     from dmlbench.reporting import report
     from dmlbench.rundir import RunDir
     from dmlbench.tuning import TuneOptions, tune
     from dmlbench.tuning.plan import make_plan as make_tune_plan
 
-    if final_seeds < 1:
-        raise UsageError("--final-seeds must be at least 1 with --tune-trials", hint="e.g. --final-seeds 3")
-    first = plan.runs[0]
+    assert options.tune_trials is not None
+    trials = options.tune_trials
+    places = options.places
     losses = list(dict.fromkeys(run.loss for run in plan.runs))
     studies = [
         TuneOptions.build(
             loss=loss,
             dataset=dataset,
             trials=trials,
-            folds=folds,
-            epochs=epochs,
-            overrides=tuple(overrides),
-            config_file=config_file,
-            final_seeds=final_seeds,
-            timeout=timeout,
-            runs_root=first.run_dir.parent,
-            data_root=first.data_root,
-            device=first.device,
-            catalog=first.catalog,
-            workers=workers,
-            gpus=",".join(str(g) for g in gpus) if gpus else None,
+            folds=options.folds,
+            epochs=options.epochs,
+            overrides=options.overrides,
+            config_file=options.config_file,
+            final_seeds=options.final_seed_count,
+            timeout=options.timeout,
+            runs_root=places.runs_root,
+            data_root=places.data_root,
+            device=options.device,
+            catalog=places.catalogs,
+            workers=options.workers,
+            gpus=",".join(str(g) for g in options.gpus) if options.gpus else None,
             quiet=True,
         )
         for dataset in plan.datasets
         for loss in losses
     ]
-    for options in studies:
-        make_tune_plan(options)  # every study's inputs checked before the first trial of any
+    for study in studies:
+        make_tune_plan(study)  # every study's inputs checked before the first trial of any
     result = BenchResult()
     total = len(studies) + len(plan.baselines)
     emit(on_event, Event("log", "bench", message=f"bench: {len(studies)} studies of {trials} trials each"))
-    _prepare(plan, first.data_root, on_event)
+    _prepare(plan, places, on_event)
     emit(on_event, Event("start", PROGRESS_TASK, total=total, unit="study"))
     try:
-        for number, options in enumerate(studies, start=1):
-            label = f"[{number}/{len(studies)}] {options.dataset}-{options.loss}"
+        for number, study in enumerate(studies, start=1):
+            label = f"[{number}/{len(studies)}] {study.dataset}-{study.loss}"
             emit(on_event, Event("log", "bench", message=f"{label}: tuning ({trials} trials)"))
             started = time.perf_counter()
-            tuned = tune(options, on_event=on_event)
+            tuned = tune(study, on_event=on_event)
             seconds = time.perf_counter() - started
             for final in [*tuned.finals, *([tuned.ensemble] if tuned.ensemble is not None else [])]:
                 action: Action = "skipped" if final.reused else "trained"
                 result.runs.append(
-                    BenchRun(options.dataset, options.loss, final.seed or 0, Path(final.run_dir), action, seconds)
+                    BenchRun(study.dataset, study.loss, final.seed or 0, Path(final.run_dir), action, seconds)
                 )
             emit(on_event, Event("advance", PROGRESS_TASK, amount=1))
         result.runs += _run_here(plan.baselines, on_event)
@@ -278,104 +263,41 @@ def _run_tuned(
     written = [run.run_dir for run in result.runs if RunDir(run.run_dir).exists()]
     if not written:
         raise MissingInputError("no tuned run finished", hint="see the errors above; `dmlbench status` lists them")
-    result.report = report(list(dict.fromkeys(written)), fmt=fmt, on_event=on_event)
+    result.report = report(list(dict.fromkeys(written)), fmt=options.fmt, on_event=on_event)
     return result
 
 
-def run_bench(
-    *,
-    datasets: Sequence[str] | None = None,
-    losses: Sequence[str] = DEFAULT_LOSSES,
-    seeds: int | Sequence[int] = DEFAULT_SEEDS,
-    runs_root: Path,
-    data_root: Path,
-    config_file: Path | None = None,
-    overrides: Sequence[str] = (),
-    epochs: int | None = None,
-    device: str = "auto",
-    eval_metrics: Sequence[str] | None = None,
-    fmt: str = "markdown",
-    on_event: EventHandler | None = None,
-    catalog: Sequence[Path] = (),
-    baselines: bool = True,
-    workers: int = 1,
-    gpus: Sequence[int] | None = None,
-    parent_visible: str | None = None,
-    launcher: Launcher = "local",
-    slurm: SlurmOptions | None = None,
-    tune_trials: int | None = None,
-    folds: int = 4,
-    final_seeds: int | None = None,
-    timeout: float | None = None,
-) -> BenchResult:
-    """Train and evaluate every dataset x loss x seed under `runs_root`, then render the report of those runs.
+def run_bench(options: BenchOptions, *, on_event: EventHandler | None = None) -> BenchResult:
+    """Train and evaluate every dataset x loss x seed of `options`, then render the report of those runs.
 
-    `datasets=None` is `dmlbench train`'s default dataset. `config_file` and `overrides` (`--set k=v`) apply
-    to every combination; dataset, loss and seed are set per combination (and `epochs` overrides
-    schedule.epochs). `eval_metrics` restricts the test-split metrics. The whole plan is validated before
-    the first run. Both baselines (untrained network, raw pixels) are computed once per dataset and backbone.
-    `workers > 1` runs the tasks in that many local processes (pinned to `gpus` in turn); `launcher="slurm"`
-    submits the tasks not yet done as one job array. A task whose training fails is recorded and the grid
-    goes on; configuration and device errors stop it.
-
-    `tune_trials=N` is the equal-budget comparison instead: every loss gets a study of N trials on
-    validation classes (`folds`, `timeout` per loss), then `final_seeds` (default: `seeds`) retrainings of
-    its best parameters, and the report shows those final runs beside the baselines.
+    The whole plan is validated before the first run. A task whose training fails is recorded and the
+    grid goes on; configuration and device errors stop it. With `options.tune_trials` the report shows
+    each loss's final runs of its study beside the baselines (see `BenchOptions`).
     """
-    from dmlbench.launch.local import check_workers
     from dmlbench.reporting import report
     from dmlbench.rundir import RunDir
 
-    check_workers(workers)
-    plan = make_plan(
-        datasets=datasets,
-        losses=losses,
-        seeds=seeds,
-        runs_root=runs_root,
-        data_root=data_root,
-        config_file=config_file,
-        overrides=overrides,
-        epochs=epochs,
-        device=device,
-        eval_metrics=eval_metrics,
-        fmt=fmt,
-        catalog=catalog,
-        baselines=baselines,
-    )
-    if tune_trials is not None:
+    plan = make_plan(options)
+    launcher, workers = options.launcher, options.workers
+    if options.tune_trials is not None:
         if launcher == "slurm":
             raise UsageError(
                 "bench --tune-trials runs here (local workers); --launcher slurm is not supported with it yet",
                 hint="tune each loss with `dmlbench tune --launcher slurm ...`, then `dmlbench report RUNS_ROOT`",
             )
-        return _run_tuned(
-            plan,
-            trials=tune_trials,
-            folds=folds,
-            final_seeds=final_seeds if final_seeds is not None else len(seed_list(seeds)),
-            timeout=timeout,
-            epochs=epochs,
-            overrides=overrides,
-            config_file=config_file,
-            workers=workers,
-            gpus=gpus,
-            fmt=fmt,
-            on_event=on_event,
-        )
-    if launcher == "slurm":
-        from dmlbench.launch.slurm import SlurmOptions, check_cluster
-
-        slurm = slurm or SlurmOptions()
+        return _run_tuned(plan, options, on_event)
+    slurm = (options.slurm or SlurmOptions()) if launcher == "slurm" else None
+    if slurm is not None:
         check_cluster(slurm)  # before preparing anything: a bad partition costs nothing
     tasks = plan.tasks
     result = BenchResult()
     where = {"local": f"{workers} worker{'s' if workers > 1 else ''}", "slurm": "SLURM"}[launcher]
+    runs_root = options.places.runs_root
     emit(on_event, Event("log", "bench", message=f"bench: {len(tasks)} tasks under {runs_root} ({where})"))
-    _prepare(plan, data_root, on_event)
+    _prepare(plan, options.places, on_event)
     emit(on_event, Event("start", PROGRESS_TASK, total=len(tasks), unit="run"))
     try:
-        if launcher == "slurm":
-            assert slurm is not None
+        if slurm is not None:
             # Finished runs are skipped here and the baselines (seconds, reused when complete) run here too:
             # only the training that is missing goes to the queue.
             done = [task for task in plan.runs if is_finished(task.run_dir)]
@@ -392,7 +314,7 @@ def run_bench(
             result.runs = _run_here(tasks, on_event)
         else:
             result.runs = _run_in_workers(
-                tasks, workers=workers, gpus=gpus, parent_visible=parent_visible, on_event=on_event
+                tasks, workers=workers, gpus=options.gpus, parent_visible=options.parent_visible, on_event=on_event
             )
     finally:
         emit(on_event, Event("finish", PROGRESS_TASK))
@@ -411,5 +333,5 @@ def run_bench(
     if not written:
         failures = "; ".join(f"{run.run_dir.name}: {run.error}" for run in result.failed)
         raise MissingInputError("every bench run failed before writing its run folder", hint=failures)
-    result.report = report(written, fmt=fmt, on_event=on_event)
+    result.report = report(written, fmt=options.fmt, on_event=on_event)
     return result

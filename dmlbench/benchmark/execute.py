@@ -100,18 +100,18 @@ def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = 
             train(
                 task.cfg,
                 task.run_dir,
-                data_root=task.data_root,
+                data_root=task.places.data_root,
                 resume=resume,
                 force=manifest is not None and not resume,
                 device=task.device,
                 on_event=on_event,
                 evaluate_at_end=False,
-                catalog=task.catalog,
+                catalog=task.places.catalogs,
             )
         # Saved embeddings feed the report's t-SNE maps.
         evaluate(
             task.run_dir,
-            data_root=task.data_root,
+            data_root=task.places.data_root,
             device=task.device,
             metrics=task.eval_metrics,
             save_embeddings=True,
@@ -135,12 +135,8 @@ def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = 
 
 def baseline_task(task: BaselineTask, on_event: EventHandler | None = None, prefix: str = "") -> BenchRun:
     """Compute (or reuse, when complete with the same config) one baseline's run-like folder."""
-    import importlib
-
+    from dmlbench.evaluation.baselines import run_baseline
     from dmlbench.rundir import RunDir
-
-    # Looked up by name: the baselines module lands with the evaluation work (plan.baselines_available()).
-    run_baseline = importlib.import_module("dmlbench.evaluation.baselines").run_baseline
 
     started = time.perf_counter()
     emit(on_event, Event("log", "bench", message=f"{prefix}baseline {task.label}"))
@@ -148,18 +144,18 @@ def baseline_task(task: BaselineTask, on_event: EventHandler | None = None, pref
         result = run_baseline(
             task.baseline,
             task.dataset,
-            runs_root=task.runs_root,
-            data_root=task.data_root,
+            runs_root=task.places.runs_root,
+            data_root=task.places.data_root,
             backbone=task.backbone,
             device=task.device,
-            catalog=task.catalog,
+            catalog=task.places.catalogs,
             on_event=on_event,
         )
     except STOPPING:
         raise
     except DmlbenchError as error:
         emit(on_event, Event("log", "bench", message=f"baseline {task.label}: failed: {error.message}"))
-        folder = task.runs_root / "baselines"
+        folder = task.places.runs_root / "baselines"
         return BenchRun(task.dataset, task.baseline, 0, folder, "failed", time.perf_counter() - started, error.message)
     # The folder holding eval/test/metrics.json: the first ancestor that is a run.
     run_dir = next(parent for parent in Path(result.path).parents if RunDir(parent).exists())

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Literal
 from dmlbench.errors import UnknownNameError, UsageError
 
 if TYPE_CHECKING:
+    from dmlbench.benchmark.options import BenchOptions
     from dmlbench.config import TrainConfig
+    from dmlbench.paths import Places
 
-DEFAULT_LOSSES = ("clustering", "triplet", "lifted", "npairs")
-DEFAULT_SEEDS = 3
 BASELINES = ("untrained", "raw")
 
 
@@ -41,10 +41,9 @@ class RunTask:
     cfg: TrainConfig  # as given (train() resolves it again: the stored config.toml is the resolved one)
     resolved: TrainConfig
     run_dir: Path
-    data_root: Path
+    places: Places
     device: str = "auto"
     eval_metrics: tuple[str, ...] | None = None
-    catalog: tuple[Path, ...] = ()
     kind: Literal["run"] = "run"
 
     @property
@@ -59,10 +58,8 @@ class BaselineTask:
     dataset: str
     baseline: str
     backbone: str
-    runs_root: Path
-    data_root: Path
+    places: Places
     device: str = "auto"
-    catalog: tuple[Path, ...] = ()
     kind: Literal["baseline"] = "baseline"
 
     @property
@@ -89,25 +86,6 @@ class BenchPlan:
         return [*self.runs, *self.baselines]
 
 
-def seed_list(seeds: int | Sequence[int]) -> list[int]:
-    from dmlbench.config import MAX_SEED, MAX_SEED_COUNT
-
-    if isinstance(seeds, int):
-        if not 1 <= seeds <= MAX_SEED_COUNT:
-            raise UsageError(
-                f"--seeds must be between 1 and {MAX_SEED_COUNT}, not {seeds}",
-                hint="e.g. --seeds 3 runs seeds 0, 1, 2",
-            )
-        return list(range(seeds))
-    chosen = sorted(set(seeds))
-    if not chosen or min(chosen) < 0 or max(chosen) > MAX_SEED or len(chosen) > MAX_SEED_COUNT:
-        raise UsageError(
-            f"seeds must be at most {MAX_SEED_COUNT} integers in 0..{MAX_SEED}",
-            hint="e.g. --seeds 3 runs seeds 0, 1, 2",
-        )
-    return chosen
-
-
 def names(kind: str, given: Sequence[str], known: Sequence[str]) -> list[str]:
     from dmlbench.registry import did_you_mean
 
@@ -122,77 +100,55 @@ def names(kind: str, given: Sequence[str], known: Sequence[str]) -> list[str]:
     return chosen
 
 
-def baselines_available() -> bool:
-    """Whether this dmlbench has the baseline evaluation (`dmlbench.evaluation.baselines`)."""
-    import importlib.util
-
-    return importlib.util.find_spec("dmlbench.evaluation.baselines") is not None
-
-
-def make_plan(
-    *,
-    datasets: Sequence[str] | None,
-    losses: Sequence[str],
-    seeds: int | Sequence[int],
-    runs_root: Path,
-    data_root: Path,
-    config_file: Path | None = None,
-    overrides: Sequence[str] = (),
-    epochs: int | None = None,
-    device: str = "auto",
-    eval_metrics: Sequence[str] | None = None,
-    fmt: str = "markdown",
-    catalog: Sequence[Path] = (),
-    baselines: bool = True,
-) -> BenchPlan:
+def make_plan(options: BenchOptions) -> BenchPlan:
     """Check every input of the grid and resolve each run's config; nothing is written."""
     from dmlbench.config import load_config
     from dmlbench.datasets import get_spec, load_catalog
     from dmlbench.evaluation import EvalOptions
     from dmlbench.evaluation.core import check_options
     from dmlbench.losses import LOSSES
-    from dmlbench.paths import Places, child_path
+    from dmlbench.paths import child_path
     from dmlbench.reporting import RENDERERS
     from dmlbench.resolve import resolve_config
 
-    catalogs = tuple(Path(c) for c in catalog)
-    RENDERERS.get(fmt)  # a typo in --format fails before hours of training
-    known_datasets = sorted(load_catalog(Places.of(data_root, catalogs=catalogs)))
-    dataset_names = names("dataset", datasets or [default_dataset()], known_datasets)
-    given = [n.strip() for n in losses if n.strip()]
+    places = options.places
+    RENDERERS.get(options.fmt)  # a typo in --format fails before hours of training
+    known_datasets = sorted(load_catalog(places))
+    dataset_names = names("dataset", options.datasets or [default_dataset()], known_datasets)
+    given = [n.strip() for n in options.losses if n.strip()]
     for name in given:
         LOSSES.get(name)  # any name of the scheme table (pml:, a file, a module); did-you-mean on a typo
     loss_names = names("loss", given, given or LOSSES.names())
-    seeds_ = seed_list(seeds)
-    flags = {"schedule.epochs": epochs} if epochs is not None else {}
-    metrics = tuple(eval_metrics) if eval_metrics is not None else None
+    seeds = options.seed_values
+    flags = {"schedule.epochs": options.epochs} if options.epochs is not None else {}
+    metrics = options.eval_metrics
 
     plan = BenchPlan()
     backbones: dict[tuple[str, str], None] = {}
     for dataset in dataset_names:
-        spec = get_spec(dataset, Places.of(data_root, catalogs=catalogs))
+        spec = get_spec(dataset, places)
         if metrics is not None:
             # an unknown metric fails now, not after training everything
             check_options(EvalOptions(recall_k=tuple(spec.recall_k), metrics=metrics))
         for loss in loss_names:
-            for seed in seeds_:
+            for seed in seeds:
                 cfg = load_config(
-                    config_file, overrides, flags={"dataset": dataset, "loss.name": loss, "seed": seed, **flags}
+                    options.config_file,
+                    options.overrides,
+                    flags={"dataset": dataset, "loss.name": loss, "seed": seed, **flags},
                 )
                 resolved = resolve_config(cfg, spec)
                 assert resolved.run_id is not None and resolved.model.backbone is not None
-                run_dir = child_path(runs_root, resolved.run_id, "run_id")
+                run_dir = child_path(places.runs_root, resolved.run_id, "run_id")
                 if any(task.run_dir == run_dir for task in plan.runs):
                     raise UsageError(
                         f"two runs of the grid share the run folder {run_dir.name}",
                         hint="leave run_id out of --set / --config: bench names each run after its dataset, loss, seed",
                     )
-                plan.runs.append(
-                    RunTask(dataset, loss, seed, cfg, resolved, run_dir, data_root, device, metrics, catalogs)
-                )
+                plan.runs.append(RunTask(dataset, loss, seed, cfg, resolved, run_dir, places, options.device, metrics))
                 backbones[(dataset, resolved.model.backbone)] = None
-    if baselines and baselines_available():
+    if options.baselines:
         for dataset, backbone in backbones:
             for baseline in BASELINES:
-                plan.baselines.append(BaselineTask(dataset, baseline, backbone, runs_root, data_root, device, catalogs))
+                plan.baselines.append(BaselineTask(dataset, baseline, backbone, places, options.device))
     return plan

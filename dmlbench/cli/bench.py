@@ -13,8 +13,7 @@ from dmlbench.cli._output import (
     err,
     friendly_errors,
     printable,
-    resolve_data_root,
-    resolve_runs_root,
+    resolve_places,
     setup_logging,
 )
 from dmlbench.cli.report import split_list
@@ -23,6 +22,7 @@ from dmlbench.losses.registry import loss_help
 
 
 @friendly_errors
+@opt.launch_options()
 def command(
     datasets: Annotated[
         list[str] | None,
@@ -65,83 +65,50 @@ def command(
     timeout: Annotated[
         float | None, typer.Option(help="With --tune-trials: seconds of tuning per loss at most.", min=1)
     ] = None,
-    workers: opt.Workers = 1,
-    gpus: opt.Gpus = None,
-    launcher: opt.Launcher = "local",
-    wait: opt.Wait = True,
-    slurm_partition: opt.Partition = None,
-    slurm_time: opt.TimeMinutes = 60,
-    slurm_gpus_per_task: opt.GpusPerTask = None,
-    slurm_cpus_per_task: opt.CpusPerTask = None,
-    slurm_mem: opt.Mem = None,
-    slurm_account: opt.Account = None,
-    slurm_qos: opt.Qos = None,
-    slurm_setup: opt.Setup = None,
-    slurm_additional: opt.Additional = None,
-    slurm_array_parallelism: opt.ArrayParallelism = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    *,
+    launch: opt.LaunchChoice,
 ) -> None:
     """Run the benchmark grid (skipping finished runs, resuming interrupted ones) and print the report.
 
     --workers N runs N at a time on this machine (one GPU each, or a share of the cores); --launcher slurm
     submits the missing runs as one job array and (unless --no-wait) waits for them.
     """
-    from dmlbench.benchmark import DEFAULT_LOSSES, run_bench
+    from dmlbench.benchmark import DEFAULT_LOSSES, BenchOptions, run_bench
 
-    chosen = opt.check_launcher(launcher)
-    slurm = None
-    if chosen == "slurm":
-        opt.check_workers(workers)
-        slurm = opt.slurm_options(
-            partition=slurm_partition,
-            time_minutes=slurm_time,
-            gpus_per_task=slurm_gpus_per_task,
-            cpus_per_task=slurm_cpus_per_task,
-            mem=slurm_mem,
-            account=slurm_account,
-            qos=slurm_qos,
-            setup=slurm_setup,
-            additional=slurm_additional,
-            array_parallelism=slurm_array_parallelism,
-            wait=wait,
-        )
-        gpu_list = None
-    else:
-        gpu_list = opt.resolve_gpus(gpus, device, workers)
+    gpu_list = None if launch.slurm is not None else opt.resolve_gpus(launch.gpus, device, launch.workers)
     if not quiet:
         setup_logging()
     from dmlbench.cli._datasets import dataset_names
-    from dmlbench.cli._output import resolve_places
 
+    places = resolve_places(data_root, runs_root, catalog)
     dataset_list = split_list(datasets, "--datasets")
     if dataset_list is not None:
-        dataset_list = dataset_names(dataset_list, resolve_places(data_root), quiet=quiet)
+        dataset_list = dataset_names(dataset_list, places, quiet=quiet)
+    options = BenchOptions.build(
+        places=places,
+        datasets=dataset_list,
+        losses=split_list(losses, "--losses") or DEFAULT_LOSSES,
+        seeds=seeds,
+        config_file=config,
+        overrides=set_ or (),
+        epochs=epochs,
+        device=device,
+        eval_metrics=split_list(eval_metrics, "--eval-metrics"),
+        fmt=fmt,
+        baselines=baselines,
+        workers=launch.workers,
+        gpus=gpu_list,
+        parent_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        launcher=launch.launcher,
+        slurm=launch.slurm,
+        tune_trials=tune_trials,
+        folds=folds,
+        final_seeds=final_seeds,
+        timeout=timeout,
+    )
     with ProgressRenderer(quiet=quiet) as progress:
-        result = run_bench(
-            datasets=dataset_list,
-            losses=split_list(losses, "--losses") or DEFAULT_LOSSES,
-            seeds=seeds,
-            runs_root=resolve_runs_root(runs_root),
-            data_root=resolve_data_root(data_root),
-            config_file=config,
-            overrides=set_ or (),
-            epochs=epochs,
-            device=device,
-            eval_metrics=split_list(eval_metrics, "--eval-metrics"),
-            fmt=fmt,
-            on_event=progress,
-            catalog=catalog or (),
-            baselines=baselines,
-            workers=workers,
-            gpus=gpu_list,
-            parent_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
-            launcher=chosen,
-            slurm=slurm,
-            tune_trials=tune_trials,
-            folds=folds,
-            final_seeds=final_seeds,
-            timeout=timeout,
-        )
+        result = run_bench(options, on_event=progress)
     if result.queued:
         jobs = ", ".join(result.submitted) or "earlier arrays"
         err.print(

@@ -23,6 +23,7 @@ S, T, R = "Study", "Trials", "Run"
 
 
 @friendly_errors
+@opt.launch_options(array_parallelism=False)
 def command(
     loss: Annotated[str, typer.Option(help=f"The loss to tune: {loss_help()}", rich_help_panel=S)],
     dataset: Annotated[str, typer.Option(help="Prepared dataset (a name, or a folder / OML CSV).", rich_help_panel=S)],
@@ -84,51 +85,21 @@ def command(
     ] = None,
     catalog: Annotated[list[Path] | None, typer.Option(help="Extra dataset catalog TOML.", rich_help_panel=R)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=R)] = "auto",
-    workers: opt.Workers = 1,
-    gpus: opt.Gpus = None,
-    launcher: opt.Launcher = "local",
-    wait: opt.Wait = True,
-    slurm_partition: opt.Partition = None,
-    slurm_time: opt.TimeMinutes = 60,
-    slurm_gpus_per_task: opt.GpusPerTask = None,
-    slurm_cpus_per_task: opt.CpusPerTask = None,
-    slurm_mem: opt.Mem = None,
-    slurm_account: opt.Account = None,
-    slurm_qos: opt.Qos = None,
-    slurm_setup: opt.Setup = None,
-    slurm_additional: opt.Additional = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=R)] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the study summary as JSON.", rich_help_panel=R)
     ] = False,
+    *,
+    launch: opt.LaunchChoice,
 ) -> None:
     """Tune a loss with Optuna on validation classes (never the test split), then retrain the best on all.
 
     --workers N shares the study among N processes here, or N SLURM tasks with --launcher slurm.
     """
-    from dmlbench.tuning import TuneOptions, tune
-    from dmlbench.tuning.core import tune_on_slurm
-
-    chosen = opt.check_launcher(launcher)
-    opt.check_workers(workers)
-    slurm = None
-    if chosen == "slurm":
-        slurm = opt.slurm_options(
-            partition=slurm_partition,
-            time_minutes=slurm_time,
-            gpus_per_task=slurm_gpus_per_task,
-            cpus_per_task=slurm_cpus_per_task,
-            mem=slurm_mem,
-            account=slurm_account,
-            qos=slurm_qos,
-            setup=slurm_setup,
-            additional=slurm_additional,
-            array_parallelism=max(1, workers),
-            wait=wait,
-        )
-
     from dmlbench.cli._datasets import dataset_name
     from dmlbench.cli._output import resolve_places
+    from dmlbench.tuning import TuneOptions, tune
+    from dmlbench.tuning.core import tune_on_slurm
 
     options = TuneOptions.build(
         loss=loss,
@@ -149,16 +120,16 @@ def command(
         space_file=space,
         seed=seed,
         catalog=tuple(catalog or ()),
-        workers=workers,
-        gpus=gpus,
+        workers=launch.workers,
+        gpus=launch.gpus,
         quiet=quiet,
         prune=prune,
         startup_trials=startup_trials,
         val_classes=val_classes,
     )
     with ProgressRenderer(quiet=quiet) as renderer:
-        if slurm is not None:
-            outcome = tune_on_slurm(options, slurm, wait=wait, on_event=renderer)
+        if launch.slurm is not None:
+            outcome = tune_on_slurm(options, launch.slurm, wait=launch.slurm.wait, on_event=renderer)
             if isinstance(outcome, str):
                 out.print(
                     printable(f"submitted SLURM array {outcome}; `dmlbench status {options.runs_root}` follows it"),

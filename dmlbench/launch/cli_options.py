@@ -1,21 +1,28 @@
-"""The typer options of `--workers`, `--gpus`, `--launcher` and `--slurm-*`, shared by `bench` and `tune`.
+"""The `--workers`, `--gpus`, `--launcher`, `--wait` and `--slurm-*` flags: one option group for `bench` and `tune`.
 
-A command declares them as parameters with these annotations and turns them into core arguments with
-`resolve_gpus` and `slurm_options`, so both commands spell, document and check them the same way.
-Only the CLI imports this module (it needs typer); the environment is read by the caller and passed in.
+A command decorated with `launch_options()` declares one keyword-only parameter `launch: LaunchChoice`; the
+decorator shows typer the flags in its place and hands the command one checked `LaunchChoice` (the local
+workers, or the `SlurmOptions` of a `--launcher slurm` submission), so both commands spell, document and
+check the flags the same way. Only the CLI imports this module (it needs typer); the environment is read
+by the caller and passed in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Literal
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
 from dmlbench.launch.local import check_workers, parse_gpus
-
-__all__ = ["check_workers", "parse_gpus"]
 from dmlbench.launch.slurm import SlurmOptions, parse_additional
+
+__all__ = ["LaunchChoice", "check_workers", "launch_options", "parse_gpus", "resolve_gpus"]
+
+R = TypeVar("R")
 
 PANEL = "Parallel runs"
 SLURM_PANEL = "SLURM (--launcher slurm)"
@@ -92,31 +99,94 @@ def resolve_gpus(spec: str | None, device: str, workers: int) -> list[int] | Non
     return parse_gpus(spec, available)
 
 
-def slurm_options(
-    *,
-    partition: str | None,
-    time_minutes: int,
-    gpus_per_task: int | None,
-    cpus_per_task: int | None,
-    mem: str | None,
-    account: str | None,
-    qos: str | None,
-    setup: Sequence[str] | None,
-    additional: Sequence[str] | None,
-    array_parallelism: int,
-    wait: bool,
-) -> SlurmOptions:
-    """The `--slurm-*` flags as SlurmOptions (bad values are one-line usage errors)."""
-    return SlurmOptions(
-        partition=partition,
-        time_minutes=time_minutes,
-        gpus_per_task=gpus_per_task,
-        cpus_per_task=cpus_per_task,
-        mem=mem,
-        account=account,
-        qos=qos,
-        setup=tuple(setup or ()),
-        additional=parse_additional(additional or ()),
-        array_parallelism=array_parallelism,
-        wait=wait,
-    )
+@dataclass(frozen=True)
+class LaunchChoice:
+    """What the group's flags ask for: `workers` here (on `gpus`, resolved by the command) or a SLURM array."""
+
+    workers: int
+    gpus: str | None
+    slurm: SlurmOptions | None  # None: --launcher local
+
+    @property
+    def launcher(self) -> LauncherName:
+        return "local" if self.slurm is None else "slurm"
+
+
+# The group's typer parameters, in the order --help lists them: (parameter, annotation, default).
+_LOCAL_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("workers", Workers, 1),
+    ("gpus", Gpus, None),
+    ("launcher", Launcher, "local"),
+)
+_SLURM_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("wait", Wait, True),
+    ("slurm_partition", Partition, None),
+    ("slurm_time", TimeMinutes, 60),
+    ("slurm_gpus_per_task", GpusPerTask, None),
+    ("slurm_cpus_per_task", CpusPerTask, None),
+    ("slurm_mem", Mem, None),
+    ("slurm_account", Account, None),
+    ("slurm_qos", Qos, None),
+    ("slurm_setup", Setup, None),
+    ("slurm_additional", Additional, None),
+)
+_PARALLELISM_FLAG = ("slurm_array_parallelism", ArrayParallelism, 256)
+
+
+def _choice(flags: dict[str, Any]) -> LaunchChoice:
+    """The flags' values checked (launcher name, worker count, every --slurm-* value) as one LaunchChoice."""
+    launcher = check_launcher(flags["launcher"])
+    workers = check_workers(flags["workers"])
+    slurm = None
+    if launcher == "slurm":
+        slurm = SlurmOptions(
+            partition=flags["slurm_partition"],
+            time_minutes=flags["slurm_time"],
+            gpus_per_task=flags["slurm_gpus_per_task"],
+            cpus_per_task=flags["slurm_cpus_per_task"],
+            mem=flags["slurm_mem"],
+            account=flags["slurm_account"],
+            qos=flags["slurm_qos"],
+            setup=tuple(flags["slurm_setup"] or ()),
+            additional=parse_additional(flags["slurm_additional"] or ()),
+            # Without the flag, each worker is one task and they all run at once (tune's workers share a study).
+            array_parallelism=flags.get("slurm_array_parallelism", workers),
+            wait=flags["wait"],
+        )
+    return LaunchChoice(workers=workers, gpus=flags["gpus"], slurm=slurm)
+
+
+def launch_options(*, array_parallelism: bool = True) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Give a command the group's flags in place of its `launch: LaunchChoice` parameter.
+
+    typer reads a command's parameters from `inspect.signature`, which returns a function's
+    `__signature__`: the wrapper's lists the flags where `launch` stood (their help and panels as
+    declared above), takes their values and calls the command with `launch=` their LaunchChoice.
+    `array_parallelism=False` leaves out --slurm-array-parallelism (tune: as many tasks at once as workers).
+    """
+    declared = [*_LOCAL_FLAGS, *_SLURM_FLAGS, *([_PARALLELISM_FLAG] if array_parallelism else [])]
+    names = [name for name, _, _ in declared]
+
+    def decorate(command: Callable[..., R]) -> Callable[..., R]:
+        # Evaluated: typer takes a given __signature__ as is, and the commands' annotations are strings.
+        signature = inspect.signature(command, eval_str=True)
+        parameters = list(signature.parameters.values())
+        if "launch" not in signature.parameters:
+            raise TypeError(f"{command.__qualname__} has no `launch: LaunchChoice` parameter for the flags")
+        at = list(signature.parameters).index("launch")
+        kind = parameters[at].kind
+        flags = [inspect.Parameter(name, kind, default=default, annotation=hint) for name, hint, default in declared]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> R:
+            values = {name: kwargs.pop(name) for name in names}
+            return command(*args, **kwargs, launch=_choice(values))
+
+        shown = signature.replace(parameters=[*parameters[:at], *flags, *parameters[at + 1 :]])
+        wrapper.__signature__ = shown  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in shown.parameters.values()} | {
+            "return": signature.return_annotation
+        }
+        return wrapper
+
+    return decorate

@@ -20,21 +20,23 @@ def _metrics(runs_root: Path) -> dict[str, dict[str, float]]:
 
 @pytest.mark.slow
 def test_the_digits_grid_is_bit_identical_with_one_and_two_workers(tmp_path: Path) -> None:
-    from dmlbench.benchmark import run_bench
+    from dmlbench.benchmark import BenchOptions, run_bench
+    from dmlbench.paths import Places
 
     data = tmp_path / "data"
     outcomes = {}
     for workers in (1, 2):
         runs = tmp_path / f"runs-{workers}"
         result = run_bench(
-            datasets=["digits"],
-            losses=["clustering", "triplet"],
-            seeds=2,
-            epochs=3,
-            runs_root=runs,
-            data_root=data,
-            device="cpu",
-            workers=workers,
+            BenchOptions(
+                places=Places.of(data, runs),
+                datasets=("digits",),
+                losses=("clustering", "triplet"),
+                seeds=2,
+                epochs=3,
+                device="cpu",
+                workers=workers,
+            )
         )
         assert not result.failed
         outcomes[workers] = _metrics(runs)

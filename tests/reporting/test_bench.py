@@ -57,17 +57,14 @@ def test_bench_digits_end_to_end(tmp_path: Path) -> None:
         assert (run / "eval" / "test" / "embeddings.npy").is_file()  # for the report's t-SNE
 
     # Second time: nothing to do, same table.
-    from dmlbench.benchmark import run_bench
+    from dmlbench.benchmark import BenchOptions, run_bench
 
+    places = Places.of(data, runs)
     events: list[Event] = []
     again = run_bench(
-        datasets=["digits"],
-        losses=["clustering", "triplet"],
-        seeds=1,
-        epochs=1,
-        runs_root=runs,
-        data_root=data,
-        device="cpu",
+        BenchOptions(
+            places=places, datasets=("digits",), losses=("clustering", "triplet"), seeds=1, epochs=1, device="cpu"
+        ),
         on_event=events.append,
     )
     assert actions(again) == ["skipped", "skipped"]
@@ -77,13 +74,13 @@ def test_bench_digits_end_to_end(tmp_path: Path) -> None:
     # (here asked for a second epoch, as after raising --epochs).
     clustering, triplet = (runs / f"digits-{loss}-small_cnn-seed0" for loss in ("clustering", "triplet"))
     shutil.rmtree(clustering / "eval")
-    evaluated = run_bench(datasets=["digits"], losses=["clustering"], seeds=1, epochs=1, runs_root=runs, data_root=data)
+    evaluated = run_bench(BenchOptions(places=places, datasets=("digits",), losses=("clustering",), seeds=1, epochs=1))
     assert actions(evaluated) == ["evaluated"]
     assert (clustering / "eval" / "test" / "metrics.json").is_file()
     shutil.rmtree(triplet / "eval")
     manifest = json.loads((triplet / "manifest.json").read_text())
     (triplet / "manifest.json").write_text(json.dumps(manifest | {"status": "interrupted"}))
-    resumed = run_bench(datasets=["digits"], losses=["triplet"], seeds=1, epochs=2, runs_root=runs, data_root=data)
+    resumed = run_bench(BenchOptions(places=places, datasets=("digits",), losses=("triplet",), seeds=1, epochs=2))
     assert actions(resumed) == ["resumed"]
     steps = [json.loads(line).get("step") for line in (triplet / "train" / "history.jsonl").read_text().splitlines()]
     assert max(s for s in steps if s is not None) == 2 * manifest["last_step"]
@@ -113,7 +110,7 @@ def test_bench_unknown_format_fails_before_training(tmp_path: Path) -> None:
 
 
 def test_bench_refuses_to_evaluate_a_trained_run_of_another_config(tmp_path: Path) -> None:
-    from dmlbench.benchmark import run_bench
+    from dmlbench.benchmark import BenchOptions, run_bench
     from dmlbench.config import dump_toml, load_config
     from dmlbench.datasets import get_spec
     from dmlbench.errors import ConfigError
@@ -129,12 +126,13 @@ def test_bench_refuses_to_evaluate_a_trained_run_of_another_config(tmp_path: Pat
     run.write_config(dump_toml(other))
     with pytest.raises(ConfigError, match="different config.*optim.lr"):
         run_bench(
-            datasets=["digits"],
-            losses=["triplet"],
-            seeds=1,
-            runs_root=tmp_path / "runs",
-            data_root=tmp_path / "data",
-            device="cpu",
+            BenchOptions(
+                places=Places.of(tmp_path / "data", tmp_path / "runs"),
+                datasets=("digits",),
+                losses=("triplet",),
+                seeds=1,
+                device="cpu",
+            )
         )
     assert not (run.root / "eval").exists()
 
@@ -145,21 +143,22 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's fashion-mnist package is not installed")
 def test_bench_fashion_mnist_small_cnn(tmp_path: Path) -> None:
-    from dmlbench.benchmark import run_bench
+    from dmlbench.benchmark import BenchOptions, run_bench
     from dmlbench.datasets import prepare
 
     data = tmp_path / "data"
     prepare("fashion-mnist", Places.of(data), source=FASHION)
     result = run_bench(
-        datasets=["fashion-mnist"],
-        losses=["clustering", "triplet"],
-        seeds=1,
-        epochs=1,
-        overrides=["schedule.steps=150"],
-        eval_metrics=["recall", "nmi"],  # R-precision over 7,000-image classes is the slow part
-        runs_root=tmp_path / "runs",
-        data_root=data,
-        device="cpu",
+        BenchOptions(
+            places=Places.of(data, tmp_path / "runs"),
+            datasets=("fashion-mnist",),
+            losses=("clustering", "triplet"),
+            seeds=1,
+            epochs=1,
+            overrides=("schedule.steps=150",),
+            eval_metrics=("recall", "nmi"),  # R-precision over 7,000-image classes is the slow part
+            device="cpu",
+        )
     )
     assert actions(result) == ["trained", "trained"]
     rows = table_rows(result.report)
@@ -186,19 +185,19 @@ def test_bench_two_workers_run_each_run_once(tmp_path: Path) -> None:
         assert not (run / ".lock").read_text().strip()  # the claim was released
 
     # A run another process holds is skipped, never written twice; the report shows the others.
-    from dmlbench.benchmark import run_bench
+    from dmlbench.benchmark import BenchOptions, run_bench
     from dmlbench.errors import MissingInputError
     from dmlbench.rundir import RunDir
 
     clustering = RunDir(runs / "digits-clustering-small_cnn-seed0")
     shutil.rmtree(clustering.root / "eval")
-    grid = {"datasets": ["digits"], "seeds": 1, "epochs": 1, "runs_root": runs, "data_root": data, "workers": 2}
+    grid = BenchOptions(places=Places.of(data, runs), datasets=("digits",), seeds=1, epochs=1, workers=2)
     with clustering.claim(holder="test"):
-        held = run_bench(losses=["clustering", "triplet"], **grid)  # type: ignore[arg-type]
+        held = run_bench(grid.model_copy(update={"losses": ("clustering", "triplet")}))
         assert actions(held) == ["busy", "skipped"]
         assert set(table_rows(held.report)) == {"triplet"}
         with pytest.raises(MissingInputError, match=r"in use by another process \(test pid"):
-            run_bench(losses=["clustering"], **grid)  # type: ignore[arg-type]
+            run_bench(grid.model_copy(update={"losses": ("clustering",)}))
     assert not (clustering.root / "eval").exists()
 
 
@@ -251,19 +250,20 @@ def test_bench_workers_killed_mid_run_resume(tmp_path: Path) -> None:
     process.wait()
     assert list(runs.glob("*/train/last.pt")), "no checkpoint appeared"
 
-    from dmlbench.benchmark import run_bench
+    from dmlbench.benchmark import BenchOptions, run_bench
 
     again = run_bench(
-        datasets=["digits"],
-        losses=["clustering", "triplet"],
-        seeds=1,
-        epochs=2,
-        overrides=["schedule.checkpoint_every=3"],
-        runs_root=runs,
-        data_root=data,
-        device="cpu",
-        workers=2,
-        baselines=False,
+        BenchOptions(
+            places=Places.of(data, runs),
+            datasets=("digits",),
+            losses=("clustering", "triplet"),
+            seeds=1,
+            epochs=2,
+            overrides=("schedule.checkpoint_every=3",),
+            device="cpu",
+            workers=2,
+            baselines=False,
+        )
     )
     assert "resumed" in actions(again)
     for loss in ("clustering", "triplet"):

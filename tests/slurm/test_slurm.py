@@ -135,7 +135,7 @@ def test_preempted_task_requeues_and_resumes_from_its_checkpoint(
     """USR2 (what SLURM sends before a time limit or preemption): submitit requeues, the run resumes."""
     import time
 
-    from dmlbench.benchmark import make_plan
+    from dmlbench.benchmark import BenchOptions, make_plan
     from dmlbench.benchmark.execute import execute_quietly
     from dmlbench.datasets import prepare
     from dmlbench.launch.slurm import SlurmOptions, submit_array, wait_with_progress
@@ -143,15 +143,16 @@ def test_preempted_task_requeues_and_resumes_from_its_checkpoint(
     runs, data = tmp_path / "runs", tmp_path / "data"
     prepare("digits", Places.of(data))
     plan = make_plan(
-        datasets=["digits"],
-        losses=["triplet"],
-        seeds=1,
-        runs_root=runs,
-        data_root=data,
-        epochs=3,
-        overrides=["schedule.checkpoint_every=2"],
-        device="cpu",
-        baselines=False,
+        BenchOptions(
+            places=Places.of(data, runs),
+            datasets=("digits",),
+            losses=("triplet",),
+            seeds=1,
+            epochs=3,
+            overrides=("schedule.checkpoint_every=2",),
+            device="cpu",
+            baselines=False,
+        )
     )
     submission = submit_array(execute_quietly, plan.tasks, SlurmOptions(partition=partition), runs / "slurm")
     run = plan.runs[0].run_dir
