@@ -71,7 +71,8 @@ def _busy(task: RunTask, started: float, holder: str) -> BenchRun:
 
 def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = "") -> BenchRun:
     """Train (or resume) and evaluate one run; a run another process holds is skipped, not waited for."""
-    from dmlbench.evaluation import evaluate
+    from dmlbench.evaluation import EvalOptions, evaluate
+    from dmlbench.paths import Places
     from dmlbench.rundir import RunDir
     from dmlbench.training import train
 
@@ -111,10 +112,8 @@ def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = 
         # Saved embeddings feed the report's t-SNE maps.
         evaluate(
             task.run_dir,
-            data_root=task.data_root,
-            device=task.device,
-            metrics=task.eval_metrics,
-            save_embeddings=True,
+            EvalOptions(device=task.device, metrics=task.eval_metrics, save_embeddings=True),
+            places=Places.of(task.data_root, catalogs=task.catalog),
             on_event=on_event,
         )
     except ConfigError:
@@ -137,6 +136,7 @@ def baseline_task(task: BaselineTask, on_event: EventHandler | None = None, pref
     """Compute (or reuse, when complete with the same config) one baseline's run-like folder."""
     import importlib
 
+    from dmlbench.paths import Places
     from dmlbench.rundir import RunDir
 
     # Looked up by name: the baselines module lands with the evaluation work (plan.baselines_available()).
@@ -148,11 +148,9 @@ def baseline_task(task: BaselineTask, on_event: EventHandler | None = None, pref
         result = run_baseline(
             task.baseline,
             task.dataset,
-            runs_root=task.runs_root,
-            data_root=task.data_root,
+            places=Places.of(task.data_root, task.runs_root, task.catalog),
             backbone=task.backbone,
             device=task.device,
-            catalog=task.catalog,
             on_event=on_event,
         )
     except STOPPING:

@@ -20,6 +20,7 @@ from dmlbench.evaluation.describe import describe_approximation
 from dmlbench.evaluation.sampling import bootstrap_mean_interval, stratified_sample, wilson_interval
 from dmlbench.evaluation.search import knn
 from dmlbench.rundir import MetricsRecord, RunDir
+from dmlbench.paths import Places
 
 RNG = np.random.default_rng(0)
 N, C, D = 3000, 60, 16
@@ -204,7 +205,7 @@ def test_old_metrics_files_load_and_merges_never_mix_approximations(tmp_path: Pa
 
 def test_run_folder_writes_a_retrieval_sample_and_the_labels(tmp_path: Path, data_root: Path, make_run: Any) -> None:
     run_dir = make_run(tmp_path, data_root)
-    result = evaluate(run_dir, data_root=data_root, device="cpu", queries=200, cluster_sample=300)
+    result = evaluate(run_dir, places=Places.of(data_root), device="cpu", queries=200, cluster_sample=300)
     body = json.loads(result.path.read_text())
     assert body["approximation"]["queries"]["sampled"] == 200
     assert body["approximation"]["clustering"]["sample"] == 300
