@@ -10,7 +10,7 @@ protocol choices, are in docs/metrics.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -194,6 +194,14 @@ def metric_label(key: str) -> str:
     if info is None:
         return key
     return info.label.replace("{k}", key.split("@", 1)[1]) if "{k}" in info.label else info.label
+
+
+def direction_note(keys: Iterable[str]) -> str:
+    """How a reader compares values of these metrics, from the table: which ones are lower-is-better."""
+    lower = [metric_label(key) for key in keys if (info := known_metric(key)) is not None and not info.higher_is_better]
+    if not lower:
+        return "every metric is higher-is-better"
+    return f"lower is better for {', '.join(lower)}, higher for every other metric"
 
 
 def _dense(values: NDArray[np.generic]) -> tuple[IntArray, IntArray]:

@@ -167,7 +167,7 @@ def test_retrieval_sample_lists_worst_queries_first() -> None:
 def test_cli_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", X)
     np.save(tmp_path / "y.npy", Y)
-    base = ["evaluate", "--embeddings", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--device", "cpu"]
+    base = ["evaluate-embeddings", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--device", "cpu"]
     for extra, message in (
         (["--index", "annoy"], "error: unknown --index kind 'annoy'"),
         (["--queries", "5000"], "error: --queries 5000 exceeds"),
