@@ -5,9 +5,8 @@ Nothing here imports torch, faiss or pandas at import time, so `dmlbench --help`
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -41,10 +40,12 @@ EPILOG = """Examples:
   dmlbench bench
 """
 
+
 class _Commands(TyperGroup):
     """The command group, reading the old spellings of `evaluate`'s modes as the commands that now do them."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    # ctx is the click Context typer vendors (a private module): typed loosely rather than importing it
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, evaluate.legacy_evaluate(args))
 
 

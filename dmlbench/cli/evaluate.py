@@ -322,7 +322,7 @@ def _drop_flags(args: list[str], flags: tuple[str, ...]) -> list[str]:
             skip = False
         elif arg in flags:
             skip = True
-        elif not arg.partition("=")[0] in flags:
+        elif arg.partition("=")[0] not in flags:
             kept.append(arg)
     return kept
 

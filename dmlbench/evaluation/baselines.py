@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +151,12 @@ def run_baseline(
         try:
             # the test split, every metric, default knobs: a baseline row compares with trained runs' defaults
             result = evaluate(
-                run.root, EvalOptions(device=device), places=places, on_event=on_event, locked=True, model=model,
+                run.root,
+                EvalOptions(device=device),
+                places=places,
+                on_event=on_event,
+                locked=True,
+                model=model,
                 manifest=manifest,
             )
             # complete only once metrics.json exists: a kill in between leaves "running", recomputed next time

@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,6 @@ from dmlbench.utils.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
-
 
 
 @dataclass(frozen=True)
@@ -245,7 +244,11 @@ def _score_run(
             _save_array(run.embeddings_path(split, gallery=True), gallery)
             _save_array(run.labels_path(split, gallery=True), gallery_labels)
     record = metrics_record(
-        outcome, run_id=manifest.run_id, split=split, seconds=time.perf_counter() - started, kmeans_niter=opts.kmeans_niter
+        outcome,
+        run_id=manifest.run_id,
+        split=split,
+        seconds=time.perf_counter() - started,
+        kmeans_niter=opts.kmeans_niter,
     )
     # written last: its presence means "evaluated"; an unreadable old file holds nothing left to keep
     with writing(run.metrics_path(split)):

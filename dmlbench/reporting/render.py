@@ -14,15 +14,12 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from dmlbench.evaluation.metrics import direction_note, metric_label
 from dmlbench.registry import Registry
-from dmlbench.reporting.model import MEASURED, Cell, DatasetTable, Report, Row, StudySummary
+from dmlbench.reporting.model import MEASURED, Cell, DatasetTable, RenderedFigure, Report, Row, StudySummary
 from dmlbench.reporting.stats import SIGNIFICANCE
 from dmlbench.reporting.tables import metric_sort_key, value_text
-
 
 RENDERERS: Registry[Callable[..., str]] = Registry("format")
 RENDERERS.add("markdown", "dmlbench.reporting.render:render_markdown")

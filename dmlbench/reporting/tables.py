@@ -7,18 +7,17 @@ import math
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from dmlbench.errors import MissingInputError, UnknownNameError
 from dmlbench.evaluation.describe import approximated, describe_approximation
 from dmlbench.evaluation.metrics import known_metric, metric_label
 from dmlbench.registry import did_you_mean
 from dmlbench.reporting.collect import COLUMN_KEYS, GROUP_COLUMNS, Collection, RunInfo
-from dmlbench.reporting.model import MEASURED, Cell, DatasetTable, Report, Row, RowKind, StudySummary, Tuning
+from dmlbench.reporting.model import MEASURED, Cell, DatasetTable, Report, Row, RowKind, Tuning
 from dmlbench.reporting.paper import PaperResults, PaperRow, load_paper_results
 from dmlbench.reporting.stats import SIGNIFICANCE, bounded_t_interval, t_interval, welch_p_value
-
 
 DEFAULT_GROUP_BY = ("loss", "backbone", "embedding_dim", "batch")
 # The paper's table order: baselines first, the proposed facility-location loss last.

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dmlbench.config import ModelConfig, TrainConfig, dump_toml
-from dmlbench.rundir import Manifest, RunDir
 from dmlbench.paths import Places
+from dmlbench.rundir import Manifest, RunDir
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ from dmlbench.config import load_config
 from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError, UsageError
 from dmlbench.evaluation import evaluate, evaluate_embeddings
 from dmlbench.evaluation.baselines import baseline_config, run_baseline
-from dmlbench.rundir import RunDir
 from dmlbench.paths import Places
+from dmlbench.rundir import RunDir
 
 
 def _test_images(data_root: Path, cfg: object) -> tuple[torch.Tensor, np.ndarray]:

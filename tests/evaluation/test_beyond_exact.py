@@ -19,8 +19,8 @@ from dmlbench.evaluation.ann import parse_index
 from dmlbench.evaluation.describe import describe_approximation
 from dmlbench.evaluation.sampling import bootstrap_mean_interval, stratified_sample, wilson_interval
 from dmlbench.evaluation.search import knn
-from dmlbench.rundir import MetricsRecord, RunDir
 from dmlbench.paths import Places
+from dmlbench.rundir import MetricsRecord, RunDir
 
 RNG = np.random.default_rng(0)
 N, C, D = 3000, 60, 16

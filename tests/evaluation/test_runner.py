@@ -15,8 +15,8 @@ from dmlbench.errors import MissingInputError, RunIncompleteError, UsageError
 from dmlbench.evaluation import evaluate, evaluate_embeddings
 from dmlbench.evaluation.embed import embed_dataset
 from dmlbench.events import Event
-from dmlbench.utils.io import sha256_file
 from dmlbench.paths import Places
+from dmlbench.utils.io import sha256_file
 
 
 def test_evaluate_writes_metrics_json(tmp_path: Path, data_root: Path, make_run: Any) -> None:
@@ -56,7 +56,9 @@ def test_val_split_needs_held_out_classes(tmp_path: Path, data_root: Path, make_
     with pytest.raises(UsageError, match="no validation split"):
         evaluate(make_run(tmp_path / "a", data_root), split="val", places=Places.of(data_root), device="cpu")
     run_dir = make_run(tmp_path / "b", data_root, manifest_extra={"val_classes": [3, 4]})
-    result = evaluate(run_dir, split="val", places=Places.of(data_root), device="cpu", metrics=["recall"], recall_k=[1, 2])
+    result = evaluate(
+        run_dir, split="val", places=Places.of(data_root), device="cpu", metrics=["recall"], recall_k=[1, 2]
+    )
     body = json.loads(result.path.read_text())
     assert body["split"] == "val" and list(body["metrics"]) == ["recall@1", "recall@2"]
     assert 300 < body["n_queries"] < 400  # digits 3 and 4 of the train split (about 180 each)
