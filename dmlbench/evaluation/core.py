@@ -459,7 +459,14 @@ def evaluate_embeddings(
                 f"{sorted(set(rank_keys) - set(BY_RANK))} cannot be scored from score rows (R > {LARGE_R_MIN})",
                 hint="leave that metric out on datasets with classes this large",
             )
-        need = max([*ks, 1, int(n_relevant.max()) if rank_keys and not by_rank else 1])
+        need = max(
+            [
+                *ks,
+                1,
+                *(M.METRICS[key].neighbours for key in knn_keys),
+                int(n_relevant.max()) if rank_keys and not by_rank else 1,
+            ]
+        )
         available = gallery.shape[0] - (0 if separate else 1)
         if groups is not None:
             available = gallery.shape[0] - int(excluded.max())

@@ -58,6 +58,7 @@ class MetricInfo:
     per_query: Callable[[Hits], FloatArray] | None = None
     of_clusters: Callable[[NDArray[Any], NDArray[Any]], float] | None = None
     value_range: tuple[float, float] = (0.0, 1.0)  # a stored value outside it is a broken measurement
+    neighbours: int = 1  # columns of the kNN table a "knn" metric reads (recall@K reads K, whatever this says)
     interval: Literal["wilson", "bootstrap"] = "bootstrap"  # wilson: per-query values are 0/1
 
     @property
