@@ -398,30 +398,11 @@ def evaluate_embeddings(
     """
     opts = with_overrides(options, overrides)
     started = time.perf_counter()
-    queries = as_matrix(embeddings, "embeddings")
-    query_labels = as_labels(labels, queries.shape[0], "labels")
-    if (gallery_embeddings is None) != (gallery_labels is None):
-        raise UsageError("gallery embeddings and gallery labels must be given together", hint="pass both or neither")
+    queries, query_labels, gallery, gallery_ids = _inputs(
+        embeddings, labels, gallery_embeddings, gallery_labels, opts.distance
+    )
     separate = gallery_embeddings is not None
-    if separate:
-        gallery = as_matrix(gallery_embeddings, "gallery embeddings")
-        gallery_ids = as_labels(gallery_labels, gallery.shape[0], "gallery labels")
-        if gallery.shape[1] != queries.shape[1]:
-            raise UsageError(
-                f"query embeddings have dimension {queries.shape[1]} but gallery ones {gallery.shape[1]}",
-                hint="embed queries and gallery with the same model",
-            )
-    else:
-        gallery, gallery_ids = queries, query_labels
     n_classes = int(np.unique(query_labels).size)
-    if n_classes < 2:
-        raise UsageError(
-            "the labels hold a single class: retrieval and clustering metrics are meaningless",
-            hint="evaluate a split with at least two classes",
-        )
-    if opts.distance == "cosine":
-        queries = _normalise(queries, "embeddings")
-        gallery = _normalise(gallery, "gallery embeddings") if separate else queries
     ks, others = _select(opts.metrics, opts.ks)
     needs = {key: M.METRICS[key].needs for key in others}
 
@@ -587,6 +568,37 @@ def evaluate_embeddings(
         approximation=approximation,
         retrieval=sample_for_grid,
     )
+
+
+def _inputs(
+    embeddings: Any, labels: Any, gallery_embeddings: Any, gallery_labels: Any, distance: Distance
+) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
+    """(queries, their labels, gallery, its labels), checked and L2-normalised under cosine; without a gallery
+    the queries are the gallery (the very same arrays)."""
+    queries = as_matrix(embeddings, "embeddings")
+    query_labels = as_labels(labels, queries.shape[0], "labels")
+    if (gallery_embeddings is None) != (gallery_labels is None):
+        raise UsageError("gallery embeddings and gallery labels must be given together", hint="pass both or neither")
+    separate = gallery_embeddings is not None
+    if separate:
+        gallery = as_matrix(gallery_embeddings, "gallery embeddings")
+        gallery_ids = as_labels(gallery_labels, gallery.shape[0], "gallery labels")
+        if gallery.shape[1] != queries.shape[1]:
+            raise UsageError(
+                f"query embeddings have dimension {queries.shape[1]} but gallery ones {gallery.shape[1]}",
+                hint="embed queries and gallery with the same model",
+            )
+    else:
+        gallery, gallery_ids = queries, query_labels
+    if int(np.unique(query_labels).size) < 2:
+        raise UsageError(
+            "the labels hold a single class: retrieval and clustering metrics are meaningless",
+            hint="evaluate a split with at least two classes",
+        )
+    if distance == "cosine":
+        queries = _normalise(queries, "embeddings")
+        gallery = _normalise(gallery, "gallery embeddings") if separate else queries
+    return queries, query_labels, gallery, gallery_ids
 
 
 def _clusters(
