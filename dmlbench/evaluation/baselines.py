@@ -63,11 +63,11 @@ def baseline_config(
     if weights is not None and kind != "untrained":
         raise UsageError(
             f"--weights applies to the untrained baseline, not {kind!r}",
-            hint="drop --weights, or use --baseline untrained",
+            hint="drop --weights, or score the untrained baseline",
         )
     check_name(dataset, "dataset")
-    places = places or Places()
-    spec = get_spec(dataset, catalog=places.catalogs, data_root=places.data_root)
+    # without places: the built-in catalog only (no data root searched for datasets prepared from user files)
+    spec = get_spec(dataset, catalog=places.catalogs if places else (), data_root=places.data_root if places else None)
     model = ModelConfig(backbone=backbone, weights=str(weights) if weights is not None else None)
     resolved = resolve_config(TrainConfig(dataset=dataset, seed=seed, model=model), spec)
     assert resolved.model.backbone is not None
@@ -212,7 +212,7 @@ def _stored_result(run: RunDir, cfg: Any, kind: str, fingerprint: str, diff_keys
     if changed:
         raise ConfigError(
             f"{run.root} holds this baseline with a different config ({', '.join(changed[:3])})",
-            hint=f"recompute it with `dmlbench evaluate --baseline {kind} ... --force`, or delete that folder",
+            hint=f"recompute it with `dmlbench evaluate-baseline {kind} ... --force`, or delete that folder",
         )
     same_data = manifest.dataset is not None and manifest.dataset.fingerprint == fingerprint
     try:
