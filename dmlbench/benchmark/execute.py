@@ -71,7 +71,7 @@ def _busy(task: RunTask, started: float, holder: str) -> BenchRun:
 
 def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = "") -> BenchRun:
     """Train (or resume) and evaluate one run; a run another process holds is skipped, not waited for."""
-    from dmlbench.evaluation import evaluate
+    from dmlbench.evaluation import EvalOptions, evaluate
     from dmlbench.rundir import RunDir
     from dmlbench.training import train
 
@@ -111,10 +111,8 @@ def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = 
         # Saved embeddings feed the report's t-SNE maps.
         evaluate(
             task.run_dir,
-            data_root=task.places.data_root,
-            device=task.device,
-            metrics=task.eval_metrics,
-            save_embeddings=True,
+            EvalOptions(device=task.device, metrics=task.eval_metrics, save_embeddings=True),
+            places=task.places,
             on_event=on_event,
         )
     except ConfigError:
@@ -144,11 +142,9 @@ def baseline_task(task: BaselineTask, on_event: EventHandler | None = None, pref
         result = run_baseline(
             task.baseline,
             task.dataset,
-            runs_root=task.places.runs_root,
-            data_root=task.places.data_root,
+            places=task.places,
             backbone=task.backbone,
             device=task.device,
-            catalog=task.places.catalogs,
             on_event=on_event,
         )
     except STOPPING:

@@ -5,9 +5,10 @@ Nothing here imports torch, faiss or pandas at import time, so `dmlbench --help`
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 import dmlbench
 from dmlbench.cli import (
@@ -39,8 +40,18 @@ EPILOG = """Examples:
   dmlbench bench
 """
 
+
+class _Commands(TyperGroup):
+    """The command group, reading the old spellings of `evaluate`'s modes as the commands that now do them."""
+
+    # ctx is the click Context typer vendors (a private module): typed loosely rather than importing it
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, evaluate.legacy_evaluate(args))
+
+
 app = typer.Typer(
     name="dmlbench",
+    cls=_Commands,
     help="Deep-metric-learning benchmarks: prepare datasets, train with the facility-location clustering "
     "loss and its baselines, evaluate NMI and Recall@K, and render comparison tables.",
     epilog=EPILOG,
@@ -69,6 +80,8 @@ def _root(
 app.command("prepare")(prepare.command)
 app.command("train")(train.command)
 app.command("evaluate")(evaluate.command)
+app.command("evaluate-embeddings")(evaluate.embeddings_command)
+app.command("evaluate-baseline")(evaluate.baseline_command)
 app.command("report")(report.command)
 app.command("bench")(bench.command)
 app.command("tune")(tune.command)

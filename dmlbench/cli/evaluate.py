@@ -1,27 +1,120 @@
-"""`dmlbench evaluate`: score a trained run, embeddings produced anywhere else, or a baseline."""
+"""`dmlbench evaluate RUN_DIR`, `evaluate-embeddings FILE` and `evaluate-baseline KIND`: three thin commands.
+
+The scoring flags (--recall-k, --metrics, --device, ..., --cluster-sample) are declared once, in `SCORING`,
+and reach a command as one `EvalOptions` through `scoring_flags`. The spellings of the single command these
+replace (`evaluate --embeddings ...`, `evaluate --baseline ...`) are routed here by `legacy_evaluate`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from dmlbench.cli._output import (
     ProgressRenderer,
+    err,
     friendly_errors,
     out,
     printable,
-    resolve_data_root,
-    resolve_runs_root,
+    resolve_places,
     setup_logging,
     shown,
 )
 from dmlbench.errors import UsageError
 
+if TYPE_CHECKING:
+    from dmlbench.evaluation import EvalOptions, EvalOutcome
+
 S, F, B, A = "Scoring", "Embeddings files", "Baselines", "Beyond exact search (labelled in metrics.json)"
+
+DataRoot = Annotated[
+    Path | None, typer.Option(help="Prepared-data folder (env: DMLBENCH_DATA_ROOT).", rich_help_panel=S)
+]
+Catalogs = Annotated[
+    list[Path] | None,
+    typer.Option("--catalog", help="Extra catalog TOML file with your own datasets.", rich_help_panel=S),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.", rich_help_panel=S)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (never silently replaced).", rich_help_panel=S)]
+
+
+def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+# Every scoring flag, once: an evaluation option is a field of EvalOptions, one entry here, and its code.
+SCORING = (
+    _param(
+        "recall_k",
+        None,
+        Annotated[
+            str | None,
+            typer.Option("--recall-k", help="Comma-separated K (default: the dataset's).", rich_help_panel=S),
+        ],
+    ),
+    _param(
+        "metrics",
+        None,
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Comma-separated subset: recall,precision@1,r_precision,map@r,nmi,f1.", rich_help_panel=S
+            ),
+        ],
+    ),
+    _param("device", "auto", Device),
+    _param(
+        "distance",
+        "cosine",
+        Annotated[str, typer.Option(help="cosine (on L2-normalised vectors) or euclidean.", rich_help_panel=S)],
+    ),
+    _param("kmeans_niter", 25, Annotated[int, typer.Option(help="k-means iterations for NMI/F1.", rich_help_panel=S)]),
+    _param(
+        "queries",
+        None,
+        Annotated[
+            int | None,
+            typer.Option(help="Score a seeded sample of N queries (exact search, 95% intervals).", rich_help_panel=A),
+        ],
+    ),
+    _param(
+        "index",
+        "flat",
+        Annotated[
+            str,
+            typer.Option(
+                help="flat (exact), ivf[:nlist=N,nprobe=N] or hnsw[:m=N,ef_search=N,ef_construction=N] (faiss).",
+                rich_help_panel=A,
+            ),
+        ],
+    ),
+    _param(
+        "agreement_queries",
+        1000,
+        Annotated[
+            int, typer.Option(help="Queries on which an --index is compared with exact search.", rich_help_panel=A)
+        ],
+    ),
+    _param(
+        "cluster_sample",
+        None,
+        Annotated[
+            int | None,
+            typer.Option(
+                help="k-means (NMI/F1) on a class-stratified sample of N items; 0 = every item "
+                "\\[default: automatic above a size].",
+                rich_help_panel=A,
+            ),
+        ],
+    ),
+)
 
 
 def _ints(text: str | None) -> list[int] | None:
@@ -31,6 +124,216 @@ def _ints(text: str | None) -> list[int] | None:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UsageError(f"--recall-k {text!r} is not a list of integers", hint="e.g. --recall-k 1,2,4,8") from None
+
+
+def _eval_options(recall_k: str | None, metrics: str | None, distance: str, **fields: Any) -> EvalOptions:
+    """The scoring flags as one validated EvalOptions (a bad value: one usage error naming its flag)."""
+    from dmlbench.evaluation import EvalOptions
+
+    if distance not in ("cosine", "euclidean"):
+        raise UsageError(f"unknown --distance {distance!r}", hint="use cosine or euclidean")
+    chosen = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
+    ks = _ints(recall_k)
+    return EvalOptions(recall_k=tuple(ks) if ks else None, metrics=chosen, distance=distance, **fields)  # type: ignore[arg-type]
+
+
+def scoring_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with every flag of SCORING added to its options, handed to it as one `options: EvalOptions`
+    (typer reads the signature this sets)."""
+    # `options` is typed for mypy only (EvalOptions loads with the core, inside the body): left out unevaluated
+    own = [
+        p.replace(annotation=eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation)
+        for p in inspect.signature(command).parameters.values()
+        if p.name != "options"
+    ]
+    names = [p.name for p in SCORING]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        flags = {name: kwargs.pop(name) for name in names}
+        command(*args, options=_eval_options(**flags), **kwargs)
+
+    wrapper.__signature__ = inspect.Signature([*own, *SCORING])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{p.name: p.annotation for p in own},
+        **{p.name: p.annotation for p in SCORING},
+        "return": None,
+    }
+    return wrapper
+
+
+@friendly_errors
+@scoring_flags
+def command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `dmlbench train`.")],
+    split: Annotated[str, typer.Option(help="Split to embed and score: test or val.", rich_help_panel=S)] = "test",
+    save_embeddings: Annotated[
+        bool, typer.Option(help="Also write eval/SPLIT/embeddings.npy + labels.npy.", rich_help_panel=S)
+    ] = False,
+    data_root: DataRoot = None,
+    catalog: Catalogs = None,
+    as_json: AsJson = False,
+    *,
+    options: EvalOptions,
+) -> None:
+    """Score a run folder: Recall@K, P@1, R-Precision, MAP@R, NMI and F1 (definitions: docs/metrics.md).
+
+    Embeddings made elsewhere: `dmlbench evaluate-embeddings`; baselines: `dmlbench evaluate-baseline`.
+    """
+    setup_logging()
+    from dataclasses import replace
+
+    from dmlbench.evaluation import evaluate
+
+    options = replace(options, split=split, save_embeddings=save_embeddings)
+    with ProgressRenderer(quiet=as_json) as progress:
+        result = evaluate(run_dir, options, places=resolve_places(data_root, None, catalog), on_event=progress)
+    assert result.outcome is not None
+    _show(result.outcome, {"path": str(result.path)}, as_json)
+
+
+@friendly_errors
+@scoring_flags
+def embeddings_command(
+    embeddings: Annotated[
+        Path, typer.Argument(help="Embeddings to score (.npy/.npz/.pt), made by `dmlbench embed` or elsewhere.")
+    ],
+    labels: Annotated[Path | None, typer.Option(help="Labels of EMBEDDINGS.", rich_help_panel=F)] = None,
+    gallery_embeddings: Annotated[
+        Path | None, typer.Option(help="Gallery embeddings (query-vs-gallery protocol).", rich_help_panel=F)
+    ] = None,
+    gallery_labels: Annotated[
+        Path | None, typer.Option(help="Labels for --gallery-embeddings.", rich_help_panel=F)
+    ] = None,
+    as_json: AsJson = False,
+    *,
+    options: EvalOptions,
+) -> None:
+    """Score embeddings produced anywhere (nothing is written). Metric definitions: docs/metrics.md."""
+    setup_logging()
+    from dmlbench.evaluation.files import evaluate_files
+
+    with ProgressRenderer(quiet=as_json) as progress:
+        outcome = evaluate_files(
+            embeddings,
+            labels,
+            options,
+            gallery_embeddings=gallery_embeddings,
+            gallery_labels=gallery_labels,
+            on_event=progress,
+        )
+    _show(outcome, {}, as_json)
+
+
+@friendly_errors
+def baseline_command(
+    kind: Annotated[str, typer.Argument(help="untrained (the network before training) or raw (the pixels).")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset (a name, or a folder / OML CSV).", rich_help_panel=B)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the untrained network (default 0).", rich_help_panel=B)
+    ] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone (default: the dataset's).", rich_help_panel=B)] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Local backbone weights for the untrained baseline.", rich_help_panel=B)
+    ] = None,
+    runs_root: Annotated[
+        Path | None,
+        typer.Option(help="Parent of run folders; baselines go to RUNS_ROOT/baselines/.", rich_help_panel=B),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute a baseline that is already stored.", rich_help_panel=B)
+    ] = False,
+    device: Device = "auto",
+    data_root: DataRoot = None,
+    catalog: Catalogs = None,
+    as_json: AsJson = False,
+) -> None:
+    """Score a baseline (test split, every metric) into RUNS_ROOT/baselines/, a folder `report` reads as a run.
+
+    Re-score one with other options: `dmlbench evaluate RUNS_ROOT/baselines/NAME --metrics ...`.
+    """
+    setup_logging()
+    from dmlbench.config import MAX_SEED
+
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be non-negative and at most {MAX_SEED}, not {seed}", hint="e.g. --seed 0")
+    if dataset is None:
+        raise UsageError("a baseline needs --dataset NAME", hint="e.g. dmlbench evaluate-baseline raw --dataset digits")
+    from dmlbench.cli._datasets import dataset_name
+    from dmlbench.evaluation.baselines import run_baseline
+
+    places = resolve_places(data_root, runs_root, catalog)
+    with ProgressRenderer(quiet=as_json) as progress:
+        result = run_baseline(
+            kind,
+            dataset_name(dataset, places, quiet=as_json) or dataset,
+            places=places,
+            seed=0 if seed is None else seed,
+            backbone=backbone,
+            device=device,
+            on_event=progress,
+            force=force,
+            weights=weights,
+        )
+    info = {"path": str(result.path), "reused": result.reused}
+    if result.outcome is None:
+        _render(result.metrics, info, as_json)
+        return
+    _show(result.outcome, info, as_json)
+
+
+# The flags that picked a mode of the single command these replace, and the command each now names.
+LEGACY = {"--embeddings": "evaluate-embeddings", "--baseline": "evaluate-baseline"}
+# Flags the embeddings mode accepted and ignored: still accepted, still ignored.
+_IGNORED = {"evaluate-embeddings": ("--data-root", "--catalog")}
+
+
+def legacy_evaluate(args: list[str]) -> list[str]:
+    """`evaluate --embeddings FILE ...` / `evaluate --baseline KIND ...` as the command that now does it
+    (a one-line hint on stderr); any other command line unchanged."""
+    if not args or args[0] != "evaluate":
+        return args
+    rest = args[1:]
+    for position, arg in enumerate(rest):
+        flag, eq, value = arg.partition("=")
+        if flag not in LEGACY:
+            continue
+        target = LEGACY[flag]
+        if eq:
+            moved = [*rest[:position], value, *rest[position + 1 :]]
+        else:
+            moved = [*rest[:position], *rest[position + 1 :]]  # its value stays, now the positional
+        err.print(
+            f"note: `dmlbench evaluate {flag}` is now `dmlbench {target}`; the old spelling still works",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return [target, *_drop_flags(moved, _IGNORED.get(target, ()))]
+    return args
+
+
+def _drop_flags(args: list[str], flags: tuple[str, ...]) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        elif arg.partition("=")[0] not in flags:
+            kept.append(arg)
+    return kept
+
+
+def _show(outcome: EvalOutcome, info: dict[str, Any], as_json: bool) -> None:
+    summary = ("n_queries", "n_gallery", "lone_queries", "protocol", "backend")
+    info = {**{key: getattr(outcome, key) for key in summary}, "seconds": round(outcome.seconds, 2), **info}
+    if outcome.approximation:
+        info["approximation"] = outcome.approximation
+    _render(outcome.metrics, info, as_json, outcome.intervals)
 
 
 def _render(
@@ -69,233 +372,3 @@ def approximation_lines(approximation: dict[str, Any]) -> list[str]:
     from dmlbench.evaluation.describe import describe_approximation
 
     return describe_approximation(approximation)
-
-
-def _refuse(given: dict[str, bool], mode: str, hint: str) -> None:
-    """One usage error naming the first flag that does not apply to `mode`."""
-    for flag, present in given.items():
-        if present:
-            raise UsageError(f"{flag} does not apply to {mode}", hint=hint)
-
-
-@friendly_errors
-def command(
-    run_dir: Annotated[Path | None, typer.Argument(help="Run directory written by `dmlbench train`.")] = None,
-    split: Annotated[str, typer.Option(help="Split to embed and score: test or val.", rich_help_panel=S)] = "test",
-    recall_k: Annotated[
-        str | None, typer.Option("--recall-k", help="Comma-separated K (default: the dataset's).", rich_help_panel=S)
-    ] = None,
-    metrics: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated subset: recall,precision@1,r_precision,map@r,nmi,f1.", rich_help_panel=S),
-    ] = None,
-    device: Annotated[
-        str, typer.Option(help="auto, cpu, cuda or cuda:N (never silently replaced).", rich_help_panel=S)
-    ] = "auto",
-    distance: Annotated[
-        str, typer.Option(help="cosine (on L2-normalised vectors) or euclidean.", rich_help_panel=S)
-    ] = "cosine",
-    save_embeddings: Annotated[
-        bool, typer.Option(help="Also write eval/SPLIT/embeddings.npy + labels.npy.", rich_help_panel=S)
-    ] = False,
-    data_root: Annotated[
-        Path | None, typer.Option(help="Prepared-data folder (env: DMLBENCH_DATA_ROOT).", rich_help_panel=S)
-    ] = None,
-    kmeans_niter: Annotated[int, typer.Option(help="k-means iterations for NMI/F1.", rich_help_panel=S)] = 25,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.", rich_help_panel=S)] = False,
-    catalog: Annotated[
-        list[Path] | None,
-        typer.Option("--catalog", help="Extra catalog TOML file with your own datasets.", rich_help_panel=S),
-    ] = None,
-    queries: Annotated[
-        int | None,
-        typer.Option(help="Score a seeded sample of N queries (exact search, 95% intervals).", rich_help_panel=A),
-    ] = None,
-    index: Annotated[
-        str,
-        typer.Option(
-            help="flat (exact), ivf[:nlist=N,nprobe=N] or hnsw[:m=N,ef_search=N,ef_construction=N] (faiss).",
-            rich_help_panel=A,
-        ),
-    ] = "flat",
-    agreement_queries: Annotated[
-        int, typer.Option(help="Queries on which an --index is compared with exact search.", rich_help_panel=A)
-    ] = 1000,
-    cluster_sample: Annotated[
-        int | None,
-        typer.Option(
-            help="k-means (NMI/F1) on a class-stratified sample of N items; 0 = every item "
-            "\\[default: automatic above a size].",
-            rich_help_panel=A,
-        ),
-    ] = None,
-    embeddings: Annotated[
-        Path | None, typer.Option(help="Score these embeddings (.npy/.npz/.pt) instead of a run.", rich_help_panel=F)
-    ] = None,
-    labels: Annotated[Path | None, typer.Option(help="Labels for --embeddings.", rich_help_panel=F)] = None,
-    gallery_embeddings: Annotated[
-        Path | None, typer.Option(help="Gallery embeddings (query-vs-gallery protocol).", rich_help_panel=F)
-    ] = None,
-    gallery_labels: Annotated[
-        Path | None, typer.Option(help="Labels for --gallery-embeddings.", rich_help_panel=F)
-    ] = None,
-    baseline: Annotated[
-        str | None,
-        typer.Option(help="Score a baseline instead of a run: untrained or raw (needs --dataset).", rich_help_panel=B),
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset of the --baseline (a name, or a folder / OML CSV).", rich_help_panel=B)
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed of the untrained network (default 0).", rich_help_panel=B)
-    ] = None,
-    backbone: Annotated[str | None, typer.Option(help="Backbone (default: the dataset's).", rich_help_panel=B)] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="Local backbone weights for --baseline untrained.", rich_help_panel=B)
-    ] = None,
-    runs_root: Annotated[
-        Path | None,
-        typer.Option(help="Parent of run folders; baselines go to RUNS_ROOT/baselines/.", rich_help_panel=B),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Recompute a baseline that is already stored.", rich_help_panel=B)
-    ] = False,
-) -> None:
-    """Compute Recall@K, P@1, R-Precision, MAP@R, NMI and F1 (definitions: docs/metrics.md).
-
-    Score a run folder (RUN_DIR), embedding files (--embeddings), or a baseline (--baseline untrained|raw
-    --dataset NAME) written to RUNS_ROOT/baselines/.
-    """
-    setup_logging()
-    from dmlbench.config import MAX_SEED
-
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"--seed must be non-negative and at most {MAX_SEED}, not {seed}", hint="e.g. --seed 0")
-    ks = _ints(recall_k)
-    chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    if distance not in ("cosine", "euclidean"):
-        raise UsageError(f"unknown --distance {distance!r}", hint="use cosine or euclidean")
-    dist: Literal["cosine", "euclidean"] = "cosine" if distance == "cosine" else "euclidean"
-    modes = [name for name, on in (("RUN_DIR", run_dir), ("--embeddings", embeddings), ("--baseline", baseline)) if on]
-    if len(modes) != 1:
-        given = " and ".join(modes) if modes else "none of them"
-        raise UsageError(
-            f"give exactly one of RUN_DIR, --embeddings or --baseline (got {given})",
-            hint="see `dmlbench evaluate --help`",
-        )
-    baseline_only = {
-        "--dataset": dataset is not None,
-        "--seed": seed is not None,
-        "--backbone": backbone is not None,
-        "--weights": weights is not None,
-        "--runs-root": runs_root is not None,
-        "--force": force,
-    }
-    files_only = {
-        "--labels": labels is not None,
-        "--gallery-embeddings": gallery_embeddings is not None,
-        "--gallery-labels": gallery_labels is not None,
-    }
-    catalogs = tuple(catalog or ())
-    beyond: dict[str, Any] = {
-        "queries": queries,
-        "index": index,
-        "agreement_queries": agreement_queries,
-        "cluster_sample": cluster_sample,
-    }
-    info: dict[str, Any] = {}
-    with ProgressRenderer(quiet=as_json) as progress:
-        if baseline is not None:
-            _refuse(
-                {
-                    **files_only,
-                    "--split": split != "test",
-                    "--recall-k": ks is not None,
-                    "--metrics": chosen is not None,
-                    "--distance": dist != "cosine",
-                    "--save-embeddings": save_embeddings,
-                    "--kmeans-niter": kmeans_niter != 25,
-                    "--queries": queries is not None,
-                    "--index": index != "flat",
-                    "--agreement-queries": agreement_queries != 1000,
-                    "--cluster-sample": cluster_sample is not None,
-                },
-                "--baseline",
-                "a baseline scores the test split with every metric, like trained runs; re-score its folder "
-                "with `dmlbench evaluate RUNS_ROOT/baselines/NAME --metrics ...`",
-            )
-            if dataset is None:
-                raise UsageError("--baseline needs --dataset NAME", hint="e.g. --baseline raw --dataset digits")
-            from dmlbench.cli._datasets import dataset_name
-            from dmlbench.cli._output import resolve_places
-            from dmlbench.evaluation.baselines import run_baseline
-
-            result = run_baseline(
-                baseline,
-                dataset_name(dataset, resolve_places(data_root), quiet=as_json) or dataset,
-                runs_root=resolve_runs_root(runs_root),
-                data_root=resolve_data_root(data_root),
-                seed=0 if seed is None else seed,
-                backbone=backbone,
-                device=device,
-                catalog=catalogs,
-                on_event=progress,
-                force=force,
-                weights=weights,
-            )
-            info = {"path": str(result.path), "reused": result.reused}
-            if result.outcome is None:
-                _render(result.metrics, info, as_json)
-                return
-            outcome = result.outcome
-        elif embeddings is not None:
-            _refuse(
-                {**baseline_only, "--split": split != "test", "--save-embeddings": save_embeddings},
-                "--embeddings",
-                "those options are for run folders and baselines",
-            )
-            from dmlbench.evaluation.files import evaluate_files
-
-            outcome = evaluate_files(
-                embeddings,
-                labels,
-                recall_k=ks or (1, 2, 4, 8),
-                metrics=chosen,
-                device=device,
-                distance=dist,
-                gallery_embeddings=gallery_embeddings,
-                gallery_labels=gallery_labels,
-                kmeans_niter=kmeans_niter,
-                on_event=progress,
-                **beyond,
-            )
-        else:
-            assert run_dir is not None
-            _refuse(
-                {**baseline_only, **files_only},
-                "a RUN_DIR",
-                "those options are for --baseline and --embeddings",
-            )
-            from dmlbench.evaluation import evaluate
-
-            result = evaluate(
-                run_dir,
-                split=split,
-                recall_k=ks,
-                metrics=chosen,
-                device=device,
-                data_root=resolve_data_root(data_root),
-                save_embeddings=save_embeddings,
-                distance=dist,
-                kmeans_niter=kmeans_niter,
-                on_event=progress,
-                catalog=catalogs,
-                **beyond,
-            )
-            assert result.outcome is not None
-            outcome, info = result.outcome, {"path": str(result.path)}
-    summary = ("n_queries", "n_gallery", "lone_queries", "protocol", "backend")
-    info = {**{key: getattr(outcome, key) for key in summary}, "seconds": round(outcome.seconds, 2), **info}
-    if outcome.approximation:
-        info["approximation"] = outcome.approximation
-    _render(outcome.metrics, info, as_json, outcome.intervals)

@@ -6,7 +6,7 @@
 - `raw`: the input pixels, flattened exactly as the model would see them (the test transform),
   L2-normalised, cosine.
 
-Both go through the same embedding, split and metric code as trained runs (`runner._evaluate`) and write
+Both go through the same embedding, split and metric code as trained runs (`runner.evaluate`) and write
 `RUNS_ROOT/baselines/<dataset>-<kind>-<backbone>-seed<seed>/` (manifest kind "baseline", config.toml,
 eval/test/metrics.json) that `report` reads like any run.
 """
@@ -16,16 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import ConfigError, DmlbenchError, UsageError
-from dmlbench.evaluation.clustering import DEFAULT_NITER
-from dmlbench.evaluation.runner import EvalResult, _evaluate, _frames, check_raw_fits, writing
+from dmlbench.evaluation.core import EvalOptions
+from dmlbench.evaluation.runner import EvalResult, _frames, check_raw_fits, evaluate, writing
 from dmlbench.evaluation.trained import BASELINES, baseline_embedder
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.paths import check_name, child_path
+from dmlbench.paths import Places, check_name, child_path
 from dmlbench.rundir import DatasetRecord, Manifest, RunDir, Status, now_iso
 from dmlbench.runsroot import BASELINES_DIR
 
@@ -52,13 +51,11 @@ def baseline_config(
     seed: int = 0,
     backbone: str | None = None,
     weights: str | os.PathLike[str] | None = None,
-    catalog: Sequence[str | os.PathLike[str]] = (),
-    data_root: str | os.PathLike[str] | None = None,
+    places: Places | None = None,
 ) -> Any:
     """The resolved TrainConfig a baseline is computed from (and stored with); every input is checked here."""
     from dmlbench.config import ModelConfig, TrainConfig
     from dmlbench.datasets import get_spec
-    from dmlbench.paths import Places
     from dmlbench.resolve import resolve_config
 
     BASELINES.target(kind)  # an unknown kind fails with did-you-mean
@@ -67,10 +64,11 @@ def baseline_config(
     if weights is not None and kind != "untrained":
         raise UsageError(
             f"--weights applies to the untrained baseline, not {kind!r}",
-            hint="drop --weights, or use --baseline untrained",
+            hint="drop --weights, or score the untrained baseline",
         )
     check_name(dataset, "dataset")
-    spec = get_spec(dataset, Places.of(data_root, catalogs=catalog))
+    # without places: the built-in catalog only (no data root searched for datasets prepared from user files)
+    spec = get_spec(dataset, places)
     model = ModelConfig(backbone=backbone, weights=str(weights) if weights is not None else None)
     resolved = resolve_config(TrainConfig(dataset=dataset, seed=seed, model=model), spec)
     assert resolved.model.backbone is not None
@@ -82,12 +80,10 @@ def run_baseline(
     kind: str,
     dataset: str,
     *,
-    runs_root: str | os.PathLike[str],
-    data_root: str | os.PathLike[str],
+    places: Places,
     seed: int = 0,
     backbone: str | None = None,
     device: str = "auto",
-    catalog: Sequence[str | os.PathLike[str]] = (),
     on_event: EventHandler | None = None,
     force: bool = False,
     weights: str | os.PathLike[str] | None = None,
@@ -101,22 +97,18 @@ def run_baseline(
     """
     from dmlbench.config import diff_keys, dump_toml
     from dmlbench.datasets import open_or_prepare
-    from dmlbench.paths import Places
     from dmlbench.provenance import git_commit, versions
     from dmlbench.utils.cpu import intra_op_threads
     from dmlbench.utils.device import resolve_device
 
-    cfg = baseline_config(
-        kind, dataset, seed=seed, backbone=backbone, weights=weights, catalog=catalog, data_root=data_root
-    )
+    cfg = baseline_config(kind, dataset, seed=seed, backbone=backbone, weights=weights, places=places)
     target = resolve_device(device)
-    data_path = Path(data_root)
-    prepared = open_or_prepare(dataset, Places.of(data_path, catalogs=catalog), on_event=on_event)
+    prepared = open_or_prepare(dataset, places, on_event=on_event)
     placeholder = Manifest(run_id=cfg.run_id, kind="baseline", baseline=kind, status="complete")
     query_rows, gallery_rows = _frames(prepared.index, "test", placeholder, cfg)
     if kind == "raw":
         check_raw_fits(cfg, len(query_rows) + (len(gallery_rows) if gallery_rows is not None else 0))
-    run = RunDir(baseline_dir(runs_root, cfg.run_id))
+    run = RunDir(baseline_dir(places.runs_root, cfg.run_id))
     _check_foreign(run, force=force)  # before the claim, so a refused folder does not even get a lock file
     if run.exists() and not force:
         with run.claim(holder="baseline"):
@@ -151,22 +143,14 @@ def run_baseline(
             run.write_manifest(manifest)
             run.write_config(dump_toml(cfg))
         try:
-            result = _evaluate(
-                run,
-                split="test",
-                recall_k=None,
-                metrics=None,
-                device=device,
-                data_root=data_path,
-                save_embeddings=False,
-                batch_size=256,
-                distance="cosine",
-                kmeans_niter=DEFAULT_NITER,
-                backend="auto",
+            # the test split, every metric, default knobs: a baseline row compares with trained runs' defaults
+            result = evaluate(
+                run.root,
+                EvalOptions(device=device),
+                places=places,
                 on_event=on_event,
-                catalog=catalog,
+                locked=True,
                 model=model,
-                merge=False,
                 manifest=manifest,
             )
             # complete only once metrics.json exists: a kill in between leaves "running", recomputed next time
@@ -222,7 +206,7 @@ def _stored_result(run: RunDir, cfg: Any, kind: str, fingerprint: str, diff_keys
     if changed:
         raise ConfigError(
             f"{run.root} holds this baseline with a different config ({', '.join(changed[:3])})",
-            hint=f"recompute it with `dmlbench evaluate --baseline {kind} ... --force`, or delete that folder",
+            hint=f"recompute it with `dmlbench evaluate-baseline {kind} ... --force`, or delete that folder",
         )
     same_data = manifest.dataset is not None and manifest.dataset.fingerprint == fingerprint
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,15 +31,19 @@ from dmlbench.evaluation.search import (
     iter_neighbours,
 )
 from dmlbench.events import Event, EventHandler, emit
+from dmlbench.rundir import SPLITS
 
-RETRIEVAL_ORDER = ("precision@1", "r_precision", "map@r")
-CLUSTERING_ORDER = ("nmi", "f1")
+DEFAULT_RECALL_K = (1, 2, 4, 8)
+RETRIEVAL_SAMPLE = 12  # queries a run folder's retrieval.json keeps: 6 worst, 6 drawn at random
 PROTOCOL_SELF = "query=gallery, self excluded by index"
 PROTOCOL_SPLIT = "query vs gallery"
 # Above this largest R, R-Precision and MAP@R come from ranks over whole score rows instead of a k-NN
 # list of R neighbours: faiss's heap search slows sharply with k (k ~ 7,000 on 35,000 items: minutes).
 # Measured on 35,000 gallery items, 64-d: both cost the same near R = 2,000, the list wins below.
 LARGE_R_MIN = 2048
+# The rank metrics `_r_metrics_by_rank` computes from whole score rows, in the order it returns them; a new
+# "ranks" metric of the table needs a score-row form there too, or it cannot be scored past LARGE_R_MIN.
+BY_RANK = ("r_precision", "map@r")
 _RANK_TILE_ELEMENTS = 1 << 20  # scores ranked at once (4 MB; larger tiles measured slower)
 _SCORE_BLOCK_ELEMENTS = 1 << 24  # scores computed at once on the rank path (64 MB)
 # Above this many k-means multiply-adds (items x classes x dim x iterations x restarts), k-means runs on a
@@ -195,7 +199,7 @@ def _select(metrics: Iterable[str] | None, recall_k: Sequence[int]) -> tuple[lis
     if any(k < 1 for k in ks):
         raise UsageError(f"recall@K needs K >= 1, got {ks}", hint="e.g. --recall-k 1,2,4,8")
     if metrics is None:
-        return ks, [*RETRIEVAL_ORDER, *CLUSTERING_ORDER]
+        return ks, [key for key in M.METRICS if key != "recall"]
     wanted_k: set[int] = set()
     others: set[str] = set()
     for name in metrics:
@@ -215,8 +219,7 @@ def _select(metrics: Iterable[str] | None, recall_k: Sequence[int]) -> tuple[lis
         raise UsageError(f"recall@K needs K >= 1, got {sorted(wanted_k)}", hint="e.g. recall@1")
     if not wanted_k and not others:
         raise UsageError("no metric was selected", hint=f"choose among: {', '.join(M.METRICS)}")
-    order = [*RETRIEVAL_ORDER, *CLUSTERING_ORDER]
-    return sorted(wanted_k), [key for key in order if key in others]
+    return sorted(wanted_k), [key for key in M.METRICS if key in others]
 
 
 def _r_metrics_by_rank(
@@ -270,12 +273,16 @@ def _r_metrics_by_rank(
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """How to score embeddings: which metrics, which K, on what device, with which distance and k-means.
+    """Every knob of an evaluation, in one validated value (a bad one is a UsageError on construction).
 
-    `metrics=None` computes every metric; a subset names `recall` (all K), `recall@K` or any metric key.
+    Scoring embeddings (`evaluate_embeddings`, `evaluate_files`) reads the scoring fields; evaluating a run
+    folder (`evaluate`, baselines) reads all of them. `metrics=None` computes every metric; a subset names
+    `recall` (all K), `recall@K` or any metric key. `recall_k=None`: the dataset's K for a run folder,
+    else 1,2,4,8. `retrieval_sample=None`: 12 queries for a run folder's retrieval.json, none otherwise.
+    A run folder is scored with the run's own seed.
     """
 
-    recall_k: Sequence[int] = (1, 2, 4, 8)
+    recall_k: Sequence[int] | None = None
     metrics: Sequence[str] | None = None
     device: str = "auto"
     distance: Distance = "cosine"
@@ -291,8 +298,20 @@ class EvalOptions:
     agreement_queries: int = 1000
     cluster_sample: int | None = None
     # Queries whose neighbours are kept for a retrieval grid (half worst, half random), and how many each.
-    retrieval_sample: int = 0
+    retrieval_sample: int | None = None
     retrieval_k: int = 8
+    # A run folder only: the split embedded, whether its embeddings are kept, images per embedding batch.
+    split: str = "test"
+    save_embeddings: bool = False
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+    @property
+    def ks(self) -> Sequence[int]:
+        """The recall cut-offs asked for, the default ones when none were."""
+        return DEFAULT_RECALL_K if self.recall_k is None else self.recall_k
 
 
 def with_overrides(options: EvalOptions | None, overrides: dict[str, Any]) -> EvalOptions:
@@ -309,7 +328,10 @@ def with_overrides(options: EvalOptions | None, overrides: dict[str, Any]) -> Ev
 
 
 def check_options(options: EvalOptions) -> None:
-    """Reject a bad distance, k-means setting or metric selection (UsageError) before any work is done."""
+    """Reject a bad distance, k-means setting, split or metric selection (UsageError) before any work is done.
+
+    EvalOptions runs it on construction, so an options value that exists is a valid one.
+    """
     if options.distance not in ("cosine", "euclidean"):
         raise UsageError(f"unknown distance {options.distance!r}", hint="use cosine or euclidean")
     from dmlbench.config import MAX_COUNT, MAX_SEED
@@ -335,11 +357,15 @@ def check_options(options: EvalOptions) -> None:
             f"--cluster-sample must be >= 0, got {options.cluster_sample}",
             hint="a sample size such as 50000, or 0 for k-means on every item",
         )
-    if options.retrieval_sample < 0 or options.retrieval_k < 1:
+    if (options.retrieval_sample or 0) < 0 or options.retrieval_k < 1:
         raise UsageError("a retrieval sample needs >= 0 queries and k >= 1", hint="e.g. retrieval_sample=16")
+    if options.split not in SPLITS:
+        raise UsageError(f"unknown split {options.split!r}", hint=f"use one of {', '.join(SPLITS)}")
+    if options.batch_size < 1:
+        raise UsageError(f"batch size must be >= 1, got {options.batch_size}", hint="e.g. batch_size=256")
     spec = parse_index(options.index)
-    ks, others = _select(options.metrics, options.recall_k)
-    retrieval = bool(ks) or bool(set(others) & set(RETRIEVAL_ORDER))
+    ks, others = _select(options.metrics, options.ks)
+    retrieval = bool(ks) or any(M.METRICS[key].kind == "retrieval" for key in others)
     if not retrieval and (options.queries is not None or not spec.exact):
         flag = "--queries" if options.queries is not None else "--index"
         raise UsageError(
@@ -371,41 +397,14 @@ def evaluate_embeddings(
     neither candidates nor counted in R.
     """
     opts = with_overrides(options, overrides)
-    recall_k, metrics, device, distance = opts.recall_k, opts.metrics, opts.device, opts.distance
-    kmeans_niter, kmeans_nredo, seed, backend, tile_size = (
-        opts.kmeans_niter,
-        opts.kmeans_nredo,
-        opts.seed,
-        opts.backend,
-        opts.tile_size,
-    )
     started = time.perf_counter()
-    check_options(opts)
-    queries = as_matrix(embeddings, "embeddings")
-    query_labels = as_labels(labels, queries.shape[0], "labels")
-    if (gallery_embeddings is None) != (gallery_labels is None):
-        raise UsageError("gallery embeddings and gallery labels must be given together", hint="pass both or neither")
+    queries, query_labels, gallery, gallery_ids = _inputs(
+        embeddings, labels, gallery_embeddings, gallery_labels, opts.distance
+    )
     separate = gallery_embeddings is not None
-    if separate:
-        gallery = as_matrix(gallery_embeddings, "gallery embeddings")
-        gallery_ids = as_labels(gallery_labels, gallery.shape[0], "gallery labels")
-        if gallery.shape[1] != queries.shape[1]:
-            raise UsageError(
-                f"query embeddings have dimension {queries.shape[1]} but gallery ones {gallery.shape[1]}",
-                hint="embed queries and gallery with the same model",
-            )
-    else:
-        gallery, gallery_ids = queries, query_labels
     n_classes = int(np.unique(query_labels).size)
-    if n_classes < 2:
-        raise UsageError(
-            "the labels hold a single class: retrieval and clustering metrics are meaningless",
-            hint="evaluate a split with at least two classes",
-        )
-    if distance == "cosine":
-        queries = _normalise(queries, "embeddings")
-        gallery = _normalise(gallery, "gallery embeddings") if separate else queries
-    ks, others = _select(metrics, recall_k)
+    ks, others = _select(opts.metrics, opts.ks)
+    needs = {key: M.METRICS[key].needs for key in others}
 
     values: dict[str, float] = {}
     intervals: dict[str, tuple[float, float]] = {}
@@ -421,22 +420,34 @@ def evaluate_embeddings(
     elif not separate:
         n_relevant -= 1
     lone = n_relevant == 0
-    retrieval = [key for key in others if key in RETRIEVAL_ORDER]
-    clustering = [key for key in others if key in CLUSTERING_ORDER]
+    knn_keys = [key for key in others if needs[key] == "knn"]
+    rank_keys = [key for key in others if needs[key] == "ranks"]
+    cluster_keys = [key for key in others if needs[key] == "clusters"]
     # checked before the search: a bad sample size must not cost a full search first
-    cluster_size = _cluster_sample_size(opts, queries.shape, n_classes) if clustering else None
+    cluster_size = _cluster_sample_size(opts, queries.shape, n_classes) if cluster_keys else None
     spec = parse_index(opts.index)
     backend_name = "none"
     choice = None
-    if ks or retrieval:
+    if ks or knn_keys or rank_keys:
         if lone.all():
             raise UsageError(
                 "no query has another item of its class among the candidates",
                 hint="every class has a single item here; retrieval metrics need classes of >= 2 items",
             )
-        r_metrics = bool({"r_precision", "map@r"} & set(retrieval))
-        by_rank = r_metrics and int(n_relevant.max()) > LARGE_R_MIN
-        need = max([*ks, 1, int(n_relevant.max()) if r_metrics and not by_rank else 1])
+        by_rank = bool(rank_keys) and int(n_relevant.max()) > LARGE_R_MIN
+        if by_rank and set(rank_keys) - set(BY_RANK):
+            raise UsageError(
+                f"{sorted(set(rank_keys) - set(BY_RANK))} cannot be scored from score rows (R > {LARGE_R_MIN})",
+                hint="leave that metric out on datasets with classes this large",
+            )
+        need = max(
+            [
+                *ks,
+                1,
+                *(M.METRICS[key].neighbours for key in knn_keys),
+                int(n_relevant.max()) if rank_keys and not by_rank else 1,
+            ]
+        )
         available = gallery.shape[0] - (0 if separate else 1)
         if groups is not None:
             available = gallery.shape[0] - int(excluded.max())
@@ -459,18 +470,18 @@ def evaluate_embeddings(
                     f"--queries {opts.queries} exceeds the {candidates.size} queries that have a relevant item",
                     hint=f"use --queries <= {candidates.size}, or drop --queries to score every query",
                 )
-            scored = query_sample(candidates, opts.queries, seed)
-        choice = choose_backend(device, backend, k=fetch + 2)
+            scored = query_sample(candidates, opts.queries, opts.seed)
+        choice = choose_backend(opts.device, opts.backend, k=fetch + 2)
         engine: SearchBackend
         if spec.exact:
-            engine = build_backend(choice, gallery, distance)
+            engine = build_backend(choice, gallery, opts.distance)
         else:
             if choice.library != "faiss" or choice.gpu:
                 raise UsageError(
                     f"--index {spec.kind} runs on faiss-cpu, not on {choice.library}-{choice.device}",
                     hint="add --device cpu (and keep the faiss backend)",
                 )
-            engine = ApproximateBackend(gallery, distance, spec, seed=seed)
+            engine = ApproximateBackend(gallery, opts.distance, spec, seed=opts.seed)
         backend_name = engine.name
 
         def subset(values: NDArray[Any]) -> NDArray[Any]:
@@ -488,38 +499,32 @@ def evaluate_embeddings(
             fetch=fetch,
             groups=(subset(groups[0]), groups[1]) if groups is not None else None,
             grid_k=min(opts.retrieval_k, need),
-            by_rank=by_rank,
-            list_metrics=bool(ks) or "precision@1" in retrieval or not by_rank,
-            r_metrics=r_metrics,
-            tile_size=tile_size,
+            ks=ks,
+            list_keys=knn_keys if by_rank else [*knn_keys, *rank_keys],
+            rank_keys=rank_keys if by_rank else [],
+            tile_size=opts.tile_size,
             on_event=on_event,
         )
         keep = ~subset(lone)
-        first_hit = per_query["first_hit"]
-        for k in ks:
-            hits = M.recall_at_k(first_hit[keep], k)
-            values[f"recall@{k}"] = float(hits.mean())
-            if scored is not None:
-                intervals[f"recall@{k}"] = wilson_interval(int(hits.sum()), int(hits.size))
-        for key in retrieval:
+        for key in [*(f"recall@{k}" for k in ks), *knn_keys, *rank_keys]:
             kept = per_query[key][keep]
             values[key] = float(kept.mean())
             if scored is not None:
                 intervals[key] = (
                     wilson_interval(int(kept.sum()), int(kept.size))
-                    if key == "precision@1"
-                    else bootstrap_mean_interval(kept, seed=seed)
+                    if M.metric_info(key).interval == "wilson"
+                    else bootstrap_mean_interval(kept, seed=opts.seed)
                 )
         if scored is not None:
             approximation["queries"] = {
                 "sampled": int(scored.size),
                 "of": int(candidates.size),
-                "seed": int(seed),
+                "seed": int(opts.seed),
                 "intervals": SAMPLE_INTERVALS,
             }
         if not spec.exact:
             approximation["index"] = _measure_agreement(
-                engine, gallery, distance, queries, query_labels, gallery_ids, candidates, ks, opts, separate
+                engine, gallery, opts.distance, queries, query_labels, gallery_ids, candidates, ks, opts, separate
             )
         if opts.retrieval_sample:
             rows = scored if scored is not None else np.arange(queries.shape[0], dtype=np.int64)
@@ -527,45 +532,24 @@ def evaluate_embeddings(
                 engine, queries, query_labels, gallery_ids, rows[keep], per_query, keep, opts, separate, available
             )
 
-    if clustering:
+    if cluster_keys:
         if choice is None:
-            choice = choose_backend(device, backend)
-        points, point_labels, n_clusters = queries, query_labels, n_classes
-        size = cluster_size
-        if size is not None:
-            picks = stratified_sample(query_labels, size, seed)
-            points, point_labels = queries[picks], query_labels[picks]
-            n_clusters = int(np.unique(point_labels).size)
+            choice = choose_backend(opts.device, opts.backend)
+        point_labels, clusters = _clusters(queries, query_labels, n_classes, cluster_size, opts, choice, on_event)
+        if cluster_size is not None:
             approximation["clustering"] = {
-                "sample": int(size),
+                "sample": int(cluster_size),
                 "of": int(queries.shape[0]),
-                "classes": n_clusters,
+                "classes": int(np.unique(point_labels).size),
                 "automatic": opts.cluster_sample is None,
                 "rule": "class-stratified (every class its proportional share), seeded",
             }
-        task = f"k-means k={n_clusters}"
-        emit(on_event, Event("start", task, total=float(kmeans_nredo), unit="runs"))
-        if choice.library == "faiss":
-            clusters = kmeans_faiss(
-                points, n_clusters, niter=kmeans_niter, nredo=kmeans_nredo, seed=seed, gpu=choice.gpu
-            )
-        else:
-            clusters = kmeans_torch(
-                points,
-                n_clusters,
-                niter=kmeans_niter,
-                nredo=kmeans_nredo,
-                seed=seed,
-                device=choice.torch_device(),
-            )
-        emit(on_event, Event("advance", task, amount=float(kmeans_nredo)))
-        emit(on_event, Event("finish", task))
         if backend_name == "none":
             backend_name = f"{choice.library}-{choice.device}"
-        if "nmi" in clustering:
-            values["nmi"] = M.nmi(point_labels, clusters)
-        if "f1" in clustering:
-            values["f1"] = M.pairwise_f1(point_labels, clusters)
+        for key in cluster_keys:
+            of_clusters = M.METRICS[key].of_clusters
+            assert of_clusters is not None, f"clustering metric {key} has no function"
+            values[key] = of_clusters(point_labels, clusters)
 
     ordered = {f"recall@{k}": values[f"recall@{k}"] for k in ks}
     ordered.update({key: values[key] for key in others})
@@ -577,13 +561,79 @@ def evaluate_embeddings(
         backend=backend_name,
         seconds=time.perf_counter() - started,
         embedding_dim=int(queries.shape[1]),
-        distance=distance,
+        distance=opts.distance,
         protocol=PROTOCOL_SPLIT if separate else PROTOCOL_SELF,
         recall_k=ks,
         intervals={key: intervals[key] for key in ordered if key in intervals},
         approximation=approximation,
         retrieval=sample_for_grid,
     )
+
+
+def _inputs(
+    embeddings: Any, labels: Any, gallery_embeddings: Any, gallery_labels: Any, distance: Distance
+) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
+    """(queries, their labels, gallery, its labels), checked and L2-normalised under cosine; without a gallery
+    the queries are the gallery (the very same arrays)."""
+    queries = as_matrix(embeddings, "embeddings")
+    query_labels = as_labels(labels, queries.shape[0], "labels")
+    if (gallery_embeddings is None) != (gallery_labels is None):
+        raise UsageError("gallery embeddings and gallery labels must be given together", hint="pass both or neither")
+    separate = gallery_embeddings is not None
+    if separate:
+        gallery = as_matrix(gallery_embeddings, "gallery embeddings")
+        gallery_ids = as_labels(gallery_labels, gallery.shape[0], "gallery labels")
+        if gallery.shape[1] != queries.shape[1]:
+            raise UsageError(
+                f"query embeddings have dimension {queries.shape[1]} but gallery ones {gallery.shape[1]}",
+                hint="embed queries and gallery with the same model",
+            )
+    else:
+        gallery, gallery_ids = queries, query_labels
+    if int(np.unique(query_labels).size) < 2:
+        raise UsageError(
+            "the labels hold a single class: retrieval and clustering metrics are meaningless",
+            hint="evaluate a split with at least two classes",
+        )
+    if distance == "cosine":
+        queries = _normalise(queries, "embeddings")
+        gallery = _normalise(gallery, "gallery embeddings") if separate else queries
+    return queries, query_labels, gallery, gallery_ids
+
+
+def _clusters(
+    queries: NDArray[np.float32],
+    query_labels: NDArray[np.int64],
+    n_classes: int,
+    sample_size: int | None,
+    opts: EvalOptions,
+    choice: BackendChoice,
+    on_event: EventHandler | None,
+) -> tuple[NDArray[np.int64], NDArray[Any]]:
+    """(labels, k-means cluster ids) of the queries, or of a class-stratified sample of `sample_size`."""
+    points, point_labels, n_clusters = queries, query_labels, n_classes
+    if sample_size is not None:
+        picks = stratified_sample(query_labels, sample_size, opts.seed)
+        points, point_labels = queries[picks], query_labels[picks]
+        n_clusters = int(np.unique(point_labels).size)
+    task = f"k-means k={n_clusters}"
+    emit(on_event, Event("start", task, total=float(opts.kmeans_nredo), unit="runs"))
+    if choice.library == "faiss":
+        clusters = kmeans_faiss(
+            points, n_clusters, niter=opts.kmeans_niter, nredo=opts.kmeans_nredo, seed=opts.seed, gpu=choice.gpu
+        )
+    else:
+        clusters = kmeans_torch(
+            points,
+            n_clusters,
+            niter=opts.kmeans_niter,
+            nredo=opts.kmeans_nredo,
+            seed=opts.seed,
+            device=choice.torch_device(),
+        )
+    emit(on_event, Event("advance", task, amount=float(opts.kmeans_nredo)))
+    emit(on_event, Event("finish", task))
+    return point_labels, clusters
 
 
 def _score_queries(
@@ -599,21 +649,22 @@ def _score_queries(
     fetch: int,
     groups: tuple[NDArray[np.int64], NDArray[np.int64]] | None,
     grid_k: int,
-    by_rank: bool,
-    list_metrics: bool,
-    r_metrics: bool,
+    ks: Sequence[int],
+    list_keys: Sequence[str],
+    rank_keys: Sequence[str],
     tile_size: int,
     on_event: EventHandler | None,
 ) -> dict[str, NDArray[Any]]:
-    """Per-query first-hit rank, P@1, R-Precision, MAP@R and wrong neighbours among the first `grid_k`."""
+    """Per-query values of every selected retrieval metric, first-hit ranks and wrong neighbours among the
+    first `grid_k`: `list_keys` (and recall@K for `ks`) from one neighbour list, `rank_keys` from whole
+    score rows (R-Precision and MAP@R when R is too large for a list)."""
     n = queries.shape[0]
     first_hit = np.zeros(n, dtype=np.int64)
-    p1 = np.zeros(n, dtype=bool)
     wrong = np.zeros(n, dtype=np.int64)
-    rprec = np.full(n, np.nan)
-    mapr = np.full(n, np.nan)
+    per_query: dict[str, NDArray[Any]] = {key: np.full(n, np.nan) for key in [*list_keys, *rank_keys]}
+    per_query.update({f"recall@{k}": np.zeros(n, dtype=np.float64) for k in ks})
     # with only R-Precision/MAP@R on the rank path, a neighbour list would go unused
-    if list_metrics:
+    if ks or list_keys or not rank_keys:
         task = f"search k={need}"
         emit(on_event, Event("start", task, total=float(n), unit="queries"))
         for start, stop, _scores, idx in iter_neighbours(
@@ -626,34 +677,44 @@ def _score_queries(
             if kept is not None:
                 relevant &= kept
             first_hit[start:stop] = M.first_hit_rank(relevant)
-            p1[start:stop] = M.precision_at_1(relevant)
             wrong[start:stop] = grid_k - relevant[:, :grid_k].sum(axis=1)
-            if r_metrics and not by_rank:
-                # only the first R columns matter to R-precision and MAP@R; R is small next to K in SOP
-                head = relevant[:, : max(1, int(n_relevant[start:stop].max()))]
-                rprec[start:stop] = M.r_precision(head, n_relevant[start:stop])
-                mapr[start:stop] = M.map_at_r(head, n_relevant[start:stop])
+            n_rel = n_relevant[start:stop]
+            hits = head = M.Hits(relevant, n_rel, first_hit[start:stop])
+            for k in ks:
+                per_query[f"recall@{k}"][start:stop] = _per_query("recall", replace(hits, k=k))
+            if any(M.METRICS[key].needs == "ranks" for key in list_keys):
+                # only the first R columns matter to the rank metrics; R is small next to K in SOP
+                head = replace(hits, relevant=relevant[:, : max(1, int(n_rel.max()))])
+            for key in list_keys:
+                per_query[key][start:stop] = _per_query(key, head if M.METRICS[key].needs == "ranks" else hits)
             emit(on_event, Event("advance", task, amount=float(stop - start)))
         emit(on_event, Event("finish", task))
-    if by_rank:
-        rprec, mapr = _r_metrics_by_rank(
-            engine,
-            queries,
-            query_labels,
-            gallery_ids,
-            n_relevant,
-            exclude_self=exclude_self,
-            on_event=on_event,
-            query_ids=query_ids,
-            groups=groups,
+    if rank_keys:
+        by_rank = dict(
+            zip(
+                BY_RANK,
+                _r_metrics_by_rank(
+                    engine,
+                    queries,
+                    query_labels,
+                    gallery_ids,
+                    n_relevant,
+                    exclude_self=exclude_self,
+                    on_event=on_event,
+                    query_ids=query_ids,
+                    groups=groups,
+                ),
+                strict=True,
+            )
         )
-    return {
-        "first_hit": first_hit,
-        "precision@1": p1.astype(np.float64),
-        "r_precision": rprec,
-        "map@r": mapr,
-        "wrong": wrong,
-    }
+        per_query.update({key: by_rank[key] for key in rank_keys})
+    return {**per_query, "first_hit": first_hit, "wrong": wrong}
+
+
+def _per_query(key: str, hits: M.Hits) -> NDArray[np.float64]:
+    function = M.METRICS[key].per_query
+    assert function is not None, f"retrieval metric {key} has no per-query function"
+    return function(hits)
 
 
 def _measure_agreement(
@@ -707,7 +768,7 @@ def _retrieval_sample(
     available: int,
 ) -> RetrievalSample:
     """The worst scored queries (most wrong neighbours, then latest first hit), then a seeded random draw."""
-    count = min(opts.retrieval_sample, int(rows.size))
+    count = min(opts.retrieval_sample or 0, int(rows.size))
     n_worst = (count + 1) // 2
     wrong = per_query["wrong"][keep]
     first = per_query["first_hit"][keep]

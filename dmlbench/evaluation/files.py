@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dmlbench.errors import MissingInputError, UsageError, first_line, require_file
-from dmlbench.evaluation.core import EvalOptions, EvalOutcome, check_options, evaluate_embeddings, with_overrides
+from dmlbench.evaluation.core import EvalOptions, EvalOutcome, evaluate_embeddings, with_overrides
 from dmlbench.events import EventHandler
 from dmlbench.utils.npy import load_npy, load_npz
 
@@ -190,8 +190,7 @@ def evaluate_files(
 
     Options are checked before any file is read; nothing is written.
     """
-    opts = with_overrides(options, overrides)
-    check_options(opts)
+    opts = with_overrides(options, overrides)  # validated here, before any file is read
     loaded = load_embeddings(
         embeddings, labels, gallery_embeddings_path=gallery_embeddings, gallery_labels_path=gallery_labels
     )

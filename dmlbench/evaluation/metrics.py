@@ -10,8 +10,9 @@ protocol choices, are in docs/metrics.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,41 +26,44 @@ FloatArray = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
+class Hits:
+    """What a retrieval metric reads for a tile of queries: the neighbour relevance table, each query's R
+    (same-class items among its candidates), the rank of its first hit and, for recall@K, the K."""
+
+    relevant: BoolTable
+    n_relevant: IntArray
+    first_hit: IntArray  # `first_hit_rank(relevant)`, computed once per tile whatever reads it
+    k: int = 1
+
+
+Needs = Literal["knn", "ranks", "clusters"]
+
+
+@dataclass(frozen=True)
 class MetricInfo:
-    """One entry of the metric table: how to read the number, not how to compute it."""
+    """One entry of the metric table: everything a caller needs to compute, show and compare a metric.
+
+    `needs` names the table the metric is computed from, built once per evaluation whatever the number of
+    metrics reading it: "knn" (the relevance table of the K nearest neighbours), "ranks" (the R nearest,
+    R = same-class count: a neighbour list, or whole score rows when R is large) or "clusters" (k-means
+    cluster ids against the labels). Retrieval metrics give `per_query` values (averaged over the non-lone
+    queries, their 95% interval under a query sample from `interval`); clustering metrics `of_clusters`.
+    """
 
     name: str
+    label: str  # the short column label of reports; "{k}" is replaced by a cut-off's K
     higher_is_better: bool
-    kind: Literal["retrieval", "clustering"]
+    needs: Needs
     summary: str
+    per_query: Callable[[Hits], FloatArray] | None = None
+    of_clusters: Callable[[NDArray[Any], NDArray[Any]], float] | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)  # a stored value outside it is a broken measurement
+    neighbours: int = 1  # columns of the kNN table a "knn" metric reads (recall@K reads K, whatever this says)
+    interval: Literal["wilson", "bootstrap"] = "bootstrap"  # wilson: per-query values are 0/1
 
-
-METRICS: dict[str, MetricInfo] = {
-    "recall": MetricInfo(
-        "recall@K", True, "retrieval", "fraction of queries with >= 1 same-class item among their K nearest"
-    ),
-    "precision@1": MetricInfo(
-        "precision@1", True, "retrieval", "fraction of queries whose nearest item shares its class"
-    ),
-    "r_precision": MetricInfo("r_precision", True, "retrieval", "precision among the R nearest, R = same-class count"),
-    "map@r": MetricInfo("map@r", True, "retrieval", "mean average precision over the R nearest (Musgrave et al.)"),
-    "nmi": MetricInfo("nmi", True, "clustering", "normalized mutual information of k-means clusters and labels"),
-    "f1": MetricInfo("f1", True, "clustering", "pairwise F1 of k-means clusters against labels"),
-}
-
-
-def metric_info(key: str) -> MetricInfo:
-    """Look up a metric by its result key (`recall@4` maps to the `recall` entry)."""
-    base = "recall" if key.startswith("recall@") else key
-    if base not in METRICS:
-        known = list(METRICS)
-        raise UnknownNameError(f"unknown metric {key!r}", hint=f"{did_you_mean(base, known)}known: {', '.join(known)}")
-    return METRICS[base]
-
-
-def higher_is_better(key: str) -> bool:
-    """Whether a larger value of the metric `key` is better (all built-in metrics: yes)."""
-    return metric_info(key).higher_is_better
+    @property
+    def kind(self) -> Literal["retrieval", "clustering"]:
+        return "clustering" if self.needs == "clusters" else "retrieval"
 
 
 def first_hit_rank(relevant: BoolTable) -> IntArray:
@@ -99,6 +103,106 @@ def map_at_r(relevant: BoolTable, n_relevant: IntArray) -> FloatArray:
     total = (precision_at_i * rel).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(r > 0, total / np.maximum(r, 1), np.nan)
+
+
+def _as_float(values: NDArray[np.bool_]) -> FloatArray:
+    return values.astype(np.float64)
+
+
+# The one table of metrics, in their canonical order (evaluation's output, `--metrics` help, reports).
+# "recall" stands for every recall@K. A new metric is one entry here (and its function).
+METRICS: dict[str, MetricInfo] = {
+    "recall": MetricInfo(
+        "recall@K",
+        "R@{k}",
+        True,
+        "knn",
+        "fraction of queries with >= 1 same-class item among their K nearest",
+        per_query=lambda h: _as_float(recall_at_k(h.first_hit, h.k)),
+        interval="wilson",
+    ),
+    "precision@1": MetricInfo(
+        "precision@1",
+        "P@1",
+        True,
+        "knn",
+        "fraction of queries whose nearest item shares its class",
+        per_query=lambda h: _as_float(precision_at_1(h.relevant)),
+        interval="wilson",
+    ),
+    "r_precision": MetricInfo(
+        "r_precision",
+        "RP",
+        True,
+        "ranks",
+        "precision among the R nearest, R = same-class count",
+        per_query=lambda h: r_precision(h.relevant, h.n_relevant),
+    ),
+    "map@r": MetricInfo(
+        "map@r",
+        "MAP@R",
+        True,
+        "ranks",
+        "mean average precision over the R nearest (Musgrave et al.)",
+        per_query=lambda h: map_at_r(h.relevant, h.n_relevant),
+    ),
+    "nmi": MetricInfo(
+        "nmi",
+        "NMI",
+        True,
+        "clusters",
+        "normalized mutual information of k-means clusters and labels",
+        of_clusters=lambda labels, clusters: nmi(labels, clusters),
+    ),
+    "f1": MetricInfo(
+        "f1",
+        "F1",
+        True,
+        "clusters",
+        "pairwise F1 of k-means clusters against labels",
+        of_clusters=lambda labels, clusters: pairwise_f1(labels, clusters),
+    ),
+}
+
+
+def base_key(key: str) -> str:
+    """The table entry of a result key: `recall@4` -> `recall`."""
+    return "recall" if key.startswith("recall@") else key
+
+
+def metric_info(key: str) -> MetricInfo:
+    """Look up a metric by its result key (`recall@4` maps to the `recall` entry)."""
+    base = base_key(key)
+    if base not in METRICS:
+        known = list(METRICS)
+        raise UnknownNameError(f"unknown metric {key!r}", hint=f"{did_you_mean(base, known)}known: {', '.join(known)}")
+    return METRICS[base]
+
+
+def known_metric(key: str) -> MetricInfo | None:
+    """The table entry of a result key, or None for a name the table does not hold (a foreign metrics file)."""
+    return METRICS.get(base_key(key))
+
+
+def higher_is_better(key: str) -> bool:
+    """Whether a larger value of the metric `key` is better (read from the table)."""
+    return metric_info(key).higher_is_better
+
+
+def metric_label(key: str) -> str:
+    """Short column label in the paper's style: recall@4 -> R@4, nmi -> NMI; an unknown key as it is."""
+    info = known_metric(key)
+    if info is None:
+        return key
+    return info.label.replace("{k}", key.split("@", 1)[1]) if "{k}" in info.label else info.label
+
+
+def direction_note(keys: Iterable[str]) -> str:
+    """How a reader compares values of these metrics, from the table: which ones are lower-is-better."""
+    lower = [metric_label(key) for key in keys if (info := known_metric(key)) is not None and not info.higher_is_better]
+    if not lower:
+        return "every metric is higher-is-better"
+    return f"lower is better for {', '.join(lower)}, higher for every other metric"
 
 
 def _dense(values: NDArray[np.generic]) -> tuple[IntArray, IntArray]:

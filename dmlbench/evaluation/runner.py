@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,19 +15,22 @@ import numpy as np
 
 import dmlbench
 from dmlbench.errors import ConfigError, DmlbenchError, EnvironmentFailure, MissingInputError, UsageError
-from dmlbench.evaluation.clustering import DEFAULT_NITER
-from dmlbench.evaluation.core import EvalOptions, EvalOutcome, RetrievalSample, check_options, evaluate_embeddings
-from dmlbench.evaluation.search import BackendName, Distance
+from dmlbench.evaluation.core import (
+    DEFAULT_RECALL_K,
+    RETRIEVAL_SAMPLE,
+    EvalOptions,
+    EvalOutcome,
+    RetrievalSample,
+    evaluate_embeddings,
+    with_overrides,
+)
 from dmlbench.events import Event, EventHandler, emit
-from dmlbench.paths import default_data_root
+from dmlbench.paths import Places, StrPath
 from dmlbench.rundir import Manifest, MetricsRecord, RetrievalRecord, RetrievedItem, RetrievedQuery, RunDir
 from dmlbench.utils.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
-
-SPLITS = ("test", "val")
-RETRIEVAL_SAMPLE = 12  # queries kept in retrieval.json per evaluation: 6 worst, 6 drawn at random
 
 
 @dataclass(frozen=True)
@@ -108,138 +111,77 @@ def _frames(index: pd.DataFrame, split: str, manifest: Manifest, cfg: Any) -> tu
 
 
 def evaluate(
-    run_dir: str | os.PathLike[str],
+    run_dir: StrPath,
+    options: EvalOptions | None = None,
     *,
-    split: str = "test",
-    recall_k: Sequence[int] | None = None,
-    metrics: Iterable[str] | None = None,
-    device: str = "auto",
-    data_root: str | os.PathLike[str] | None = None,
-    save_embeddings: bool = False,
-    batch_size: int = 256,
-    distance: Distance = "cosine",
-    kmeans_niter: int = DEFAULT_NITER,
-    backend: BackendName = "auto",
+    places: Places | None = None,
     on_event: EventHandler | None = None,
     locked: bool = False,
-    catalog: Sequence[str | os.PathLike[str]] = (),
-    queries: int | None = None,
-    index: str = "flat",
-    cluster_sample: int | None = None,
-    agreement_queries: int = 1000,
-    retrieval_sample: int = RETRIEVAL_SAMPLE,
+    model: Any = None,
+    manifest: Manifest | None = None,
+    **overrides: Any,
 ) -> EvalResult:
-    """Embed `split` of the run's dataset with the run's model and write `eval/<split>/metrics.json`
-    (and `retrieval.json`: `retrieval_sample` queries, worst first, with their nearest neighbours).
+    """Embed `options.split` of the run's dataset with the run's model and write `eval/<split>/metrics.json`
+    (and `retrieval.json`: `options.retrieval_sample` queries, worst first, with their nearest neighbours).
 
-    `queries`, `index`, `cluster_sample` and `agreement_queries` go beyond exact search (EvalOptions).
-
+    `overrides` are EvalOptions fields replacing those of `options` (`evaluate(run, metrics=["nmi"])`).
     Any complete run folder works: trained runs, and baselines (their untrained network or raw pixels
     are rebuilt from config.toml). `recall_k=None` uses the dataset's K values; query/gallery datasets
     (In-Shop) search the gallery. A metric subset merges into the stored metrics. A generated dataset
-    missing from `data_root` is prepared first. The run folder is claimed while this writes, unless the
-    caller (training, which evaluates at its end) already holds it: `locked=True`.
+    missing from `places.data_root` is prepared first. The run folder is claimed while this writes, unless
+    the caller already holds it: `locked=True` (training, which evaluates at its end; a baseline).
+    A caller writing the run right now (a baseline, marked running until its metrics exist) hands its
+    `model` and `manifest`; the metrics then replace whatever the folder held instead of merging into it.
     """
     run = RunDir(Path(run_dir))
     if not run.root.exists():
         raise MissingInputError(f"run directory {run.root} does not exist", hint="check the path (see `ls runs/`)")
     if not run.root.is_dir():
         raise UsageError(f"{run.root} is a file, not a run directory", hint="pass the run's folder (see `ls runs/`)")
-    if split not in SPLITS:
-        raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
-    if batch_size < 1:
-        raise UsageError(f"batch size must be >= 1, got {batch_size}", hint="e.g. batch_size=256")
     # Bad options fail now, before the folder is claimed or a single image is embedded.
-    beyond: dict[str, Any] = {
-        "queries": queries,
-        "index": index,
-        "cluster_sample": cluster_sample,
-        "agreement_queries": agreement_queries,
-        "retrieval_sample": retrieval_sample,
-    }
-    check_options(
-        EvalOptions(
-            recall_k=tuple(recall_k) if recall_k else (1,),
-            metrics=tuple(metrics) if metrics is not None else None,
-            distance=distance,
-            kmeans_niter=kmeans_niter,
-            backend=backend,
-            **beyond,
-        )
-    )
-    metrics = tuple(metrics) if metrics is not None else None
-    run.require_complete()  # before claiming: a folder that is no finished run gets no lock file either
+    opts = with_overrides(options, overrides)
+    writing_now = manifest is not None
+    if manifest is None:
+        manifest = run.require_complete()  # before claiming: no finished run, no lock file either
     claim = contextlib.nullcontext() if locked else run.claim(holder="evaluate")
     with claim:
-        return _evaluate(
-            run,
-            split=split,
-            recall_k=recall_k,
-            metrics=metrics,
-            device=device,
-            data_root=Path(data_root) if data_root is not None else default_data_root(),
-            save_embeddings=save_embeddings,
-            batch_size=batch_size,
-            distance=distance,
-            kmeans_niter=kmeans_niter,
-            backend=backend,
-            on_event=on_event,
-            catalog=catalog,
-            beyond=beyond,
+        return _score_run(
+            run, opts, places or Places(), on_event=on_event, model=model, manifest=manifest, merge=not writing_now
         )
 
 
-def _evaluate(
+def _score_run(
     run: RunDir,
+    opts: EvalOptions,
+    places: Places,
     *,
-    split: str,
-    recall_k: Sequence[int] | None,
-    metrics: Iterable[str] | None,
-    device: str,
-    data_root: Path,
-    save_embeddings: bool,
-    batch_size: int,
-    distance: Distance,
-    kmeans_niter: int,
-    backend: BackendName,
     on_event: EventHandler | None,
-    catalog: Sequence[str | os.PathLike[str]] = (),
-    model: Any = None,
-    merge: bool = True,
-    manifest: Manifest | None = None,
-    beyond: dict[str, Any] | None = None,
+    model: Any,
+    manifest: Manifest,
+    merge: bool,
 ) -> EvalResult:
-    """Score one run folder the caller has claimed.
-
-    `model` and `manifest` come from a caller that is writing the run right now (a baseline, still
-    marked running until its metrics exist); otherwise both are read from the complete run.
-    """
+    """Score one run folder the caller has claimed (`evaluate` without the checks and the claim)."""
     from dmlbench.datasets import open_or_prepare
     from dmlbench.datasets.torch_data import dataset_for_model
     from dmlbench.evaluation.embed import embed_dataset
     from dmlbench.evaluation.trained import load_run_embedder, read_run_config
-    from dmlbench.paths import Places
     from dmlbench.utils.cpu import intra_op_threads
     from dmlbench.utils.device import resolve_device
 
     started = time.perf_counter()
-    if split not in SPLITS:
-        raise UsageError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
-    if manifest is None:
-        manifest = run.require_complete()
-    target = resolve_device(device)
+    split = opts.split
+    target = resolve_device(opts.device)
     if model is None:
         model, cfg = load_run_embedder(run, manifest, target)
     else:
         cfg = read_run_config(run)
-    chosen = tuple(metrics) if metrics is not None else None
     previous_unreadable = _stored_metrics_unreadable(run, split)
-    if previous_unreadable and merge and chosen is not None:
+    if previous_unreadable and merge and opts.metrics is not None:
         raise MissingInputError(
             f"{run.metrics_path(split)} is unreadable, so a metric subset cannot be merged into it",
             hint=f"recompute every metric: `dmlbench evaluate {run.root} --split {split}` (without --metrics)",
         )
-    prepared = open_or_prepare(cfg.dataset, Places.of(data_root, catalogs=catalog), on_event=on_event)
+    prepared = open_or_prepare(cfg.dataset, places, on_event=on_event)
     expected = manifest.dataset.fingerprint if manifest.dataset is not None else None
     if expected and expected != prepared.fingerprint:
         emit(
@@ -266,37 +208,39 @@ def _evaluate(
                 hint=f"re-prepare it: `dmlbench prepare {cfg.dataset} --force`",
             ) from None
         with intra_op_threads(cfg.schedule.threads):  # the run's own thread count: the embeddings depend on it
-            return embed_dataset(model, dataset, device=target, batch_size=batch_size, task=name, on_event=on_event)
+            return embed_dataset(
+                model, dataset, device=target, batch_size=opts.batch_size, task=name, on_event=on_event
+            )
 
     embeddings, labels = embed(query_rows, f"embed {split}" if gallery_rows is None else "embed query")
     gallery = gallery_labels = None
     if gallery_rows is not None:
         gallery, gallery_labels = embed(gallery_rows, "embed gallery")
-    ks = list(recall_k) if recall_k else [int(k) for k in prepared.info.get("recall_k") or (1, 2, 4, 8)]
+    ks = list(opts.recall_k) if opts.recall_k else [int(k) for k in prepared.info.get("recall_k") or DEFAULT_RECALL_K]
     outcome = evaluate_embeddings(
         embeddings,
         labels,
-        recall_k=ks,
-        metrics=chosen,
-        device=device,
-        distance=distance,
+        opts,
         gallery_embeddings=gallery,
         gallery_labels=gallery_labels,
-        **_exclusion_groups(query_rows, gallery_rows),
-        kmeans_niter=kmeans_niter,
-        seed=int(cfg.seed),
-        backend=backend,
         on_event=on_event,
-        **(beyond if beyond is not None else {"retrieval_sample": RETRIEVAL_SAMPLE}),
+        **_exclusion_groups(query_rows, gallery_rows),
+        recall_k=ks,
+        seed=int(cfg.seed),  # the run's own seed: k-means and samples of a run do not depend on the caller
+        retrieval_sample=RETRIEVAL_SAMPLE if opts.retrieval_sample is None else opts.retrieval_sample,
     )
-    if save_embeddings:
+    if opts.save_embeddings:
         _save_array(run.embeddings_path(split), embeddings)
         _save_array(run.labels_path(split), labels)
         if gallery is not None and gallery_labels is not None:
             _save_array(run.embeddings_path(split, gallery=True), gallery)
             _save_array(run.labels_path(split, gallery=True), gallery_labels)
     record = metrics_record(
-        outcome, run_id=manifest.run_id, split=split, seconds=time.perf_counter() - started, kmeans_niter=kmeans_niter
+        outcome,
+        run_id=manifest.run_id,
+        split=split,
+        seconds=time.perf_counter() - started,
+        kmeans_niter=opts.kmeans_niter,
     )
     # written last: its presence means "evaluated"; an unreadable old file holds nothing left to keep
     with writing(run.metrics_path(split)):

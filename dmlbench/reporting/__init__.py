@@ -16,8 +16,9 @@ from pathlib import Path
 
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.reporting.collect import Collection, RunInfo, collect, find_run_dirs
-from dmlbench.reporting.render import RENDERERS, RenderedFigure
-from dmlbench.reporting.tables import DEFAULT_GROUP_BY, Report, build_report
+from dmlbench.reporting.model import RenderedFigure, Report
+from dmlbench.reporting.render import RENDERERS
+from dmlbench.reporting.tables import DEFAULT_GROUP_BY, build_report
 
 FORMATS = tuple(RENDERERS.names())
 

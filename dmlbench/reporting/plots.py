@@ -18,8 +18,9 @@ import numpy as np
 from dmlbench.errors import DmlbenchError
 from dmlbench.paths import check_name
 from dmlbench.reporting.collect import EVAL_SPLIT, Collection, RunInfo, read_history
-from dmlbench.reporting.render import KIND_SUFFIX, RenderedFigure, plain
-from dmlbench.reporting.tables import MEASURED, DatasetTable, Report, Row, loss_sort_key
+from dmlbench.reporting.model import MEASURED, DatasetTable, RenderedFigure, Report, Row
+from dmlbench.reporting.render import KIND_SUFFIX, plain
+from dmlbench.reporting.tables import loss_sort_key
 from dmlbench.utils.io import write_bytes_atomic
 from dmlbench.utils.npy import load_npy
 

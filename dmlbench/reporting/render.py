@@ -14,24 +14,12 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from dmlbench.evaluation.metrics import direction_note, metric_label
 from dmlbench.registry import Registry
+from dmlbench.reporting.model import MEASURED, Cell, DatasetTable, RenderedFigure, Report, Row, StudySummary
 from dmlbench.reporting.stats import SIGNIFICANCE
-from dmlbench.reporting.tables import (
-    MEASURED,
-    Cell,
-    DatasetTable,
-    Report,
-    Row,
-    metric_label,
-    metric_sort_key,
-    value_text,
-)
-
-if TYPE_CHECKING:
-    from dmlbench.reporting.studies import StudySummary
+from dmlbench.reporting.tables import metric_sort_key, value_text
 
 RENDERERS: Registry[Callable[..., str]] = Registry("format")
 RENDERERS.add("markdown", "dmlbench.reporting.render:render_markdown")
@@ -54,17 +42,6 @@ FLAG = "⚠"
 APPROXIMATE = "§"
 BEST = "▲"  # the compact markdown table's best mark (bold would cost 4 characters per cell)
 STAT_ROWS = (*MEASURED, "baseline")
-
-
-@dataclass(frozen=True)
-class RenderedFigure:
-    """A plot as PNG bytes, for formats that embed figures (html); study plots carry their study."""
-
-    dataset: str
-    name: str
-    title: str
-    png: bytes
-    study: str | None = None
 
 
 # ---------------------------------------------------------------- escaping untrusted text
@@ -192,7 +169,8 @@ def notes(report: Report) -> list[str]:
     lines = [
         f"Values are percentages: mean ± sample standard deviation over the n seeds of a group{interval}. Runs are "
         "seeds of one group only when their configs agree on everything but the seed. The best trained value per "
-        f"column is marked (bold; {BEST} in the compact markdown table; every metric is higher-is-better)."
+        f"column is marked (bold; {BEST} in the compact markdown table; "
+        f"{direction_note(sorted({m for t in report.tables for m in t.metrics}))})."
     ]
     if report.approximations:
         described = "; ".join(f"{run}: {', '.join(lines) or 'approximate'}" for run, lines in report.approximations)

@@ -13,13 +13,12 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import DmlbenchError, EnvironmentFailure, first_line, require_file
 from dmlbench.paths import check_name
-from dmlbench.reporting.render import RenderedFigure
+from dmlbench.reporting.model import RenderedFigure, StudySummary
 from dmlbench.runsroot import STUDIES_JOURNAL
 from dmlbench.utils.io import write_bytes_atomic
 from dmlbench.utils.redact import redact
@@ -29,22 +28,6 @@ log = logging.getLogger(__name__)
 # The default study storage of `dmlbench tune` (one journal file per runs root).
 JOURNAL = STUDIES_JOURNAL
 STORAGE_HINT = "pass the runs root that `dmlbench tune` used, or --storage URL (a journal file, sqlite:///...)"
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """What the report says about one study."""
-
-    name: str
-    direction: str
-    metric: str | None
-    complete: int
-    pruned: int
-    failed: int
-    running: int
-    best_value: float | None
-    best_params: dict[str, Any]
-    note: str | None = None  # why a plot is missing
 
 
 def find_storages(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:

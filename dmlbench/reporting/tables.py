@@ -7,33 +7,26 @@ import math
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from dmlbench.errors import MissingInputError, UnknownNameError
 from dmlbench.evaluation.describe import approximated, describe_approximation
+from dmlbench.evaluation.metrics import known_metric, metric_label
 from dmlbench.registry import did_you_mean
 from dmlbench.reporting.collect import COLUMN_KEYS, GROUP_COLUMNS, Collection, RunInfo
+from dmlbench.reporting.model import MEASURED, Cell, DatasetTable, Report, Row, RowKind, Tuning
 from dmlbench.reporting.paper import PaperResults, PaperRow, load_paper_results
 from dmlbench.reporting.stats import SIGNIFICANCE, bounded_t_interval, t_interval, welch_p_value
-
-if TYPE_CHECKING:
-    from dmlbench.reporting.studies import StudySummary
 
 DEFAULT_GROUP_BY = ("loss", "backbone", "embedding_dim", "batch")
 # The paper's table order: baselines first, the proposed facility-location loss last.
 LOSS_ORDER = ("triplet", "lifted", "npairs", "clustering")
 BASELINE_ORDER = ("raw", "untrained")
 _FIXED_METRIC_ORDER = ("nmi", "f1", "precision@1", "r_precision", "map@r")
-METRIC_LABELS = {"nmi": "NMI", "f1": "F1", "precision@1": "P@1", "r_precision": "RP", "map@r": "MAP@R"}
-# Metrics that are fractions by definition; a value outside [0, 1] is a broken measurement.
-_UNIT_METRICS = re.compile(r"(recall|precision)@\d+|nmi|ami|ari|f1|r_precision|map@r")
 # The metrics a trained loss must beat the baselines on (issue: "on R@1 and NMI").
 BASELINE_METRICS = ("recall@1", "nmi")
 
-RowKind = Literal["baseline", "reproduced", "tuned", "ensemble", "paper", "difference"]
-# Rows that measure a trained loss: candidates for "best" and for the significance mark.
-MEASURED: tuple[str, ...] = ("reproduced", "tuned", "ensemble")
 _RUN_KIND_ROW: dict[str, RowKind] = {
     "trained": "reproduced",
     "baseline": "baseline",
@@ -41,93 +34,6 @@ _RUN_KIND_ROW: dict[str, RowKind] = {
     "ensemble": "ensemble",
 }
 _SECTION_ORDER: tuple[str, ...] = ("baseline", "reproduced", "tuned", "ensemble")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One table value in percent; every metric is higher-is-better."""
-
-    mean: float | None
-    std: float | None = None
-    count: int = 0
-    best: bool = False
-    unverified: bool = False
-    ci95: tuple[float, float] | None = None
-    # A value outside the metric's range (or non-finite) in some run: shown with a warning, never best.
-    flagged: bool = False
-    # Not significantly different from the best row of this column (Welch, p >= SIGNIFICANCE).
-    tied: bool = False
-    p_value: float | None = None
-    values: tuple[float, ...] = ()
-    # Some run of the row computed this metric beyond exact search (a sample or an approximate index).
-    approximate: bool = False
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """What a tuned (final / ensemble) row was tuned with."""
-
-    study: str
-    params: dict[str, Any]
-    trials: int | None
-
-
-@dataclass(frozen=True)
-class Row:
-    """A group of comparable runs (seeds), a published paper row, or their difference."""
-
-    kind: RowKind
-    keys: dict[str, str]
-    n: int | None
-    cells: dict[str, Cell]
-    runs: tuple[str, ...] = ()
-    # Config keys (dotted) that set this row apart from rows with the same grouping keys.
-    config: dict[str, str] = field(default_factory=dict)
-    tuning: Tuning | None = None
-
-
-@dataclass(frozen=True)
-class DatasetTable:
-    """The comparison for one dataset and the protocol it was measured under."""
-
-    dataset: str
-    group_by: tuple[str, ...]
-    metrics: tuple[str, ...]
-    protocol: dict[str, str]
-    rows: tuple[Row, ...]
-    show_config: bool = False
-    show_tuning: bool = False
-
-
-@dataclass(frozen=True)
-class Report:
-    """Every table plus what was left out and why."""
-
-    tables: tuple[DatasetTable, ...]
-    excluded: tuple[tuple[str, str], ...]
-    partial: tuple[tuple[str, str], ...]
-    paper_citation: str | None = None
-    paper_verification: str | None = None
-    has_unverified: bool = False
-    # (dataset, run_id, metric, value) of every out-of-range or non-finite value.
-    flagged: tuple[tuple[str, str, str, float], ...] = ()
-    # One sentence per trained row that does not beat the best baseline on R@1 / NMI.
-    baseline_notes: tuple[str, ...] = ()
-    trials: int = 0
-    has_single_runs: bool = False
-    has_ties: bool = False
-    studies: tuple[StudySummary, ...] = ()
-    # Intervals in the text tables (markdown, latex, html): off by default, so a row fits a terminal.
-    show_intervals: bool = False
-    # (run id, sentences) for every run evaluated beyond exact search.
-    approximations: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-
-def metric_label(metric: str) -> str:
-    """Short column label in the paper's style: recall@4 -> R@4, nmi -> NMI."""
-    if metric.startswith("recall@"):
-        return "R@" + metric.removeprefix("recall@")
-    return METRIC_LABELS.get(metric, metric)
 
 
 def metric_sort_key(metric: str) -> tuple[int, int, str]:
@@ -143,10 +49,23 @@ def metric_sort_key(metric: str) -> tuple[int, int, str]:
 
 
 def in_range(metric: str, value: float) -> bool:
-    """Whether a stored value (a fraction) can be a measurement of `metric`."""
+    """Whether a stored value can be a measurement of `metric` (within the metric table's range)."""
     if not math.isfinite(value):
         return False
-    return 0.0 <= value <= 1.0 if _UNIT_METRICS.fullmatch(metric) else True
+    info = known_metric(metric)
+    return info is None or info.value_range[0] <= value <= info.value_range[1]
+
+
+def better(metric: str, ours: float, theirs: float) -> bool:
+    """Whether `ours` is strictly better than `theirs` by the metric's direction (unknown metrics: higher)."""
+    info = known_metric(metric)
+    return ours < theirs if info is not None and not info.higher_is_better else ours > theirs
+
+
+def best_of(metric: str, values: Sequence[float]) -> float:
+    """The best of `values` by the metric's direction."""
+    info = known_metric(metric)
+    return min(values) if info is not None and not info.higher_is_better else max(values)
 
 
 def _normalise_metric(name: str) -> str:
@@ -221,13 +140,16 @@ def _aggregate(metric: str, values: list[float], *, approximate: bool = False) -
     finite = all(math.isfinite(p) for p in percents)
     std = statistics.stdev(percents) if len(percents) > 1 and finite else None
     mean = statistics.fmean(percents) if finite else math.nan
-    # a fraction's interval must stay inside [0, 100]; out-of-range values are flagged, not bounded
-    bounded = _UNIT_METRICS.fullmatch(metric) is not None and not flagged
+    # an interval stays inside the metric's range (in percent); out-of-range values are flagged, not bounded
+    info = known_metric(metric)
+    bounded = info is not None and all(math.isfinite(end) for end in info.value_range) and not flagged
     return Cell(
         mean=mean,
         std=std,
         count=len(percents),
-        ci95=bounded_t_interval(percents, 0.0, 100.0) if bounded else t_interval(percents),
+        ci95=bounded_t_interval(percents, 100.0 * info.value_range[0], 100.0 * info.value_range[1])
+        if info is not None and bounded
+        else t_interval(percents),
         flagged=flagged,
         values=tuple(percents),
         approximate=approximate,
@@ -451,7 +373,8 @@ def _usable(cell: Cell) -> bool:
 
 
 def _mark_best(rows: list[Row], metrics: Sequence[str]) -> list[Row]:
-    """Per column: bold the highest trained mean; mark the rows Welch's test cannot tell from it.
+    """Per column: bold the best trained mean (by the metric's direction); mark the rows Welch's test cannot
+    tell from it.
 
     Only meaningful with two trained rows or more; flagged (out-of-range) values never count.
     """
@@ -463,7 +386,7 @@ def _mark_best(rows: list[Row], metrics: Sequence[str]) -> list[Row]:
         usable = [row for row in candidates if _usable(row.cells[metric])]
         if not usable:
             continue
-        top = max(row.cells[metric].mean or 0.0 for row in usable)
+        top = best_of(metric, [row.cells[metric].mean or 0.0 for row in usable])
         best_rows = [row for row in usable if math.isclose(row.cells[metric].mean or 0.0, top, abs_tol=1e-12)]
         reference = max(best_rows, key=lambda row: row.cells[metric].count).cells[metric]
         for row in usable:
@@ -492,7 +415,8 @@ def row_label(row: Row) -> str:
 
 
 def _baseline_notes(dataset: str, rows: Sequence[Row], metrics: Sequence[str]) -> list[str]:
-    """Name every trained row that does not beat the best baseline on R@1 and NMI (per dataset)."""
+    """Name every trained row that does not beat the best baseline on R@1 and NMI (per dataset), "beat" and
+    "best" by each metric's direction."""
     baselines = [row for row in rows if row.kind == "baseline"]
     checked = [m for m in BASELINE_METRICS if m in metrics]
     if not baselines or not checked:
@@ -504,16 +428,15 @@ def _baseline_notes(dataset: str, rows: Sequence[Row], metrics: Sequence[str]) -
         failures = []
         for metric in checked:
             cell = row.cells[metric]
-            best = max(
-                (b for b in baselines if _usable(b.cells[metric])),
-                key=lambda b: b.cells[metric].mean or 0.0,
-                default=None,
-            )
-            if best is None or not _usable(cell):
+            usable = [b for b in baselines if _usable(b.cells[metric])]
+            if not usable or not _usable(cell):
                 continue
-            theirs, ours = best.cells[metric].mean or 0.0, cell.mean or 0.0
-            if ours <= theirs:
-                failures.append(f"{metric_label(metric)} {ours:.2f} ≤ {theirs:.2f} ({best.keys.get('loss', '?')})")
+            top = best_of(metric, [b.cells[metric].mean or 0.0 for b in usable])
+            best = next(b for b in usable if b.cells[metric].mean == top)
+            theirs, ours = top, cell.mean or 0.0
+            if not better(metric, ours, theirs):
+                sign = "≥" if better(metric, 0.0, 1.0) else "≤"  # "not better than", in the metric's direction
+                failures.append(f"{metric_label(metric)} {ours:.2f} {sign} {theirs:.2f} ({best.keys.get('loss', '?')})")
         if failures:
             notes.append(f"{dataset}: {row_label(row)} does not beat the baselines: {'; '.join(failures)}.")
     return notes

@@ -328,11 +328,16 @@ class _Run:
         barrier(ctx)
         test_metrics = None
         if evaluate_at_end and ctx.is_main:
-            from dmlbench.evaluation import evaluate
+            from dmlbench.evaluation import EvalOptions, evaluate
+            from dmlbench.paths import Places
 
             emit(self.on_event, Event("log", "evaluate", message="evaluating on the test split"))
             result = evaluate(
-                run.root, data_root=self.data_root, device=str(self.device), on_event=self.on_event, locked=True
+                run.root,
+                EvalOptions(device=str(self.device)),
+                places=Places.of(self.data_root),
+                on_event=self.on_event,
+                locked=True,
             )
             test_metrics = dict(result.metrics)
         return TrainSummary(

@@ -79,5 +79,5 @@ def evaluated_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> 
     from dmlbench.evaluation import evaluate
 
     run = _make_run(tmp_path_factory.mktemp("evaluated"), data_root)
-    evaluate(run, data_root=data_root, device="cpu")
+    evaluate(run, places=Places.of(data_root), device="cpu")
     return run

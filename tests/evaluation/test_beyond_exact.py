@@ -19,6 +19,7 @@ from dmlbench.evaluation.ann import parse_index
 from dmlbench.evaluation.describe import describe_approximation
 from dmlbench.evaluation.sampling import bootstrap_mean_interval, stratified_sample, wilson_interval
 from dmlbench.evaluation.search import knn
+from dmlbench.paths import Places
 from dmlbench.rundir import MetricsRecord, RunDir
 
 RNG = np.random.default_rng(0)
@@ -166,7 +167,7 @@ def test_retrieval_sample_lists_worst_queries_first() -> None:
 def test_cli_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", X)
     np.save(tmp_path / "y.npy", Y)
-    base = ["evaluate", "--embeddings", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--device", "cpu"]
+    base = ["evaluate-embeddings", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--device", "cpu"]
     for extra, message in (
         (["--index", "annoy"], "error: unknown --index kind 'annoy'"),
         (["--queries", "5000"], "error: --queries 5000 exceeds"),
@@ -204,7 +205,7 @@ def test_old_metrics_files_load_and_merges_never_mix_approximations(tmp_path: Pa
 
 def test_run_folder_writes_a_retrieval_sample_and_the_labels(tmp_path: Path, data_root: Path, make_run: Any) -> None:
     run_dir = make_run(tmp_path, data_root)
-    result = evaluate(run_dir, data_root=data_root, device="cpu", queries=200, cluster_sample=300)
+    result = evaluate(run_dir, places=Places.of(data_root), device="cpu", queries=200, cluster_sample=300)
     body = json.loads(result.path.read_text())
     assert body["approximation"]["queries"]["sampled"] == 200
     assert body["approximation"]["clustering"]["sample"] == 300

@@ -57,8 +57,6 @@ def test_table_output_and_metric_subset(files: tuple[Path, Path], tmp_path: Path
         (["--embeddings", "{x}", "--labels", "{y}", "--recall-k", "1,64"], 2, "recall@64"),
         (["--embeddings", "{x}", "--labels", "{y}", "--metrics", "recal"], 2, "unknown metric"),
         (["--embeddings", "{x}", "--labels", "{y}", "--distance", "l1"], 2, "unknown --distance"),
-        (["{x}", "--embeddings", "{x}", "--labels", "{y}"], 2, "exactly one of RUN_DIR, --embeddings or --baseline"),
-        ([], 2, "exactly one of RUN_DIR, --embeddings or --baseline"),
         (["{missing}"], 3, "does not exist"),
         (["--embeddings", "{nan}", "--labels", "{y}"], 2, "NaN or inf"),
     ],
@@ -74,6 +72,28 @@ def test_errors_exit_nonzero_with_hint(
     assert result.exit_code == code, (result.stdout, result.stderr)
     assert "error:" in result.stderr and "hint:" in result.stderr and message in result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{x}", "--embeddings", "{x}", "--labels", "{y}"], "unexpected extra argument"),
+        ([], "Missing argument"),
+    ],
+)
+def test_one_mode_per_command(files: tuple[Path, Path], args: list[str], message: str) -> None:
+    # the modes are separate commands now: a RUN_DIR beside --embeddings (or nothing at all) is the parser's error
+    result = invoke(*(a.format(x=files[0], y=files[1]) for a in args))
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_old_spellings_name_the_new_commands(files: tuple[Path, Path]) -> None:
+    old = invoke("--embeddings", str(files[0]), "--labels", str(files[1]), "--json", "--device", "cpu")
+    new = runner.invoke(app, ["evaluate-embeddings", str(files[0]), "--labels", str(files[1]), "--json"])
+    assert old.exit_code == new.exit_code == 0, old.stderr
+    assert "is now `dmlbench evaluate-embeddings`" in old.stderr and new.stderr == ""
+    assert json.loads(old.stdout)["metrics"] == json.loads(new.stdout)["metrics"]
 
 
 def test_cuda_without_cuda_exits_4(files: tuple[Path, Path]) -> None:

@@ -113,8 +113,10 @@ def test_run_functions_take_str_paths(tmp_path: Path, data_root: Path, make_run:
     model, cfg = load_trained_embedder(str(run_dir), "cpu")
     assert cfg.dataset == "digits" and not model.training
     model, _ = load_trained_embedder(_PathLike(run_dir))
-    result = evaluate(str(run_dir), data_root=str(data_root), device="cpu", metrics=["recall"], recall_k=[1])
+    result = evaluate(str(run_dir), places=Places.of(str(data_root)), device="cpu", metrics=["recall"], recall_k=[1])
     assert result.path == run_dir / "eval" / "test" / "metrics.json"
-    again = evaluate(_PathLike(run_dir), data_root=_PathLike(data_root), device="cpu", metrics=["recall"], recall_k=[1])
+    again = evaluate(
+        _PathLike(run_dir), places=Places.of(_PathLike(data_root)), device="cpu", metrics=["recall"], recall_k=[1]
+    )
     assert again.metrics == result.metrics
     assert open_or_prepare("digits", Places.of(str(data_root))).root == data_root / "digits"

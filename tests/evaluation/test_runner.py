@@ -15,13 +15,14 @@ from dmlbench.errors import MissingInputError, RunIncompleteError, UsageError
 from dmlbench.evaluation import evaluate, evaluate_embeddings
 from dmlbench.evaluation.embed import embed_dataset
 from dmlbench.events import Event
+from dmlbench.paths import Places
 from dmlbench.utils.io import sha256_file
 
 
 def test_evaluate_writes_metrics_json(tmp_path: Path, data_root: Path, make_run: Any) -> None:
     run_dir = make_run(tmp_path, data_root)
     events: list[Event] = []
-    result = evaluate(run_dir, data_root=data_root, device="cpu", save_embeddings=True, on_event=events.append)
+    result = evaluate(run_dir, places=Places.of(data_root), device="cpu", save_embeddings=True, on_event=events.append)
     assert result.path == run_dir / "eval" / "test" / "metrics.json"
     body = json.loads(result.path.read_text())
     assert body["schema_version"] == 1 and body["run_id"] == "digits-test-run" and body["split"] == "test"
@@ -53,15 +54,17 @@ def test_evaluate_writes_metrics_json(tmp_path: Path, data_root: Path, make_run:
 
 def test_val_split_needs_held_out_classes(tmp_path: Path, data_root: Path, make_run: Any) -> None:
     with pytest.raises(UsageError, match="no validation split"):
-        evaluate(make_run(tmp_path / "a", data_root), split="val", data_root=data_root, device="cpu")
+        evaluate(make_run(tmp_path / "a", data_root), split="val", places=Places.of(data_root), device="cpu")
     run_dir = make_run(tmp_path / "b", data_root, manifest_extra={"val_classes": [3, 4]})
-    result = evaluate(run_dir, split="val", data_root=data_root, device="cpu", metrics=["recall"], recall_k=[1, 2])
+    result = evaluate(
+        run_dir, split="val", places=Places.of(data_root), device="cpu", metrics=["recall"], recall_k=[1, 2]
+    )
     body = json.loads(result.path.read_text())
     assert body["split"] == "val" and list(body["metrics"]) == ["recall@1", "recall@2"]
     assert 300 < body["n_queries"] < 400  # digits 3 and 4 of the train split (about 180 each)
     # without a recorded list, the classes are re-derived exactly as training holds them out
     run_dir = make_run(tmp_path / "c", data_root, val_classes=0.4)
-    result = evaluate(run_dir, split="val", data_root=data_root, device="cpu", metrics=["recall"], recall_k=[1])
+    result = evaluate(run_dir, split="val", places=Places.of(data_root), device="cpu", metrics=["recall"], recall_k=[1])
     train_labels = np.arange(5)  # digits' train classes 0-4
     held_out = np.random.default_rng(0).choice(train_labels, size=2, replace=False)
     index = pd.read_csv(data_root / "digits" / "index.csv")
@@ -71,22 +74,22 @@ def test_val_split_needs_held_out_classes(tmp_path: Path, data_root: Path, make_
 
 def test_missing_incomplete_and_damaged_runs(tmp_path: Path, data_root: Path, make_run: Any) -> None:
     with pytest.raises(MissingInputError, match="does not exist"):
-        evaluate(tmp_path / "nope", data_root=data_root, device="cpu")
+        evaluate(tmp_path / "nope", places=Places.of(data_root), device="cpu")
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunIncompleteError, match="no manifest"):
-        evaluate(tmp_path / "empty", data_root=data_root, device="cpu")
+        evaluate(tmp_path / "empty", places=Places.of(data_root), device="cpu")
     with pytest.raises(RunIncompleteError, match="running"):
-        evaluate(make_run(tmp_path / "r", data_root, status="running"), data_root=data_root, device="cpu")
+        evaluate(make_run(tmp_path / "r", data_root, status="running"), places=Places.of(data_root), device="cpu")
     wrong_dim = make_run(tmp_path / "d", data_root, embedding_dim=32, saved_dim=16)
     with pytest.raises(MissingInputError, match="cannot load") as info:
-        evaluate(wrong_dim, data_root=data_root, device="cpu")
+        evaluate(wrong_dim, places=Places.of(data_root), device="cpu")
     assert info.value.hint
     corrupt = make_run(tmp_path / "c", data_root)
     (corrupt / "train" / "model.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(MissingInputError):
-        evaluate(corrupt, data_root=data_root, device="cpu")
+        evaluate(corrupt, places=Places.of(data_root), device="cpu")
     with pytest.raises(UsageError, match="unknown split"):
-        evaluate(corrupt, split="train", data_root=data_root, device="cpu")
+        evaluate(corrupt, split="train", places=Places.of(data_root), device="cpu")
 
 
 class _Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
@@ -130,7 +133,7 @@ def test_query_gallery_dataset_searches_the_gallery(tmp_path: Path, data_root: P
     info["index_sha256"] = sha256_file(root / "digits" / "index.csv")
     (root / "digits" / "prepared.json").write_text(json.dumps(info))
     events: list[Event] = []
-    result = evaluate(make_run(tmp_path, data_root), data_root=root, device="cpu", on_event=events.append)
+    result = evaluate(make_run(tmp_path, data_root), places=Places.of(root), device="cpu", on_event=events.append)
     body = json.loads(result.path.read_text())
     assert body["protocol"] == "query vs gallery"
     assert body["n_queries"] == 448 and body["n_gallery"] == 448

@@ -36,7 +36,7 @@ def test_split_embeddings_are_the_ones_evaluate_saves(glyphs_run: Path, glyphs_r
 
     run = tmp_path / "run"
     shutil.copytree(glyphs_run, run)
-    evaluate(run, data_root=glyphs_root, device="cpu", metrics=["recall"], recall_k=[1], save_embeddings=True)
+    evaluate(run, places=Places.of(glyphs_root), device="cpu", metrics=["recall"], recall_k=[1], save_embeddings=True)
     result = embed_split(load_run_model(run, "cpu"), "glyphs", "test", places=Places.of(glyphs_root))
     assert np.array_equal(result.embeddings, np.load(run / "eval" / "test" / "embeddings.npy"))
     assert result.labels is not None

@@ -46,6 +46,7 @@ def test_datasets_api_takes_str(roots: tuple[str, str], tmp_path: Path) -> None:
 def test_training_evaluation_reporting_take_str(roots: tuple[str, str]) -> None:
     from dmlbench.config import load_config
     from dmlbench.evaluation import evaluate, load_trained_embedder
+    from dmlbench.paths import Places
     from dmlbench.reporting import report
     from dmlbench.rundir import RunDir, find_runs
     from dmlbench.training import train
@@ -59,5 +60,5 @@ def test_training_evaluation_reporting_take_str(roots: tuple[str, str]) -> None:
     assert [r.root for r in find_runs(runs)] == [summary.run_dir]
     model, _ = load_trained_embedder(run_dir, "cpu")
     assert model is not None
-    assert "recall@1" in evaluate(run_dir, data_root=data, device="cpu").metrics
+    assert "recall@1" in evaluate(run_dir, places=Places.of(data), device="cpu").metrics
     assert "triplet" in report([runs], fmt="markdown")
