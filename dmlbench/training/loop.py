@@ -80,7 +80,8 @@ def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> floa
     # Losses run in float32: their masks, exp/log-sum-exp and PAM inference are not fp16-safe.
     all_embeddings, all_labels = gather_batch(embeddings.float(), labels, parts.dist)
     loss: torch.Tensor = parts.loss_fn(all_embeddings, all_labels)
-    # The step's only host sync: the value decides whether to step and is what history records.
+    # Read to the host (a sync): the value decides whether to step and is what history records. Not the only
+    # one: a loss may read values itself, and GradScaler.step checks for inf gradients on the host.
     value = float(loss.detach())
     if not math.isfinite(value):
         return value

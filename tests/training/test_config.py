@@ -55,6 +55,15 @@ def test_set_value_is_schema_validated() -> None:
         load_config(None, ['schedule.epochs="many"'])
 
 
+def test_a_refused_flag_value_names_its_key_and_the_command_line() -> None:
+    from dmlbench.config import COMMAND_LINE, ConfigKeyError
+
+    with pytest.raises(ConfigKeyError) as info:
+        load_config(None, [], {"schedule.epochs": 0})
+    assert (info.value.key, info.value.source) == ("schedule.epochs", COMMAND_LINE)
+    assert "'schedule.epochs' in the --epochs option" in info.value.from_source("the --epochs option").message
+
+
 def test_unknown_key_suggests_the_right_one() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, ["optim.lrr=0.1"])
