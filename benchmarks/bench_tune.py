@@ -23,10 +23,11 @@ from typing import Any
 def default_run(loss: str, dataset: str, epochs: int, runs: Path, data: Path, device: str) -> dict[str, float]:
     """The loss's default config, all training classes, seed 0: the "untuned" row."""
     from dmlbench.config import load_config
+    from dmlbench.paths import Places
     from dmlbench.training import train
 
     cfg = load_config(None, [], {"loss.name": loss, "dataset": dataset, "schedule.epochs": epochs})
-    summary = train(cfg, runs / f"default-{loss}", data_root=data, runs_root=runs, device=device, force=True)
+    summary = train(cfg, runs / f"default-{loss}", places=Places.of(data, runs), device=device, force=True)
     return dict(summary.test_metrics or {})
 
 
@@ -44,6 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dmlbench.datasets import prepare
+    from dmlbench.paths import Places
     from dmlbench.tuning import TuneOptions, tune
 
     root = args.root or Path(tempfile.mkdtemp(prefix="bench-tune-"))
@@ -62,8 +64,7 @@ def main() -> None:
             folds=args.folds,
             epochs=args.epochs,
             final_seeds=args.final_seeds,
-            runs_root=runs,
-            data_root=data,
+            places=Places.of(data, runs),
             device=args.device,
         )
         result = tune(options)

@@ -68,9 +68,9 @@ class ModelConfig(_Section):
 class LossConfig(BaseModel):
     """`[loss]`: `name` picks the LOSSES entry; every other key is a keyword argument of that loss.
 
-    `margin_decay` / `margin_decay_every` are the training loop's, not the loss's: the paper decays the
-    clustering loss's margin multiplier γ exponentially (rate 0.94) but does not say how often, so γ at
-    step s is γ0 x decay^(s // every) steps, or per finished epoch when `margin_decay_every = 0`.
+    `margin_decay` / `margin_decay_every` are the clustering loss's γ schedule (that loss documents and runs
+    it); they are declared here only because every config.toml has recorded them, so old run folders still
+    compare equal. Like any declared key they reach the loss only when set away from their default.
     """
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -80,8 +80,13 @@ class LossConfig(BaseModel):
     margin_decay_every: int = Field(0, ge=0, le=MAX_COUNT, description="steps between decays; 0 = once per epoch")
 
     def kwargs(self) -> dict[str, Any]:
-        """The loss's keyword arguments (everything but `name` and the margin schedule)."""
-        return dict(self.model_extra or {})
+        """The loss's keyword arguments: every extra key, and each declared one (but `name`) not at its default."""
+        declared = {
+            key: getattr(self, key)
+            for key, field in type(self).model_fields.items()
+            if key != "name" and getattr(self, key) != field.default
+        }
+        return {**declared, **(self.model_extra or {})}
 
 
 class SamplerConfig(_Section):

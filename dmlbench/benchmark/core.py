@@ -220,6 +220,7 @@ def _run_tuned(
     on_event: EventHandler | None,
 ) -> BenchResult:
     """Tune every loss of each dataset with the same budget, run the final seeds, report them with baselines."""
+    from dmlbench.paths import Places
     from dmlbench.reporting import report
     from dmlbench.rundir import RunDir
     from dmlbench.tuning import TuneOptions, tune
@@ -240,10 +241,8 @@ def _run_tuned(
             config_file=config_file,
             final_seeds=final_seeds,
             timeout=timeout,
-            runs_root=first.run_dir.parent,
-            data_root=first.data_root,
+            places=Places.of(first.data_root, first.run_dir.parent, first.catalog),
             device=first.device,
-            catalog=first.catalog,
             workers=workers,
             gpus=",".join(str(g) for g in gpus) if gpus else None,
             quiet=True,

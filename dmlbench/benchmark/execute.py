@@ -72,6 +72,7 @@ def _busy(task: RunTask, started: float, holder: str) -> BenchRun:
 def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = "") -> BenchRun:
     """Train (or resume) and evaluate one run; a run another process holds is skipped, not waited for."""
     from dmlbench.evaluation import evaluate
+    from dmlbench.paths import Places
     from dmlbench.rundir import RunDir
     from dmlbench.training import train
 
@@ -100,13 +101,12 @@ def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = 
             train(
                 task.cfg,
                 task.run_dir,
-                data_root=task.data_root,
+                places=Places.of(task.data_root, catalogs=task.catalog),
                 resume=resume,
                 force=manifest is not None and not resume,
                 device=task.device,
                 on_event=on_event,
                 evaluate_at_end=False,
-                catalog=task.catalog,
             )
         # Saved embeddings feed the report's t-SNE maps.
         evaluate(

@@ -14,8 +14,7 @@ from dmlbench.cli._output import (
     friendly_errors,
     out,
     printable,
-    resolve_data_root,
-    resolve_runs_root,
+    resolve_places,
 )
 from dmlbench.errors import UsageError
 from dmlbench.losses.registry import loss_help
@@ -149,15 +148,13 @@ def command(
         summary = train(
             cfg,
             run_dir,
-            data_root=resolve_data_root(data_root),
-            runs_root=resolve_runs_root(runs_root),
+            places=resolve_places(data_root, runs_root, catalog),
             resume=resume,
             force=force,
             device=device,
             on_event=renderer,
             evaluate_at_end=not no_eval,
             dist=dist,
-            catalog=catalog or (),
         )
     if dist.is_main:
         metrics = "  ".join(

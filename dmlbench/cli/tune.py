@@ -13,8 +13,7 @@ from dmlbench.cli._output import (
     friendly_errors,
     out,
     printable,
-    resolve_data_root,
-    resolve_runs_root,
+    resolve_places,
 )
 from dmlbench.launch import cli_options as opt
 from dmlbench.losses.registry import loss_help
@@ -142,12 +141,10 @@ def command(
         storage=storage,
         final_seeds=final_seeds,
         timeout=timeout,
-        runs_root=resolve_runs_root(runs_root),
-        data_root=resolve_data_root(data_root),
+        places=resolve_places(data_root, runs_root, catalog),
         device=device,
         space_file=space,
         seed=seed,
-        catalog=tuple(catalog or ()),
         workers=workers,
         gpus=gpus,
         quiet=quiet,
@@ -160,7 +157,9 @@ def command(
             outcome = tune_on_slurm(options, slurm, wait=wait, on_event=renderer)
             if isinstance(outcome, str):
                 out.print(
-                    printable(f"submitted SLURM array {outcome}; `dmlbench status {options.runs_root}` follows it"),
+                    printable(
+                        f"submitted SLURM array {outcome}; `dmlbench status {options.places.runs_root}` follows it"
+                    ),
                     markup=False,
                     highlight=False,
                 )

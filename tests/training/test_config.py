@@ -105,7 +105,9 @@ def test_loss_kwargs_are_checked_and_defaults_written() -> None:
         defaults = {k: v for k, v in LOSSES.parameters(name).items() if v is not None}
         defaults.pop("embedding_dim", None)
         defaults.pop("num_classes", None)
-        assert resolved.loss.kwargs() == defaults
+        written = resolved.loss.model_dump()
+        assert {k: written.get(k) for k in defaults} == defaults  # every default is in the stored config
+        LOSSES.build(name, resolved.loss.kwargs())  # and what the loss receives builds it
     with pytest.raises(ConfigError, match="no parameter"):
         _resolved(load_config(None, ["loss.not_a_param=1"]))
     with pytest.raises(UnknownNameError, match="clusterin"):
