@@ -475,9 +475,9 @@ class ClusteringLoss(MetricLoss):
     carry gradient. `margin_type` is "nmi" (default), "ami", "ari" or "vmeasure"; `nmi_average` is the
     NMI/AMI normalisation ("arithmetic" as scikit-learn ≥ 0.22, or "geometric" as in 2017).
 
-    γ's schedule: the paper decays γ exponentially (rate 0.94) without saying how often, so with
-    `margin_decay` set, γ at a position is γ0 x margin_decay^(step // margin_decay_every), or
-    ^(finished epochs) when `margin_decay_every` is 0. The trainer calls `on_step` before every step; γ is
+    γ's schedule: the paper decays γ exponentially (rate 0.94) without saying how often, so γ at a
+    position is γ0 x margin_decay^(step // margin_decay_every), or ^(finished epochs) when
+    `margin_decay_every` is 0; the default rate 1 keeps γ fixed. The trainer calls `on_step` before every step; γ is
     computed from the position alone, so a resumed run continues exactly where it stopped.
     """
 
@@ -489,7 +489,7 @@ class ClusteringLoss(MetricLoss):
         pam: bool = True,
         margin_type: str = "nmi",
         nmi_average: str = "arithmetic",
-        margin_decay: float | None = None,
+        margin_decay: float = 1.0,
         margin_decay_every: int = 0,
     ) -> None:
         super().__init__()
@@ -508,9 +508,7 @@ class ClusteringLoss(MetricLoss):
             )
         if nmi_average not in AVERAGES:
             raise LossConfigError(f"unknown nmi_average {nmi_average!r}", hint=f"choose one of: {', '.join(AVERAGES)}")
-        if margin_decay is not None and (
-            isinstance(margin_decay, bool) or not isinstance(margin_decay, (int, float)) or not 0 < margin_decay <= 1
-        ):
+        if isinstance(margin_decay, bool) or not isinstance(margin_decay, (int, float)) or not 0 < margin_decay <= 1:
             raise LossConfigError(f"margin_decay must be in (0, 1], got {margin_decay!r}", hint="the paper's is 0.94")
         if isinstance(margin_decay_every, bool) or not isinstance(margin_decay_every, int) or margin_decay_every < 0:
             raise LossConfigError(
@@ -518,7 +516,7 @@ class ClusteringLoss(MetricLoss):
                 hint="steps between decays; 0 decays once per epoch",
             )
         self.margin_multiplier = self.initial_margin = float(margin_multiplier)
-        self.margin_decay, self.margin_decay_every = margin_decay, margin_decay_every
+        self.margin_decay, self.margin_decay_every = float(margin_decay), margin_decay_every
         self.pam = pam
         self.margin_type = margin_type
         self.nmi_average = nmi_average
@@ -530,8 +528,8 @@ class ClusteringLoss(MetricLoss):
         )
 
     def on_step(self, position: TrainingPosition) -> None:
-        """Set γ for the step about to run (the schedule in the class docstring; nothing without margin_decay)."""
-        if self.margin_decay is None:
+        """Set γ for the step about to run (the schedule in the class docstring)."""
+        if self.margin_decay == 1.0:
             return
         every = self.margin_decay_every
         periods = position.step // every if every else position.epoch
