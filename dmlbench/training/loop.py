@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from dmlbench.errors import InterruptedRunError, UsageError
-from dmlbench.events import Event, emit
+from dmlbench.events import Event
 from dmlbench.losses.base import StepScheduled
 from dmlbench.training.checkpoint import Position
 from dmlbench.training.distributed import gather_batch
@@ -112,7 +112,7 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
             epoch_batches = feed.batches(position.epoch)
             task = f"epoch {position.epoch + 1}"
             remaining = min(len(epoch_batches), position.batch + parts.total_steps - position.step)
-            emit(parts.on_event, Event("start", task, total=remaining - position.batch, unit="step"))
+            recorder.event(Event("start", task, total=remaining - position.batch, unit="step"))
             tick = time.perf_counter()
             todo = epoch_batches[position.batch : remaining]
             for batch_index, (images, labels) in enumerate(
@@ -142,16 +142,13 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
                         "seconds": round(time.perf_counter() - started, 3),
                     }
                 )
-                emit(
-                    parts.on_event,
-                    Event(
-                        "advance", task, amount=1, fields={"loss": last_loss, "lr": lr, "img/s": round(images_per_s)}
-                    ),
+                recorder.event(
+                    Event("advance", task, amount=1, fields={"loss": last_loss, "lr": lr, "img/s": round(images_per_s)})
                 )
                 if position.step % parts.checkpoint_every == 0:
                     checkpoint(parts, position)
                 tick = time.perf_counter()  # the next step's time includes loading its batch
-            emit(parts.on_event, Event("finish", task))
+            recorder.event(Event("finish", task))
             if position.batch < len(epoch_batches):  # stopped by schedule.steps inside an epoch
                 break
             position.epoch, position.batch = position.epoch + 1, 0

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 import torch
 
 from dmlbench.config import TrainConfig
-from dmlbench.events import EventHandler
 from dmlbench.training.data import EpochFeed, TrainData
 from dmlbench.training.distributed import DistContext
 from dmlbench.training.monitor import Validator
@@ -51,7 +50,6 @@ class Parts:
     ddp: torch.nn.Module | None = None  # the DistributedDataParallel wrapper of `model`, when distributed
     recorder: Recorder = field(default_factory=NullRecorder)
     validator: Validator | None = None  # rank 0's only
-    on_event: EventHandler | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)  # history rows not yet written
 
     @property

@@ -1,7 +1,8 @@
-"""What a run leaves in its folder while it trains, written by rank 0 only.
+"""What a run leaves in its folder while it trains, and the progress it shows: rank 0's only.
 
-`Recorder` owns the manifest, config.toml, history, log, TensorBoard scalars, last.pt, best.pt and model.pt;
-every other rank gets its `NullRecorder` twin, so neither the loop nor the orchestrator asks which rank it is.
+`Recorder` owns the manifest, config.toml, history, log, TensorBoard scalars, last.pt, best.pt and model.pt,
+and hands progress events to the caller's `on_event`; every other rank gets its `NullRecorder` twin, so
+neither the loop nor the orchestrator asks which rank it is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from dmlbench.config import TrainConfig, config_to_dict, dump_toml
+from dmlbench.events import Event, EventHandler, emit
 from dmlbench.rundir import DatasetRecord, Manifest, RunDir, RunKind, now_iso
 from dmlbench.training.checkpoint import Position, TrainState, export_weights, save_checkpoint
 from dmlbench.training.data import TrainData
@@ -102,6 +104,7 @@ class Recorder:
     run_id: str
     meta: RunMeta = field(default_factory=RunMeta)
     hooks: TrainHooks = field(default_factory=TrainHooks)
+    on_event: EventHandler | None = None  # progress bars and messages
 
     def __post_init__(self) -> None:
         self.scalars = Scalars(self.run.tensorboard_dir)
@@ -148,6 +151,9 @@ class Recorder:
         if not resume:
             run.start_history()
         self.log(("resumed " if resume else "started ") + json.dumps(config_to_dict(cfg), sort_keys=True))
+
+    def event(self, event: Event) -> None:
+        emit(self.on_event, event)
 
     def history(self, rows: list[dict[str, Any]]) -> None:
         self.run.append_history(rows)
@@ -208,6 +214,9 @@ class NullRecorder(Recorder):
         return 0.0
 
     def start(self, cfg: TrainConfig, data: TrainData, *, device: torch.device, world_size: int, resume: bool) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
         pass
 
     def history(self, rows: list[dict[str, Any]]) -> None:

@@ -110,7 +110,7 @@ def train(
             _check_reusable(run, resolved, resume=resume, force=force)
             if force:
                 run.clear()
-            recorder = Recorder(run, resolved.run_id, meta or RunMeta(), hooks or TrainHooks())
+            recorder = Recorder(run, resolved.run_id, meta or RunMeta(), hooks or TrainHooks(), on_event)
             return job.execute(data, recorder, evaluate_at_end=evaluate_at_end)
 
 
@@ -168,7 +168,7 @@ class _Job:
     def execute(self, data: TrainData, recorder: Recorder, *, evaluate_at_end: bool) -> TrainSummary:
         cfg, run, ctx, run_id = self.cfg, self.run, self.ctx, str(self.cfg.run_id)
         parts = build_parts(cfg, data, self.device, ctx)
-        parts.recorder, parts.on_event = recorder, self.on_event
+        parts.recorder = recorder
         parts.validator = Validator(cfg, data, self.device, recorder) if ctx.is_main else None
         position, resumed_from, seconds_before = Position(), None, 0.0
         if self.resume:
