@@ -84,8 +84,6 @@ def bench(
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.schedule, total_steps=10**9),
         scaler=None,
-        batches=lambda e: sampler.batches(e),
-        loader=lambda lists, epoch, first: loader(lists),
         device=device,
         dist=DistContext(),
         total_steps=10**9,

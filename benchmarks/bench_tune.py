@@ -28,7 +28,7 @@ def default_run(loss: str, dataset: str, epochs: int, runs: Path, data: Path, de
     from dmlbench.training import train
 
     cfg = load_config(None, [], {"loss.name": loss, "dataset": dataset, "schedule.epochs": epochs})
-    summary = train(cfg, runs / f"default-{loss}", data_root=data, runs_root=runs, device=device, force=True)
+    summary = train(cfg, runs / f"default-{loss}", places=Places.of(data, runs), device=device, force=True)
     return dict(summary.test_metrics or {})
 
 
@@ -64,8 +64,7 @@ def main() -> None:
             folds=args.folds,
             epochs=args.epochs,
             final_seeds=args.final_seeds,
-            runs_root=runs,
-            data_root=data,
+            places=Places.of(data, runs),
             device=args.device,
         )
         result = tune(options)

@@ -269,8 +269,6 @@ def _parts(model: torch.nn.Module, loss_name: str, device: torch.device, amp: bo
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, ScheduleConfig(), total_steps=10**9),
         scaler=None,
-        batches=lambda epoch: [],
-        loader=lambda lists, epoch, first: [],
         device=device,
         dist=DistContext(),
         total_steps=10**9,

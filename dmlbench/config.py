@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dmlbench.errors import ConfigError, from_os_error, require_file
 from dmlbench.registry import did_you_mean
 from dmlbench.utils import toml as tomllib
+from dmlbench.utils.dotted import flatten
 
 # Bounds every numeric setting shares with its consumers, so a value is refused where it is parsed, not
 # deep inside a library: faiss's k-means seed is a C int (and numpy's seeds stop at 2**32), step and
@@ -67,9 +68,9 @@ class ModelConfig(_Section):
 class LossConfig(BaseModel):
     """`[loss]`: `name` picks the LOSSES entry; every other key is a keyword argument of that loss.
 
-    `margin_decay` / `margin_decay_every` are the training loop's, not the loss's: the paper decays the
-    clustering loss's margin multiplier γ exponentially (rate 0.94) but does not say how often, so γ at
-    step s is γ0 x decay^(s // every) steps, or per finished epoch when `margin_decay_every = 0`.
+    `margin_decay` / `margin_decay_every` are the clustering loss's γ schedule (that loss documents and runs
+    it); they are declared here only because every config.toml has recorded them, so old run folders still
+    compare equal. Like any declared key they reach the loss only when set away from their default.
     """
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -79,8 +80,13 @@ class LossConfig(BaseModel):
     margin_decay_every: int = Field(0, ge=0, le=MAX_COUNT, description="steps between decays; 0 = once per epoch")
 
     def kwargs(self) -> dict[str, Any]:
-        """The loss's keyword arguments (everything but `name` and the margin schedule)."""
-        return dict(self.model_extra or {})
+        """The loss's keyword arguments: every extra key, and each declared one (but `name`) not at its default."""
+        declared = {
+            key: getattr(self, key)
+            for key, field in type(self).model_fields.items()
+            if key != "name" and getattr(self, key) != field.default
+        }
+        return {**declared, **(self.model_extra or {})}
 
 
 class SamplerConfig(_Section):
@@ -151,6 +157,26 @@ class TrainConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
 
+class ConfigKeyError(ConfigError):
+    """A value the schema refuses, naming its dotted key (`train.lr`) and where it came from.
+
+    The core knows keys, not flags: a front end that set the key from an option of its own re-words the
+    error with `from_source` (the CLI names `--epochs` where this says "the command line").
+    """
+
+    def __init__(self, key: str, source: str, reason: str, *, hint: str | None = "fix the value") -> None:
+        super().__init__(f"invalid config value for {key!r} in {source}: {reason}", hint=hint)
+        self.key, self.source, self.reason = key, source, reason
+
+    def from_source(self, source: str) -> ConfigKeyError:
+        """The same error blaming `source` (e.g. "the --epochs option")."""
+        return ConfigKeyError(self.key, source, self.reason, hint=self.hint)
+
+
+# Where load_config's `flags` say a value came from: the front end that passed them knows which option.
+COMMAND_LINE = "the command line"
+
+
 def _config_error(err: ValidationError, source: str | Mapping[str, str]) -> ConfigError:
     first = err.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
@@ -163,7 +189,7 @@ def _config_error(err: ValidationError, source: str | Mapping[str, str]) -> Conf
             f"unknown config key {key!r} in {source}",
             hint=f"{did_you_mean(leaf, known)}keys here: {', '.join(known)}",
         )
-    return ConfigError(f"invalid config value for {key!r} in {source}: {first['msg']}", hint="fix the value")
+    return ConfigKeyError(key, source, first["msg"])
 
 
 def _known_keys(section: str) -> list[str]:
@@ -224,12 +250,15 @@ def load_config(
     overrides: Sequence[str] = (),
     flags: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
-    """Build a TrainConfig: defaults < `file` < `overrides` (`--set k=v`) < `flags` (dotted keys, None = not given)."""
+    """Build a TrainConfig: defaults < `file` < `overrides` (`--set k=v`) < `flags` (dotted keys, None = not given).
+
+    A refused flag value is a ConfigKeyError from `COMMAND_LINE`; the caller knows which option set the key.
+    """
     data: dict[str, Any] = read_toml(file) if file is not None else {}
     # Where each key's value came from, so an error blames the flag, --set or file the user wrote.
     sources: dict[str, str] = {"": str(file) if file is not None else "the defaults"}
     if file is not None:
-        sources.update(dict.fromkeys(_flat_keys(data), str(file)))
+        sources.update(dict.fromkeys(flatten(data), str(file)))
     flag_loss = (flags or {}).get("loss.name")
     file_loss = data.get("loss", {}).get("name", LossConfig().name) if isinstance(data.get("loss"), dict) else None
     if flag_loss is not None and flag_loss != file_loss:
@@ -238,36 +267,14 @@ def load_config(
     for item in overrides:
         path, value = parse_set(item)
         _set_nested(data, path, value)
-        sources.update(dict.fromkeys(_flat_keys(value, ".".join(path)), f"--set {item}"))
+        key = ".".join(path)
+        given = [key, *flatten(value, key + ".")] if isinstance(value, Mapping) else [key]
+        sources.update(dict.fromkeys(given, f"--set {item}"))
     for key, value in (flags or {}).items():
         if value is not None:
             _set_nested(data, key.split("."), value)
-            sources[key] = f"the {FLAG_NAMES.get(key, key)} option"
+            sources[key] = COMMAND_LINE
     return validate_config(data, sources)
-
-
-# The command-line flag that sets a config key, for error messages (flags are what users typed).
-FLAG_NAMES = {
-    "loss.name": "--loss",
-    "dataset": "--dataset",
-    "schedule.epochs": "--epochs",
-    "schedule.steps": "--steps",
-    "seed": "--seed",
-    "validation.val_classes": "--val-classes",
-    "model.pretrained": "--pretrained",
-    "model.weights": "--weights",
-    "model.backbone": "--backbone",
-    "model.embedding_dim": "--embedding-dim",
-}
-
-
-def _flat_keys(value: Any, prefix: str = "") -> list[str]:
-    if isinstance(value, Mapping):
-        keys = [prefix] if prefix else []
-        for key, child in value.items():
-            keys += _flat_keys(child, f"{prefix}.{key}" if prefix else str(key))
-        return keys
-    return [prefix]
 
 
 def validate_config(data: Mapping[str, Any], source: str | Mapping[str, str] = "config") -> TrainConfig:
@@ -301,15 +308,5 @@ def dump_toml(cfg: TrainConfig) -> str:
 
 def diff_keys(a: TrainConfig, b: TrainConfig, *, ignore: frozenset[str] = frozenset()) -> list[str]:
     """Dotted keys whose values differ between two configs (for resume/--force decisions)."""
-
-    def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, Mapping):
-                flat.update(flatten(value, f"{prefix}{key}."))
-            else:
-                flat[f"{prefix}{key}"] = value
-        return flat
-
     fa, fb = flatten(config_to_dict(a)), flatten(config_to_dict(b))
     return sorted(k for k in set(fa) | set(fb) if k not in ignore and fa.get(k) != fb.get(k))

@@ -79,10 +79,11 @@ def resolve_config(cfg: TrainConfig, spec: SpecLike) -> TrainConfig:
     for name, value in given.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"loss.{name} = {value} is not a finite number", hint=f"give loss.{name} a finite value")
-    filled = {k: v for k, v in known.items() if k not in context and v is not None}
+    # A key the [loss] schema declares keeps the schema's default (what every stored config has recorded).
+    declared = set(LossConfig.model_fields)
+    filled = {k: v for k, v in known.items() if k not in context and k not in declared and v is not None}
     filled.update(given)
-    schedule_keys = {"margin_decay": resolved.loss.margin_decay, "margin_decay_every": resolved.loss.margin_decay_every}
-    resolved.loss = LossConfig.model_validate({"name": resolved.loss.name, **filled, **schedule_keys})
+    resolved.loss = LossConfig.model_validate({"name": resolved.loss.name, **filled})
     if model.normalize is None:
         model.normalize = bool(getattr(loss_cls, "expects_normalized", True))
 

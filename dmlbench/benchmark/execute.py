@@ -100,13 +100,12 @@ def run_task(task: RunTask, on_event: EventHandler | None = None, prefix: str = 
             train(
                 task.cfg,
                 task.run_dir,
-                data_root=task.places.data_root,
+                places=task.places,
                 resume=resume,
                 force=manifest is not None and not resume,
                 device=task.device,
                 on_event=on_event,
                 evaluate_at_end=False,
-                catalog=task.places.catalogs,
             )
         # Saved embeddings feed the report's t-SNE maps.
         evaluate(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,14 +14,33 @@ from dmlbench.cli._output import (
     friendly_errors,
     out,
     printable,
-    resolve_data_root,
-    resolve_runs_root,
+    resolve_places,
 )
 from dmlbench.errors import UsageError
 from dmlbench.losses.registry import loss_help
 from dmlbench.models.registry import backbone_help
 
 M, D, R = "Model and loss", "Data", "Run"
+
+# The config key each option of `command` sets, by parameter name; typer names the flag after the parameter.
+CONFIG_KEYS = {
+    "loss": "loss.name",
+    "dataset": "dataset",
+    "epochs": "schedule.epochs",
+    "steps": "schedule.steps",
+    "seed": "seed",
+    "val_classes": "validation.val_classes",
+    "pretrained": "model.pretrained",
+    "weights": "model.weights",
+    "backbone": "model.backbone",
+    "embedding_dim": "model.embedding_dim",
+}
+
+
+def flag_of(key: str) -> str | None:
+    """The option of `dmlbench train` that sets dotted config `key` (`schedule.epochs` -> `--epochs`), if any."""
+    params = {config_key: param for param, config_key in CONFIG_KEYS.items()}
+    return "--" + params[key].replace("_", "-") if key in params else None
 
 
 @friendly_errors
@@ -93,8 +112,7 @@ def command(
         _relaunch(nproc_per_node)
         return
     from dmlbench.cli._datasets import dataset_name
-    from dmlbench.cli._output import resolve_places
-    from dmlbench.config import load_config
+    from dmlbench.config import COMMAND_LINE, ConfigKeyError, load_config
     from dmlbench.rundir import RunDir
     from dmlbench.training import DistContext, train
 
@@ -102,20 +120,27 @@ def command(
     stored = RunDir(run_dir).config_path if run_dir is not None else None
     if config is None and resume and stored is not None and stored.is_file():
         config = stored  # `--resume --run-dir X` alone continues the stored run
-    flags = {
-        "loss.name": loss,
+    given: dict[str, Any] = {
+        "loss": loss,
         "dataset": dataset,
-        "schedule.epochs": epochs,
-        "schedule.steps": steps,
+        "epochs": epochs,
+        "steps": steps,
         "seed": seed,
-        "validation.val_classes": val_classes,
-        "model.pretrained": pretrained,
+        "val_classes": val_classes,
+        "pretrained": pretrained,
         # absolute: config.toml must still find the file when evaluated from another folder
-        "model.weights": str(weights.resolve()) if weights is not None else None,
-        "model.backbone": backbone,
-        "model.embedding_dim": embedding_dim,
+        "weights": str(weights.resolve()) if weights is not None else None,
+        "backbone": backbone,
+        "embedding_dim": embedding_dim,
     }
-    cfg = load_config(config, set_ or [], flags)
+    flags = {key: given[param] for param, key in CONFIG_KEYS.items()}
+    try:
+        cfg = load_config(config, set_ or [], flags)
+    except ConfigKeyError as refused:
+        flag = flag_of(refused.key)
+        if refused.source != COMMAND_LINE or flag is None:
+            raise
+        raise refused.from_source(f"the {flag} option") from None
     dist = DistContext(
         int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
     )
@@ -123,15 +148,13 @@ def command(
         summary = train(
             cfg,
             run_dir,
-            data_root=resolve_data_root(data_root),
-            runs_root=resolve_runs_root(runs_root),
+            places=resolve_places(data_root, runs_root, catalog),
             resume=resume,
             force=force,
             device=device,
             on_event=renderer,
             evaluate_at_end=not no_eval,
             dist=dist,
-            catalog=catalog or (),
         )
     if dist.is_main:
         metrics = "  ".join(

@@ -13,8 +13,7 @@ from dmlbench.cli._output import (
     friendly_errors,
     out,
     printable,
-    resolve_data_root,
-    resolve_runs_root,
+    resolve_places,
 )
 from dmlbench.launch import cli_options as opt
 from dmlbench.losses.registry import loss_help
@@ -97,7 +96,6 @@ def command(
     --workers N shares the study among N processes here, or N SLURM tasks with --launcher slurm.
     """
     from dmlbench.cli._datasets import dataset_name
-    from dmlbench.cli._output import resolve_places
     from dmlbench.tuning import TuneOptions, tune
     from dmlbench.tuning.core import tune_on_slurm
 
@@ -114,12 +112,10 @@ def command(
         storage=storage,
         final_seeds=final_seeds,
         timeout=timeout,
-        runs_root=resolve_runs_root(runs_root),
-        data_root=resolve_data_root(data_root),
+        places=resolve_places(data_root, runs_root, catalog),
         device=device,
         space_file=space,
         seed=seed,
-        catalog=tuple(catalog or ()),
         workers=launch.workers,
         gpus=launch.gpus,
         quiet=quiet,
@@ -132,7 +128,9 @@ def command(
             outcome = tune_on_slurm(options, launch.slurm, wait=launch.slurm.wait, on_event=renderer)
             if isinstance(outcome, str):
                 out.print(
-                    printable(f"submitted SLURM array {outcome}; `dmlbench status {options.runs_root}` follows it"),
+                    printable(
+                        f"submitted SLURM array {outcome}; `dmlbench status {options.places.runs_root}` follows it"
+                    ),
                     markup=False,
                     highlight=False,
                 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +71,31 @@ def validate_inputs(embeddings: object, labels: object) -> tuple[Tensor, Tensor]
     labels = labels.to(embeddings.device)
     _, contiguous = torch.unique(labels, sorted=True, return_inverse=True)
     return embeddings, contiguous.to(torch.int64)
+
+
+class TrainingPosition(Protocol):
+    """Where training stands when a loss's `on_step` is called (the trainer passes its checkpointed Position)."""
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done before the one about to run."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """Epochs finished."""
+        ...
+
+
+@runtime_checkable
+class StepScheduled(Protocol):
+    """A loss whose settings follow the training position (the clustering loss's γ decay).
+
+    The trainer calls `on_step(position)` before every step, resumed runs included; the settings must follow
+    from the position alone (never from how many calls came before), so a resumed run continues exactly.
+    """
+
+    def on_step(self, position: TrainingPosition) -> None: ...
 
 
 class MetricLoss(nn.Module):

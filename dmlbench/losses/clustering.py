@@ -19,7 +19,14 @@ from torch import Tensor
 
 from dmlbench.losses._distances import pairwise_distance
 from dmlbench.losses._scores import AVERAGES, MARGIN_TYPES, CandidateStats, ScoreTables, lookup_sum
-from dmlbench.losses.base import LossConfigError, LossInputError, MetricLoss, attached_zero, validate_inputs
+from dmlbench.losses.base import (
+    LossConfigError,
+    LossInputError,
+    MetricLoss,
+    TrainingPosition,
+    attached_zero,
+    validate_inputs,
+)
 
 PAM_SWEEPS = 5
 """Number of PAM sweeps, hard-coded in the reference (`pam_max_iter`)."""
@@ -467,6 +474,11 @@ class ClusteringLoss(MetricLoss):
     distances, Ŝ the loss-augmented medoids and F̃ the best in-class medoid per class. Only F(Ŝ) and F̃
     carry gradient. `margin_type` is "nmi" (default), "ami", "ari" or "vmeasure"; `nmi_average` is the
     NMI/AMI normalisation ("arithmetic" as scikit-learn ≥ 0.22, or "geometric" as in 2017).
+
+    γ's schedule: the paper decays γ exponentially (rate 0.94) without saying how often, so γ at a
+    position is γ0 x margin_decay^(step // margin_decay_every), or ^(finished epochs) when
+    `margin_decay_every` is 0; the default rate 1 keeps γ fixed. The trainer calls `on_step` before every step; γ is
+    computed from the position alone, so a resumed run continues exactly where it stopped.
     """
 
     expects_normalized = True
@@ -477,6 +489,8 @@ class ClusteringLoss(MetricLoss):
         pam: bool = True,
         margin_type: str = "nmi",
         nmi_average: str = "arithmetic",
+        margin_decay: float = 1.0,
+        margin_decay_every: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(margin_multiplier, bool) or not isinstance(margin_multiplier, (int, float)):
@@ -494,7 +508,15 @@ class ClusteringLoss(MetricLoss):
             )
         if nmi_average not in AVERAGES:
             raise LossConfigError(f"unknown nmi_average {nmi_average!r}", hint=f"choose one of: {', '.join(AVERAGES)}")
-        self.margin_multiplier = float(margin_multiplier)
+        if isinstance(margin_decay, bool) or not isinstance(margin_decay, (int, float)) or not 0 < margin_decay <= 1:
+            raise LossConfigError(f"margin_decay must be in (0, 1], got {margin_decay!r}", hint="the paper's is 0.94")
+        if isinstance(margin_decay_every, bool) or not isinstance(margin_decay_every, int) or margin_decay_every < 0:
+            raise LossConfigError(
+                f"margin_decay_every must be a whole number >= 0, got {margin_decay_every!r}",
+                hint="steps between decays; 0 decays once per epoch",
+            )
+        self.margin_multiplier = self.initial_margin = float(margin_multiplier)
+        self.margin_decay, self.margin_decay_every = float(margin_decay), margin_decay_every
         self.pam = pam
         self.margin_type = margin_type
         self.nmi_average = nmi_average
@@ -504,6 +526,14 @@ class ClusteringLoss(MetricLoss):
             f"margin_multiplier={self.margin_multiplier}, pam={self.pam}, "
             f"margin_type={self.margin_type!r}, nmi_average={self.nmi_average!r}"
         )
+
+    def on_step(self, position: TrainingPosition) -> None:
+        """Set γ for the step about to run (the schedule in the class docstring)."""
+        if self.margin_decay == 1.0:
+            return
+        every = self.margin_decay_every
+        periods = position.step // every if every else position.epoch
+        self.margin_multiplier = self.initial_margin * self.margin_decay**periods
 
     def _infer(self, dist: Tensor, labels: Tensor) -> FacilityInference:
         return facility_inference(

@@ -187,15 +187,19 @@ class MultiSimilarityLoss(PMLLoss):
 
 
 class _ProxyLoss(PMLLoss):
-    """A loss with one learnable vector per training class: needs `num_classes` and `embedding_dim`."""
+    """A loss with one learnable vector per training class (proxies, class weights), trained at
+    `lr_multiplier` x optim.lr: needs `num_classes` and `embedding_dim`."""
 
     min_samples_per_class = 1
 
-    def _build(self, factory: Any, num_classes: object, embedding_dim: object, **params: float) -> nn.Module:
+    def _attach_proxies(
+        self, factory: Any, num_classes: object, embedding_dim: object, lr_multiplier: float, **params: float
+    ) -> None:
+        """Build PML's `factory` with one vector per class and attach it, its class table sized to match."""
         classes = _count("num_classes", num_classes)
         dim = _count("embedding_dim", embedding_dim)
         module: nn.Module = factory(num_classes=classes, embedding_size=dim, **params)
-        return module
+        self._attach(module, num_classes=classes, lr_multiplier=lr_multiplier)
 
 
 class ProxyAnchorLoss(_ProxyLoss):
@@ -217,10 +221,10 @@ class ProxyAnchorLoss(_ProxyLoss):
         super().__init__()
         self.margin = _number("margin", margin)
         self.alpha = _number("alpha", alpha, positive=True)
-        loss = self._build(
-            _pml().losses.ProxyAnchorLoss, num_classes, embedding_dim, margin=self.margin, alpha=self.alpha
+        proxy_anchor = _pml().losses.ProxyAnchorLoss
+        self._attach_proxies(
+            proxy_anchor, num_classes, embedding_dim, lr_multiplier, margin=self.margin, alpha=self.alpha
         )
-        self._attach(loss, num_classes=num_classes, lr_multiplier=lr_multiplier)
 
 
 class NormSoftmaxLoss(_ProxyLoss):
@@ -240,10 +244,9 @@ class NormSoftmaxLoss(_ProxyLoss):
     ) -> None:
         super().__init__()
         self.temperature = _number("temperature", temperature, positive=True)
-        loss = self._build(
-            _pml().losses.NormalizedSoftmaxLoss, num_classes, embedding_dim, temperature=self.temperature
+        self._attach_proxies(
+            _pml().losses.NormalizedSoftmaxLoss, num_classes, embedding_dim, lr_multiplier, temperature=self.temperature
         )
-        self._attach(loss, num_classes=num_classes, lr_multiplier=lr_multiplier)
 
 
 class ArcFaceLoss(_ProxyLoss):
@@ -265,8 +268,9 @@ class ArcFaceLoss(_ProxyLoss):
         super().__init__()
         self.margin = _number("margin", margin)
         self.scale = _number("scale", scale, positive=True)
-        loss = self._build(_pml().losses.ArcFaceLoss, num_classes, embedding_dim, margin=self.margin, scale=self.scale)
-        self._attach(loss, num_classes=num_classes, lr_multiplier=lr_multiplier)
+        self._attach_proxies(
+            _pml().losses.ArcFaceLoss, num_classes, embedding_dim, lr_multiplier, margin=self.margin, scale=self.scale
+        )
 
 
 class SupConLoss(PMLLoss):

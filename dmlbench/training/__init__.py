@@ -1,9 +1,10 @@
-"""Core of `dmlbench train`: `train(cfg, run_dir, ...) -> TrainSummary`."""
+"""Core of `dmlbench train`: `train(cfg, run_dir, *, places, ...) -> TrainSummary`."""
 
 from __future__ import annotations
 
 from dmlbench.training.distributed import DistContext
 from dmlbench.training.loop import TrainingDivergedError
-from dmlbench.training.run import TrainHooks, TrainSummary, train
+from dmlbench.training.recorder import RunMeta, TrainHooks
+from dmlbench.training.run import TrainSummary, train
 
-__all__ = ["DistContext", "TrainHooks", "TrainSummary", "TrainingDivergedError", "train"]
+__all__ = ["DistContext", "RunMeta", "TrainHooks", "TrainSummary", "TrainingDivergedError", "train"]

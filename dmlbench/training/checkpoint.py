@@ -1,5 +1,6 @@
 """last.pt (everything needed to continue bit-exactly) and model.pt (weights only).
 
+This module alone knows last.pt's keys: `save_checkpoint` writes them and `restore` puts them back.
 Everything is stored as tensors, numbers, strings, lists and dicts, so both files load with
 `torch.load(weights_only=True)`.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -61,34 +62,57 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class TrainState(Protocol):
+    """What a step changes besides the position (the loop's `Parts`): saved and restored as one."""
+
+    @property
+    def model(self) -> torch.nn.Module: ...  # the embedder itself, never its DDP wrapper
+    @property
+    def loss_fn(self) -> torch.nn.Module: ...
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler: ...
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None: ...
+
+
 def save_checkpoint(
-    path: Path,
-    *,
-    run_id: str,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
-    position: Position,
-    best: dict[str, Any] | None,
-    loss_fn: torch.nn.Module | None = None,
+    path: Path, *, run_id: str, state: TrainState, position: Position, best: dict[str, Any] | None
 ) -> None:
     """Write last.pt atomically (the loss's state too: proxies and other learnable loss parameters)."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "run_id": run_id,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "position": {"epoch": position.epoch, "batch": position.batch, "step": position.step},
         "rng": rng_states(),
         "best": best,
-        "loss": loss_fn.state_dict() if loss_fn is not None else {},
+        "loss": state.loss_fn.state_dict(),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def restore(payload: dict[str, Any], state: TrainState) -> tuple[Position, dict[str, Any] | None]:
+    """Put a `load_checkpoint` payload back into freshly built parts and the generators; (position, best).
+
+    The generators come last: nothing between this call and the next step may draw a random number.
+    """
+    state.model.load_state_dict(payload["model"])
+    if payload.get("loss"):  # a loss without state saved {}
+        state.loss_fn.load_state_dict(payload["loss"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.scheduler.load_state_dict(payload["scheduler"])
+    if state.scaler is not None and payload["scaler"] is not None:
+        state.scaler.load_state_dict(payload["scaler"])
+    position = Position(**{k: int(v) for k, v in payload["position"].items()})
+    set_rng_states(payload["rng"])
+    return position, payload.get("best")
 
 
 def load_checkpoint(path: Path, *, run_id: str) -> dict[str, Any]:
@@ -107,11 +131,6 @@ def load_checkpoint(path: Path, *, run_id: str) -> dict[str, Any]:
     if payload.get("run_id") != run_id:
         raise MissingInputError(f"{path} belongs to run {payload.get('run_id')!r}, not {run_id!r}", hint=hint)
     return payload
-
-
-def position_of(payload: dict[str, Any]) -> Position:
-    """The Position stored in a checkpoint payload."""
-    return Position(**{k: int(v) for k, v in payload["position"].items()})
 
 
 def export_weights(path: Path, model: torch.nn.Module) -> None:

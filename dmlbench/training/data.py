@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,31 +115,36 @@ class TrainData:
         return TrainData(prepared, dataset, val_frame, sampler, int(len(counts)))
 
 
-def epoch_loader(
-    data: TrainData, cfg: TrainConfig, ctx: DistContext, device: torch.device
-) -> Callable[[list[list[int]], int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-    """`(lists, epoch, first_batch) -> batches on device`: this rank's index lists of an epoch, from `first_batch` on.
+class EpochFeed:
+    """This rank's batches of a run: the sampler's index lists per epoch, and those lists loaded on the device.
 
     Each sample's augmentation follows its position in the epoch's global sample stream (batch x
     global batch size + this rank's offset + slot), so neither the data workers nor the number of
     ranks nor a resume changes what a sample looks like.
     """
-    from dmlbench.datasets.loader import BatchLoader
 
-    loader = BatchLoader(
-        data.dataset,
-        device=device,
-        num_workers=cfg.schedule.num_workers,
-        share=ctx.world_size,
-        batches=len(data.sampler.batches(0)),
-    )
-    per_batch = data.batch_size
+    def __init__(self, data: TrainData, cfg: TrainConfig, ctx: DistContext, device: torch.device) -> None:
+        from dmlbench.datasets.loader import BatchLoader
 
-    def load(lists: list[list[int]], epoch: int, first_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.data, self.seed, self.rank = data, cfg.seed, ctx.rank
+        self.loader = BatchLoader(
+            data.dataset,
+            device=device,
+            num_workers=cfg.schedule.num_workers,
+            share=ctx.world_size,
+            batches=len(data.sampler.batches(0)),
+        )
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This rank's index lists of `epoch`."""
+        batches: list[list[int]] = self.data.sampler.batches(epoch)
+        return batches
+
+    def load(self, lists: list[list[int]], epoch: int, first_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`lists` (batches `first_batch`... of `epoch`) as (images, labels) batches on the device, in order."""
+        per_batch = self.data.batch_size
         positions = [
-            [(first_batch + b) * per_batch + ctx.rank * len(indices) + slot for slot in range(len(indices))]
+            [(first_batch + b) * per_batch + self.rank * len(indices) + slot for slot in range(len(indices))]
             for b, indices in enumerate(lists)
         ]
-        return loader(lists, seed=cfg.seed, epoch=epoch, positions=positions)
-
-    return load
+        return self.loader(lists, seed=self.seed, epoch=epoch, positions=positions)

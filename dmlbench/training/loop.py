@@ -1,7 +1,7 @@
 """The training loop, top to bottom (nanoGPT's shape): batch -> forward -> global loss -> backward -> step.
 
-`run.py` builds every part (data, model, optimizer, run directory) and hands them over in a `Parts`;
-this module owns only the order of operations, checkpoints and progress.
+`parts.py` builds every part and `run.py` hands them over in a `Parts`; this module owns only the order of
+operations: steps, history rows, validation, checkpoints and progress, all written through `parts.recorder`.
 """
 
 from __future__ import annotations
@@ -12,53 +12,22 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from dmlbench.errors import InterruptedRunError, UsageError
-from dmlbench.events import Event, EventHandler, emit
+from dmlbench.events import Event
+from dmlbench.losses.base import StepScheduled
 from dmlbench.training.checkpoint import Position
-from dmlbench.training.distributed import DistContext, gather_batch
+from dmlbench.training.distributed import gather_batch
+from dmlbench.training.parts import Parts
 
-# (index lists, epoch, index of the first list in the epoch) -> (images, labels) batches, in order
-LoaderFn = Callable[[list[list[int]], int, int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+__all__ = ["LoopResult", "Parts", "TrainingDivergedError", "run_loop", "train_step"]
 
 
 class TrainingDivergedError(UsageError):
     """The loss became NaN/inf; the last good checkpoint is kept (exit 2: a setting to change)."""
-
-
-@dataclass
-class Parts:
-    """Everything one training run needs, already built and (on resume) restored."""
-
-    model: torch.nn.Module  # the DDP wrapper when distributed
-    loss_fn: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler | None
-    batches: Callable[[int], list[list[int]]]  # epoch -> this rank's index lists
-    loader: LoaderFn
-    device: torch.device
-    dist: DistContext
-    total_steps: int
-    global_batch_size: int
-    checkpoint_every: int
-    grad_clip: float | None = None
-    amp_dtype: torch.dtype | None = None
-    channels_last: bool = False
-    save_checkpoint: Callable[[Position], None] = lambda position: None
-    write_history: Callable[[list[dict[str, Any]]], None] = lambda rows: None
-    validate: Callable[[int], dict[str, Any] | None] = lambda epoch: None
-    log: Callable[[str], None] = lambda message: None
-    on_validation: Callable[[int, dict[str, Any]], None] = lambda epoch, values: None
-    on_event: EventHandler | None = None
-    on_step: Callable[[int, float, float, float], None] | None = None  # (step, loss, lr, images/s)
-    before_step: Callable[[Position], None] | None = None  # e.g. the margin schedule, from the position alone
-    pending: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -76,11 +45,12 @@ def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> floa
         else contextlib.nullcontext()
     )
     with autocast:
-        embeddings = parts.model(images)
+        embeddings = parts.trained(images)
     # Losses run in float32: their masks, exp/log-sum-exp and PAM inference are not fp16-safe.
     all_embeddings, all_labels = gather_batch(embeddings.float(), labels, parts.dist)
     loss: torch.Tensor = parts.loss_fn(all_embeddings, all_labels)
-    # The step's only host sync: the value decides whether to step and is what history records.
+    # Read to the host (a sync): the value decides whether to step and is what history records. Not the only
+    # one: a loss may read values itself, and GradScaler.step checks for inf gradients on the host.
     value = float(loss.detach())
     if not math.isfinite(value):
         return value
@@ -91,7 +61,7 @@ def train_step(parts: Parts, images: torch.Tensor, labels: torch.Tensor) -> floa
     else:
         loss.backward()  # type: ignore[no-untyped-call]
     if parts.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip)
+        torch.nn.utils.clip_grad_norm_(parts.trained.parameters(), parts.grad_clip)
     if parts.scaler is not None:
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
@@ -107,7 +77,7 @@ def flush(parts: Parts) -> None:
     if not rows:
         return
     try:
-        parts.write_history(rows)
+        parts.recorder.history(rows)
     except BaseException:
         # Ctrl-C mid-write: keep the rows for the interrupt handler's checkpoint; the run directory
         # drops any duplicate or torn line when it repairs the history.
@@ -118,7 +88,7 @@ def flush(parts: Parts) -> None:
 def checkpoint(parts: Parts, position: Position) -> None:
     """History first, then last.pt: on disk, history never runs ahead of a checkpoint by more than a flush."""
     flush(parts)
-    parts.save_checkpoint(position)
+    parts.recorder.checkpoint(parts, position, parts.best)
 
 
 @dataclass(frozen=True)
@@ -132,22 +102,24 @@ class LoopResult:
 
 def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -> LoopResult:
     """Train from `position` until `total_steps`; checkpoint every N steps and every epoch."""
+    assert parts.feed is not None, "run_loop needs the run's feed"
+    feed, recorder = parts.feed, parts.recorder
     started = time.perf_counter() - seconds_before
     last_loss = math.nan
     recent_rates: collections.deque[float] = collections.deque(maxlen=50)
     try:
         while position.step < parts.total_steps:
-            epoch_batches = parts.batches(position.epoch)
+            epoch_batches = feed.batches(position.epoch)
             task = f"epoch {position.epoch + 1}"
             remaining = min(len(epoch_batches), position.batch + parts.total_steps - position.step)
-            emit(parts.on_event, Event("start", task, total=remaining - position.batch, unit="step"))
+            recorder.event(Event("start", task, total=remaining - position.batch, unit="step"))
             tick = time.perf_counter()
             todo = epoch_batches[position.batch : remaining]
             for batch_index, (images, labels) in enumerate(
-                parts.loader(todo, position.epoch, position.batch), start=position.batch
+                feed.load(todo, position.epoch, position.batch), start=position.batch
             ):
-                if parts.before_step is not None:
-                    parts.before_step(position)
+                if isinstance(parts.loss_fn, StepScheduled):  # e.g. the clustering loss's γ decay
+                    parts.loss_fn.on_step(position)
                 last_loss = train_step(parts, images, labels)
                 if not math.isfinite(last_loss):
                     raise TrainingDivergedError(
@@ -159,8 +131,7 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
                 lr = float(parts.scheduler.get_last_lr()[0])
                 images_per_s = parts.global_batch_size / max(elapsed, 1e-9)
                 recent_rates.append(images_per_s)
-                if parts.on_step is not None:
-                    parts.on_step(position.step, last_loss, lr, images_per_s)
+                recorder.step(position.step, last_loss, lr, images_per_s)
                 parts.pending.append(
                     {
                         "step": position.step,
@@ -171,25 +142,22 @@ def run_loop(parts: Parts, position: Position, *, seconds_before: float = 0.0) -
                         "seconds": round(time.perf_counter() - started, 3),
                     }
                 )
-                emit(
-                    parts.on_event,
-                    Event(
-                        "advance", task, amount=1, fields={"loss": last_loss, "lr": lr, "img/s": round(images_per_s)}
-                    ),
+                recorder.event(
+                    Event("advance", task, amount=1, fields={"loss": last_loss, "lr": lr, "img/s": round(images_per_s)})
                 )
                 if position.step % parts.checkpoint_every == 0:
                     checkpoint(parts, position)
                 tick = time.perf_counter()  # the next step's time includes loading its batch
-            emit(parts.on_event, Event("finish", task))
+            recorder.event(Event("finish", task))
             if position.batch < len(epoch_batches):  # stopped by schedule.steps inside an epoch
                 break
             position.epoch, position.batch = position.epoch + 1, 0
             flush(parts)
-            val = parts.validate(position.epoch)
+            val = parts.validator(parts.model, position.epoch) if parts.validator is not None else None
             if val is not None:
-                parts.on_validation(position.epoch, val)
+                recorder.validation(position.epoch, val)
                 parts.pending.append({"epoch": position.epoch, "val": val})
-            parts.log(
+            recorder.log(
                 f"epoch {position.epoch} done: step {position.step}, loss {last_loss:.5g}"
                 + (f", val {json.dumps(val)}" if val else "")
             )

@@ -184,7 +184,7 @@ def tune_on_slurm(
     study = open_study(plan, create=True)
     single = options.model_copy(update={"workers": 1, "quiet": True})
     tasks = [single] * worker_count(plan, study)
-    submission = submit_workers(run_worker, tasks, slurm, options.runs_root / SLURM_DIR)
+    submission = submit_workers(run_worker, tasks, slurm, options.places.runs_root / SLURM_DIR)
     if not wait:
         return submission.job_id
     outcomes = wait_with_progress(submission.jobs, on_event=on_event, poll_seconds=slurm.poll_seconds)

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from dmlbench.config import diff_keys, dump_toml
-from dmlbench.errors import DmlbenchError, MissingInputError
+from dmlbench.errors import ConfigError, DmlbenchError, MissingInputError
 from dmlbench.events import Event, EventHandler, emit
 from dmlbench.rundir import DatasetRecord, Manifest, RunDir, now_iso
 from dmlbench.tuning.options import FinalRun
 from dmlbench.tuning.plan import Plan
-from dmlbench.tuning.worker import counts, tag_run
+from dmlbench.tuning.worker import counts
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +36,8 @@ def best_trial(study: Any) -> Any:
 def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | None = None) -> FinalRun:
     """Train (or reuse, or resume) `final-seed<seed>` with the study's best parameters; test metrics."""
     from dmlbench.datasets import get_spec
-    from dmlbench.paths import Places
     from dmlbench.resolve import resolve_config
-    from dmlbench.training import train
+    from dmlbench.training import RunMeta, train
 
     best = best_trial(study)
     finished = counts(study).finished
@@ -46,7 +45,7 @@ def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | Non
     run = RunDir(plan.final_dir(seed))
     resume = force = False
     if run.exists():
-        resolved = resolve_config(cfg, get_spec(cfg.dataset, Places.of(plan.data_root, catalogs=plan.catalogs)))
+        resolved = resolve_config(cfg, get_spec(cfg.dataset, plan.options.places))
         try:
             same = not diff_keys(run.read_config(), resolved)
         except DmlbenchError:
@@ -64,19 +63,27 @@ def final_run(plan: Plan, study: Any, seed: int, *, on_event: EventHandler | Non
     summary = train(
         cfg,
         run.root,
-        data_root=plan.data_root,
-        runs_root=plan.options.runs_root,
+        places=plan.options.places,
         resume=resume,
         force=force,
         device=plan.options.device,
         on_event=on_event,
         evaluate_at_end=True,
-        catalog=plan.catalogs,
-        kind="final",
-        manifest_fields={"study": plan.study, "tuned_params": dict(best.params), "tuning_trials": finished},
+        meta=RunMeta("final", study=plan.study, tuned_params=dict(best.params), tuning_trials=finished),
     )
-    tag_run(run, study=plan.study, tuned_params=dict(best.params), tuning_trials=finished)
     return FinalRun(f"final-seed{seed}", str(run.root), seed, dict(summary.test_metrics or {}))
+
+
+def tag_run(run: RunDir, **fields: Any) -> None:
+    """Update study fields in the manifest of a final run trained earlier and reused (its trial count grew)."""
+    if not run.exists():
+        return
+    try:
+        with run.claim(holder="tune"):
+            manifest = run.read_manifest()
+            run.write_manifest(manifest.model_copy(update=fields))
+    except ConfigError as err:  # held by another live writer: that one owns the folder now
+        logger.warning("could not record %s in %s: %s", sorted(fields), run.root, err.message)
 
 
 def ensemble_run(plan: Plan, study: Any, *, on_event: EventHandler | None = None) -> FinalRun | None:
@@ -107,7 +114,7 @@ def ensemble_run(plan: Plan, study: Any, *, on_event: EventHandler | None = None
         if run.exists() or not run.is_empty():
             run.clear()
         cfg = plan.config(dict(best.params), run_id=f"{plan.study}-ensemble", final=True)
-        prepared = open_prepared(cfg.dataset, data_root=plan.data_root)
+        prepared = open_prepared(cfg.dataset, data_root=plan.options.places.data_root)
         info = dict(prepared.info or {})
         run.write_manifest(
             Manifest(

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dmlbench.config import MAX_EPOCHS, MAX_SEED, MAX_SEED_COUNT
 from dmlbench.errors import ConfigError
 from dmlbench.launch.local import MAX_WORKERS
+from dmlbench.paths import Places
 
 # The CLI flag each option comes from, so a rejected value is reported the way the user typed it.
 _FLAGS = {
@@ -34,7 +35,7 @@ class TuneOptions(BaseModel):
     """One study: the loss and dataset, the budget, where trials and the Optuna storage live.
 
     Picklable (spawned workers and SLURM tasks receive it). `storage=None` means the journal file
-    `runs_root/studies.journal`; `study=None` means `<dataset>-<loss>`.
+    `places.runs_root/studies.journal`; `study=None` means `<dataset>-<loss>`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -51,12 +52,10 @@ class TuneOptions(BaseModel):
     storage: str | None = None
     final_seeds: int = Field(0, ge=0, le=MAX_SEED_COUNT)
     timeout: float | None = Field(None, gt=0)
-    runs_root: Path = Path("runs")
-    data_root: Path | None = None
+    places: Places = Field(default_factory=Places)
     device: str = "auto"
     space_file: Path | None = None
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    catalog: tuple[Path, ...] = ()
     workers: int = Field(1, ge=1, le=MAX_WORKERS)
     gpus: str | None = None
     quiet: bool = False

@@ -36,8 +36,6 @@ class Plan:
     epochs: int
     space: Space
     startup_trials: int
-    catalogs: tuple[Path, ...]
-    data_root: Path
 
     @property
     def trials(self) -> int:
@@ -107,15 +105,13 @@ def make_plan(options: TuneOptions) -> Plan:
     from dmlbench.evaluation.metrics import higher_is_better, metric_info
     from dmlbench.losses import LOSSES
     from dmlbench.models import backbone_info
-    from dmlbench.paths import Places, default_data_root
     from dmlbench.resolve import resolve_config
 
     LOSSES.get(options.loss)  # unknown loss: did-you-mean now
     metric_info(options.metric)
     study = check_name(options.study or default_study_name(options.dataset, options.loss), "study name")
-    catalogs = tuple(Path(c) for c in options.catalog)
-    data_root = Path(options.data_root) if options.data_root is not None else default_data_root()
-    spec = get_spec(options.dataset, Places.of(data_root, catalogs=catalogs))
+    places = options.places
+    spec = get_spec(options.dataset, places)
     flags = {"loss.name": options.loss, "dataset": options.dataset, "schedule.epochs": options.epochs}
     cfg = load_config(options.config_file, list(options.overrides), flags)
     cfg = cfg.model_copy(update={"seed": options.seed})
@@ -131,7 +127,7 @@ def make_plan(options: TuneOptions) -> Plan:
         )
     assert base.schedule.epochs is not None and base.sampler.classes_per_batch and base.sampler.samples_per_class
 
-    prepared = open_or_prepare(options.dataset, Places.of(data_root, catalogs=catalogs))
+    prepared = open_or_prepare(options.dataset, places)
     index = prepared.index
     labels = index[index["split"] == "train"]["label"].to_numpy()
     classes = sorted(int(c) for c in set(labels.tolist()))
@@ -159,20 +155,17 @@ def make_plan(options: TuneOptions) -> Plan:
         source=str(options.space_file) if options.space_file else "the packaged search space",
         declared=getattr(loss_cls, "search_space", None),
     )
-    runs_root = Path(options.runs_root)
     plan = Plan(
         options=options,
         study=study,
-        study_dir=runs_root / TUNE_FOLDER / study,
-        storage=options.storage or default_storage(runs_root),
+        study_dir=places.runs_root / TUNE_FOLDER / study,
+        storage=options.storage or default_storage(places.runs_root),
         base=base,
         direction="maximize" if higher_is_better(options.metric) else "minimize",
         folds=folds,
         epochs=int(base.schedule.epochs),
         space=space,
         startup_trials=default_startup(options.trials) if options.startup_trials is None else options.startup_trials,
-        catalogs=catalogs,
-        data_root=data_root,
     )
     check_space_values(plan, num_classes=min_train)
     return plan

@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dmlbench.errors import ConfigError
@@ -38,7 +37,7 @@ def open_study(plan: Plan, *, create: bool) -> Any:
     import optuna
 
     if create and plan.options.storage is None:
-        Path(plan.options.runs_root).mkdir(parents=True, exist_ok=True)  # the default journal lives there
+        plan.options.places.runs_root.mkdir(parents=True, exist_ok=True)  # the default journal lives there
     storage = open_storage(plan.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
@@ -157,55 +156,31 @@ class _PruningHook:
 
 def run_trial(plan: Plan, trial: Any, params: dict[str, Any], on_event: EventHandler | None) -> float:
     """Train every fold of one trial; the objective is the mean over folds of each fold's best validation value."""
-    from dmlbench.training import train
-    from dmlbench.training.run import TrainHooks
+    from dmlbench.training import RunMeta, TrainHooks, train
 
     values: list[float] = []
     for fold, train_classes in enumerate(plan.folds):
         run_dir = plan.trial_dir(trial.number, fold)
         trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))
         run_id = f"{plan.study}-trial-{trial.number}" + (f"-fold-{fold}" if len(plan.folds) > 1 else "")
-        cfg = plan.config(params, run_id=run_id)
-        try:
-            summary = train(
-                cfg,
-                run_dir,
-                data_root=plan.data_root,
-                runs_root=plan.options.runs_root,
-                force=True,  # a folder left by an earlier, dead use of this number is ours to clear
-                device=plan.options.device,
-                on_event=on_event,
-                evaluate_at_end=False,
-                catalog=plan.catalogs,
-                train_classes=train_classes,
-                kind="trial",
-                hooks=TrainHooks(on_validation=_PruningHook(plan, trial, fold)),
-                manifest_fields={
-                    "study": plan.study,
-                    "trial": trial.number,
-                    "fold": fold if len(plan.folds) > 1 else None,
-                },
-            )
-        finally:
-            tag_run(RunDir(run_dir), study=plan.study, trial=trial.number, fold=fold if len(plan.folds) > 1 else None)
+        summary = train(
+            plan.config(params, run_id=run_id),
+            run_dir,
+            places=plan.options.places,
+            force=True,  # a folder left by an earlier, dead use of this number is ours to clear
+            device=plan.options.device,
+            on_event=on_event,
+            evaluate_at_end=False,
+            train_classes=train_classes,
+            meta=RunMeta("trial", study=plan.study, trial=trial.number, fold=fold if len(plan.folds) > 1 else None),
+            hooks=TrainHooks(on_validation=_PruningHook(plan, trial, fold)),
+        )
         if summary.best_val is None:
             raise ConfigError(
                 f"trial {trial.number} fold {fold} has no validation value", hint="check validation.metric"
             )
         values.append(float(summary.best_val["value"]))
     return sum(values) / len(values)
-
-
-def tag_run(run: RunDir, **fields: Any) -> None:
-    """Record study fields in a run's manifest (the trainer writes a plain manifest)."""
-    if not run.exists():
-        return
-    try:
-        with run.claim(holder="tune"):
-            manifest = run.read_manifest()
-            run.write_manifest(manifest.model_copy(update=fields))
-    except ConfigError as err:  # held by another live writer: that one owns the folder now
-        logger.warning("could not record %s in %s: %s", sorted(fields), run.root, err.message)
 
 
 def work(plan: Plan, study: Any, *, on_event: EventHandler | None = None) -> int:

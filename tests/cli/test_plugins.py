@@ -167,12 +167,13 @@ def test_a_plugin_loss_parameter_trains_and_is_checkpointed(workdir: Path, digit
     import torch
 
     from dmlbench.config import load_config
+    from dmlbench.paths import Places
     from dmlbench.training import train
     from dmlbench.training.optim import build_optimizer
 
     name = f"{workdir / 'my_loss.py'}:LearnedScaleLoss"
     cfg = load_config(None, ["schedule.steps=3"], {"dataset": "digits", "loss.name": name})
-    summary = train(cfg, workdir / "run", data_root=digits_root, evaluate_at_end=False)
+    summary = train(cfg, workdir / "run", places=Places.of(digits_root), evaluate_at_end=False)
     state = torch.load(summary.run_dir / "train" / "last.pt", weights_only=True)
     assert float(state["loss"]["log_scale"]) != 0.0  # it moved: the optimizer holds it
     from dmlbench.losses import LOSSES

@@ -27,5 +27,5 @@ def glyphs_run(tmp_path_factory: pytest.TempPathFactory, glyphs_root: Path) -> P
 
     cfg = load_config(None, ["schedule.steps=4"], {"dataset": "glyphs", "loss.name": "triplet"})
     run = tmp_path_factory.mktemp("runs") / "glyphs-run"
-    train(cfg, run, data_root=glyphs_root, evaluate_at_end=False, device="cpu")
+    train(cfg, run, places=Places.of(glyphs_root), evaluate_at_end=False, device="cpu")
     return run

@@ -100,6 +100,7 @@ def test_tune_workers_on_slurm_end_with_exactly_the_budget(
     slurm_cluster: Cluster, partition: str, tmp_path: Path
 ) -> None:
     """`tune --launcher slurm --workers 2`: two SLURM tasks share one journal storage, 4 trials in all."""
+    from dmlbench.paths import Places
     from dmlbench.tuning import TuneOptions
     from dmlbench.tuning.plan import make_plan
     from dmlbench.tuning.worker import counts, open_study
@@ -113,7 +114,7 @@ def test_tune_workers_on_slurm_end_with_exactly_the_budget(
     assert code == 0, stderr
     assert "digits-triplet: 4 complete" in stdout or "digits-triplet:" in stdout
     options = TuneOptions.build(
-        loss="triplet", dataset="digits", epochs=1, folds=1, trials=4, runs_root=runs, data_root=data, device="cpu"
+        loss="triplet", dataset="digits", epochs=1, folds=1, trials=4, places=Places.of(data, runs), device="cpu"
     )
     study = open_study(make_plan(options), create=False)
     now = counts(study)

@@ -50,7 +50,9 @@ def test_default_run_prepares_digits_and_prints_one_line(tmp_path: Path) -> None
         (["--set", "sampler.samples_per_class=1"], 2, "at least 2 images per class", "samples_per_class=2"),
         (["--dataset", "fashion-mnist"], 3, "not prepared", "dmlbench prepare fashion-mnist"),
         (["--dataset", "cub-200"], 2, "cub-200", "cub200"),
-        (["--epochs", "0"], 2, "schedule.epochs", ""),
+        # the core names the dotted key; the command names the option that set it
+        (["--epochs", "0"], 2, "'schedule.epochs' in the --epochs option", ""),
+        (["--set", "schedule.epochs=0"], 2, "'schedule.epochs' in --set schedule.epochs=0", ""),
     ],
 )
 def test_bad_inputs(args: list[str], code: int, message: str, hint: str, digits_root: Path, tmp_path: Path) -> None:
@@ -156,3 +158,13 @@ def test_resume_over_a_garbled_history_keeps_its_good_rows(garbage: bytes, digit
     assert ": 5 steps" in stdout
     rows = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3, 4, 5]
+
+
+def test_every_config_key_option_is_an_option_of_train() -> None:
+    import inspect
+
+    from dmlbench.cli.train import CONFIG_KEYS, command, flag_of
+
+    parameters = inspect.signature(command).parameters
+    assert set(CONFIG_KEYS) <= set(parameters)
+    assert flag_of("model.embedding_dim") == "--embedding-dim" and flag_of("optim.lr") is None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dmlbench.config import TrainConfig, dump_toml, load_config, parse_set
+from dmlbench.config import LossConfig, TrainConfig, dump_toml, load_config, parse_set
 from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError
 from dmlbench.resolve import resolve_config
 
@@ -55,6 +55,15 @@ def test_set_value_is_schema_validated() -> None:
         load_config(None, ['schedule.epochs="many"'])
 
 
+def test_a_refused_flag_value_names_its_key_and_the_command_line() -> None:
+    from dmlbench.config import COMMAND_LINE, ConfigKeyError
+
+    with pytest.raises(ConfigKeyError) as info:
+        load_config(None, [], {"schedule.epochs": 0})
+    assert (info.value.key, info.value.source) == ("schedule.epochs", COMMAND_LINE)
+    assert "'schedule.epochs' in the --epochs option" in info.value.from_source("the --epochs option").message
+
+
 def test_unknown_key_suggests_the_right_one() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, ["optim.lrr=0.1"])
@@ -93,10 +102,14 @@ def test_loss_kwargs_are_checked_and_defaults_written() -> None:
 
     for name in ("clustering", "triplet", "lifted", "npairs"):
         resolved = _resolved(load_config(None, [], {"loss.name": name}))
-        defaults = {k: v for k, v in LOSSES.parameters(name).items() if v is not None}
+        # a key the [loss] schema declares (the clustering loss's γ schedule) keeps the schema's default
+        declared = set(LossConfig.model_fields)
+        defaults = {k: v for k, v in LOSSES.parameters(name).items() if v is not None and k not in declared}
         defaults.pop("embedding_dim", None)
         defaults.pop("num_classes", None)
-        assert resolved.loss.kwargs() == defaults
+        written = resolved.loss.model_dump()
+        assert {k: written.get(k) for k in defaults} == defaults  # every default is in the stored config
+        LOSSES.build(name, resolved.loss.kwargs())  # and what the loss receives builds it
     with pytest.raises(ConfigError, match="no parameter"):
         _resolved(load_config(None, ["loss.not_a_param=1"]))
     with pytest.raises(UnknownNameError, match="clusterin"):

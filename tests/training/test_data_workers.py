@@ -12,6 +12,7 @@ from image_files import NAME, make_image_dataset
 
 from dmlbench.config import TrainConfig, load_config
 from dmlbench.datasets.cache import remove_caches
+from dmlbench.paths import Places
 from dmlbench.rundir import RunDir
 from dmlbench.training import train
 
@@ -32,7 +33,9 @@ def _cfg(*sets: str) -> TrainConfig:
 
 def _train(cfg: TrainConfig, run_dir: Path, files: tuple[Path, Path], **kwargs: Any) -> Path:
     data_root, catalog = files
-    summary = train(cfg, run_dir, data_root=data_root, catalog=[catalog], device="cpu", evaluate_at_end=False, **kwargs)
+    summary = train(
+        cfg, run_dir, places=Places.of(data_root, catalogs=[catalog]), device="cpu", evaluate_at_end=False, **kwargs
+    )
     return summary.run_dir
 
 

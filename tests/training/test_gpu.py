@@ -30,8 +30,6 @@ def _step(amp_dtype: torch.dtype | None, channels_last: bool) -> tuple[float, di
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, ScheduleConfig(), total_steps=10),
         scaler=None,
-        batches=lambda e: [],
-        loader=lambda lists, epoch, first: [],
         device=device,
         dist=DistContext(),
         total_steps=10,

@@ -12,6 +12,7 @@ import torch
 from test_train import STEPS, Reference, _cfg, _final_state, _history, _spawn_training, _wait_for_steps
 from test_train import reference_runs as reference_runs  # the fixture: uninterrupted runs to compare with
 
+from dmlbench.paths import Places
 from dmlbench.rundir import RunDir
 from dmlbench.training import train
 
@@ -37,7 +38,7 @@ def test_a_plugin_loss_resumes_bit_exactly_after_sigkill(
     summary = train(
         _cfg(name, f"schedule.steps={STEPS}", "schedule.checkpoint_every=3"),
         run_dir,
-        data_root=digits_root,
+        places=Places.of(digits_root),
         resume=True,
         evaluate_at_end=False,
     )

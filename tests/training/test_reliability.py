@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dmlbench.cli import app
+from dmlbench.paths import Places
 from dmlbench.rundir import RunDir
 
 runner = CliRunner()
@@ -159,25 +160,29 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(digits_root: Path, tmp_pa
 
 def test_margin_decay_follows_the_step_and_survives_resume(digits_root: Path, tmp_path: Path) -> None:
     from dmlbench.config import load_config
-    from dmlbench.losses import ClusteringLoss
+    from dmlbench.losses import LOSSES
+    from dmlbench.losses.base import StepScheduled
     from dmlbench.training.checkpoint import Position
-    from dmlbench.training.monitor import margin_schedule
 
+    # The [loss] table's schedule keys reach the clustering loss, which owns γ's schedule.
     cfg = load_config(None, ["loss.margin_decay=0.5", "loss.margin_decay_every=2", "loss.margin_multiplier=8.0"])
-    loss = ClusteringLoss(margin_multiplier=8.0)
-    schedule = margin_schedule(cfg, loss)
-    assert schedule is not None
+    loss = LOSSES.build(cfg.loss.name, cfg.loss.kwargs())
+    assert isinstance(loss, StepScheduled)
     for step, expected in [(0, 8.0), (1, 8.0), (2, 4.0), (5, 2.0), (2, 4.0)]:  # a resumed run jumps back
-        schedule(Position(epoch=0, batch=step, step=step))
+        loss.on_step(Position(epoch=0, batch=step, step=step))
         assert loss.margin_multiplier == expected
-    per_epoch = margin_schedule(load_config(None, ["loss.margin_decay=0.94"]), loss := ClusteringLoss(1.0))
-    assert per_epoch is not None
-    per_epoch(Position(epoch=3, batch=0, step=99))
+    per_epoch = load_config(None, ["loss.margin_decay=0.94", "loss.margin_multiplier=1.0"])
+    loss = LOSSES.build(per_epoch.loss.name, per_epoch.loss.kwargs())
+    loss.on_step(Position(epoch=3, batch=0, step=99))
     assert loss.margin_multiplier == pytest.approx(0.94**3)
+    still = LOSSES.build("clustering", load_config(None, ["loss.margin_multiplier=3.0"]).loss.kwargs())
+    still.on_step(Position(epoch=3, batch=0, step=99))
+    assert still.margin_multiplier == 3.0  # no margin_decay: γ stays
+    assert not isinstance(LOSSES.build("triplet", {}), StepScheduled)
     code, stderr = _train(
         "--loss", "triplet", "--set", "loss.margin_decay=0.9", "--run-dir", str(tmp_path / "t"), data_root=digits_root
     )
-    assert code == 2 and "no margin multiplier" in stderr
+    assert code == 2 and "has no parameter 'margin_decay'" in stderr
 
 
 def test_the_c_of_m_sampler_trains_exact_batches(digits_root: Path, tmp_path: Path) -> None:
@@ -188,7 +193,7 @@ def test_the_c_of_m_sampler_trains_exact_batches(digits_root: Path, tmp_path: Pa
     summary = train(
         load_config(None, sets, {"dataset": "digits", "loss.name": "triplet"}),
         tmp_path / "r",
-        data_root=digits_root,
+        places=Places.of(digits_root),
         evaluate_at_end=False,
         device="cpu",
     )

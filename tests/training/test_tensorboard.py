@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dmlbench.config import load_config
+from dmlbench.paths import Places
 from dmlbench.rundir import RunDir
 from dmlbench.training import train
 
@@ -14,7 +15,7 @@ def test_a_run_writes_loss_lr_throughput_and_validation_scalars(digits_root: Pat
 
     sets = ["validation.val_classes=0.4", "sampler.classes_per_batch=3", "schedule.epochs=1"]
     cfg = load_config(None, sets, {"dataset": "digits", "loss.name": "triplet"})
-    summary = train(cfg, tmp_path / "r", data_root=digits_root, evaluate_at_end=False, device="cpu")
+    summary = train(cfg, tmp_path / "r", places=Places.of(digits_root), evaluate_at_end=False, device="cpu")
     events = EventAccumulator(str(RunDir(summary.run_dir).tensorboard_dir))
     events.Reload()
     tags = set(events.Tags()["scalars"])

@@ -18,6 +18,7 @@ import torch
 
 from dmlbench.config import TrainConfig, load_config
 from dmlbench.events import Event
+from dmlbench.paths import Places
 from dmlbench.resolve import resolve_config
 from dmlbench.rundir import RunDir
 from dmlbench.training import TrainingDivergedError, train
@@ -70,7 +71,7 @@ def test_each_loss_learns_on_digits(loss: str, digits_root: Path, tmp_path: Path
 
     cfg = _cfg(loss, "schedule.epochs=4")
     events: list[Event] = []
-    summary = train(cfg, tmp_path / "run", data_root=digits_root, on_event=events.append)
+    summary = train(cfg, tmp_path / "run", places=Places.of(digits_root), on_event=events.append)
     run = RunDir(tmp_path / "run")
     assert summary.status == "complete" and run.read_manifest().status == "complete"
     losses = [row["loss"] for row in _history(run.root) if "step" in row]
@@ -98,7 +99,9 @@ def test_each_loss_learns_on_digits(loss: str, digits_root: Path, tmp_path: Path
 def test_run_directory_contract(digits_root: Path, tmp_path: Path) -> None:
     from dmlbench.evaluation.trained import load_trained_embedder
 
-    summary = train(_cfg("triplet", "schedule.steps=6"), tmp_path / "r", data_root=digits_root, evaluate_at_end=False)
+    summary = train(
+        _cfg("triplet", "schedule.steps=6"), tmp_path / "r", places=Places.of(digits_root), evaluate_at_end=False
+    )
     run = RunDir(summary.run_dir)
     manifest = run.read_manifest()
     assert manifest.run_id == "digits-triplet-small_cnn-seed0"
@@ -123,13 +126,13 @@ def test_resume_finishes_a_run_killed_after_its_last_step(digits_root: Path, tmp
     from dmlbench.errors import ConfigError
 
     cfg = _cfg("triplet", "schedule.steps=6")
-    first = train(cfg, tmp_path / "r", data_root=digits_root, evaluate_at_end=False)
+    first = train(cfg, tmp_path / "r", places=Places.of(digits_root), evaluate_at_end=False)
     assert first.epochs == 1  # 6 steps end inside the first epoch: trained in one epoch, not zero
     run = RunDir(first.run_dir)
     # Simulate a kill after the final last.pt but before model.pt and the "complete" marker.
     run.model_path.unlink()
     run.set_status("running", last_step=6)
-    summary = train(cfg, run.root, data_root=digits_root, resume=True, evaluate_at_end=False)
+    summary = train(cfg, run.root, places=Places.of(digits_root), resume=True, evaluate_at_end=False)
     assert summary.steps == 6 and summary.resumed_from_step == 6 and summary.final_loss == first.final_loss
     assert run.read_manifest().status == "complete" and run.model_path.is_file()
     last = torch.load(run.last_checkpoint, weights_only=True)["model"]
@@ -137,7 +140,7 @@ def test_resume_finishes_a_run_killed_after_its_last_step(digits_root: Path, tmp
     assert all(torch.equal(model[k], last[k]) for k in last)
     assert [row["step"] for row in _history(run.root)] == list(range(1, 7))
     with pytest.raises(ConfigError, match="nothing to resume"):  # a complete run has nothing left to do
-        train(cfg, run.root, data_root=digits_root, resume=True, evaluate_at_end=False)
+        train(cfg, run.root, places=Places.of(digits_root), resume=True, evaluate_at_end=False)
 
 
 def test_unknown_validation_metric_fails_before_training(digits_root: Path, tmp_path: Path) -> None:
@@ -145,25 +148,30 @@ def test_unknown_validation_metric_fails_before_training(digits_root: Path, tmp_
 
     cfg = _cfg("triplet", "validation.val_classes=0.4", 'validation.metric="recal@1"', "sampler.classes_per_batch=3")
     with pytest.raises(UnknownNameError, match="recal@1") as info:
-        train(cfg, tmp_path / "m", data_root=digits_root, evaluate_at_end=False)
+        train(cfg, tmp_path / "m", places=Places.of(digits_root), evaluate_at_end=False)
     assert info.value.hint and "recall" in info.value.hint
     assert not (tmp_path / "m" / "manifest.json").exists()
 
 
 def test_same_seed_same_history_and_weights(digits_root: Path, tmp_path: Path, one_thread: object) -> None:
     cfg = _cfg("lifted", "schedule.steps=12")
-    a = train(cfg, tmp_path / "a", data_root=digits_root, evaluate_at_end=False)
-    b = train(cfg, tmp_path / "b", data_root=digits_root, evaluate_at_end=False)
+    a = train(cfg, tmp_path / "a", places=Places.of(digits_root), evaluate_at_end=False)
+    b = train(cfg, tmp_path / "b", places=Places.of(digits_root), evaluate_at_end=False)
     assert _deterministic(_history(a.run_dir)) == _deterministic(_history(b.run_dir))
     wa, wb = (torch.load(r.run_dir / "train" / "model.pt", weights_only=True) for r in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    c = train(_cfg("lifted", "schedule.steps=12", seed=1), tmp_path / "c", data_root=digits_root, evaluate_at_end=False)
+    c = train(
+        _cfg("lifted", "schedule.steps=12", seed=1),
+        tmp_path / "c",
+        places=Places.of(digits_root),
+        evaluate_at_end=False,
+    )
     assert _deterministic(_history(c.run_dir)) != _deterministic(_history(a.run_dir))
 
 
 def test_validation_keeps_the_best_checkpoint(digits_root: Path, tmp_path: Path) -> None:
     cfg = _cfg("triplet", "schedule.epochs=2", "sampler.classes_per_batch=3", "validation.val_classes=0.4")
-    summary = train(cfg, tmp_path / "v", data_root=digits_root, evaluate_at_end=False)
+    summary = train(cfg, tmp_path / "v", places=Places.of(digits_root), evaluate_at_end=False)
     val_rows = [row for row in _history(summary.run_dir) if "val" in row]
     assert [row["epoch"] for row in val_rows] == [1, 2]
     assert summary.best_val is not None and summary.best_val["metric"] == "recall@1"
@@ -194,7 +202,7 @@ def test_nan_loss_stops_keeps_last_good_checkpoint(
     monkeypatch.setattr(REGISTRY, "build", lambda *a, **k: PoisonAtFifthCall(real_build(*a, **k)))
     cfg = _cfg("triplet", "schedule.steps=20", "schedule.checkpoint_every=2")
     with pytest.raises(TrainingDivergedError, match="at step 5"):
-        train(cfg, tmp_path / "n", data_root=digits_root, evaluate_at_end=False)
+        train(cfg, tmp_path / "n", places=Places.of(digits_root), evaluate_at_end=False)
     run = RunDir(tmp_path / "n")
     manifest = run.read_manifest()
     assert manifest.status == "failed" and "step 5" in manifest.error
@@ -271,7 +279,7 @@ def reference_runs(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) 
             try:
                 cfg = _cfg(loss, f"schedule.steps={STEPS}", "schedule.checkpoint_every=3")
                 summary = train(
-                    cfg, tmp_path_factory.mktemp("ref") / "run", data_root=digits_root, evaluate_at_end=False
+                    cfg, tmp_path_factory.mktemp("ref") / "run", places=Places.of(digits_root), evaluate_at_end=False
                 )
             finally:
                 torch.set_num_threads(before)
@@ -319,7 +327,7 @@ def test_resume_after_interruption_is_bit_exact(
     summary = train(
         _cfg(loss, f"schedule.steps={STEPS}", "schedule.checkpoint_every=3"),
         run_dir,
-        data_root=digits_root,
+        places=Places.of(digits_root),
         resume=True,
         evaluate_at_end=False,
     )

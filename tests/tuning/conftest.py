@@ -23,6 +23,7 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def small(digits_root: Path, tmp_path: Path) -> Any:
     """TuneOptions for a tiny digits study (1 epoch, 1 fold, CPU) under tmp_path/runs."""
+    from dmlbench.paths import Places
     from dmlbench.tuning import TuneOptions
 
     def build(**changes: Any) -> TuneOptions:
@@ -32,8 +33,7 @@ def small(digits_root: Path, tmp_path: Path) -> Any:
             "trials": 2,
             "folds": 1,
             "epochs": 1,
-            "runs_root": tmp_path / "runs",
-            "data_root": digits_root,
+            "places": Places.of(digits_root, tmp_path / "runs"),
             "device": "cpu",
         }
         values.update(changes)

@@ -190,11 +190,12 @@ def test_two_workers_end_with_exactly_n_trials(small: Any) -> None:
 
 @pytest.mark.slow
 def test_tune_many_gives_every_loss_the_same_budget(small: Any, digits_root: Path, tmp_path: Path) -> None:
+    from dmlbench.paths import Places
     from dmlbench.tuning import tune_many
 
     results = tune_many(
-        ["triplet", "lifted"], "digits", 1, folds=1, epochs=1, runs_root=tmp_path / "many",
-        data_root=digits_root, device="cpu",
+        ["triplet", "lifted"], "digits", 1, folds=1, epochs=1, places=Places.of(digits_root, tmp_path / "many"),
+        device="cpu",
     )  # fmt: skip
     assert {loss: r.n_complete + r.n_pruned for loss, r in results.items()} == {"triplet": 1, "lifted": 1}
     assert {r.study for r in results.values()} == {"digits-triplet", "digits-lifted"}

@@ -53,7 +53,7 @@ def test_training_evaluation_reporting_take_str(roots: tuple[str, str]) -> None:
 
     data, runs = roots
     cfg = load_config(None, ["schedule.steps=2"], {"dataset": "digits", "loss.name": "triplet"})
-    summary = train(cfg, data_root=data, runs_root=runs, evaluate_at_end=False, device="cpu")
+    summary = train(cfg, places=Places.of(data, runs), evaluate_at_end=False, device="cpu")
     run_dir = str(summary.run_dir)
     assert summary.run_dir == Path(runs) / "digits-triplet-small_cnn-seed0"
     assert RunDir(run_dir).status() == "complete"
