@@ -7,10 +7,8 @@ replace (`evaluate --embeddings ...`, `evaluate --baseline ...`) are routed here
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,6 +26,7 @@ from dmlbench.cli._output import (
     shown,
 )
 from dmlbench.errors import UsageError
+from dmlbench.utils.signature import flag_group
 
 if TYPE_CHECKING:
     from dmlbench.evaluation import EvalOptions, EvalOutcome
@@ -137,29 +136,8 @@ def _eval_options(recall_k: str | None, metrics: str | None, distance: str, **fi
     return EvalOptions(recall_k=tuple(ks) if ks else None, metrics=chosen, distance=distance, **fields)  # type: ignore[arg-type]
 
 
-def scoring_flags(command: Callable[..., None]) -> Callable[..., None]:
-    """`command` with every flag of SCORING added to its options, handed to it as one `options: EvalOptions`
-    (typer reads the signature this sets)."""
-    # `options` is typed for mypy only (EvalOptions loads with the core, inside the body): left out unevaluated
-    own = [
-        p.replace(annotation=eval(p.annotation, command.__globals__) if isinstance(p.annotation, str) else p.annotation)
-        for p in inspect.signature(command).parameters.values()
-        if p.name != "options"
-    ]
-    names = [p.name for p in SCORING]
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        flags = {name: kwargs.pop(name) for name in names}
-        command(*args, options=_eval_options(**flags), **kwargs)
-
-    wrapper.__signature__ = inspect.Signature([*own, *SCORING])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {
-        **{p.name: p.annotation for p in own},
-        **{p.name: p.annotation for p in SCORING},
-        "return": None,
-    }
-    return wrapper
+# The scoring flags handed to a command as its one `options: EvalOptions` (typer sees the flags).
+scoring_flags = flag_group("options", SCORING, lambda flags: _eval_options(**flags))
 
 
 @friendly_errors

@@ -9,7 +9,6 @@ by the caller and passed in.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import typer
 
 from dmlbench.launch.local import check_workers, parse_gpus
 from dmlbench.launch.slurm import SlurmOptions, parse_additional
+from dmlbench.utils.signature import flag_group
 
 __all__ = ["LaunchChoice", "check_workers", "launch_options", "parse_gpus", "resolve_gpus"]
 
@@ -157,36 +157,13 @@ def _choice(flags: dict[str, Any]) -> LaunchChoice:
 
 
 def launch_options(*, array_parallelism: bool = True) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """Give a command the group's flags in place of its `launch: LaunchChoice` parameter.
+    """Give a command the group's flags in place of its `launch: LaunchChoice` parameter (utils/signature.py).
 
-    typer reads a command's parameters from `inspect.signature`, which returns a function's
-    `__signature__`: the wrapper's lists the flags where `launch` stood (their help and panels as
-    declared above), takes their values and calls the command with `launch=` their LaunchChoice.
     `array_parallelism=False` leaves out --slurm-array-parallelism (tune: as many tasks at once as workers).
     """
     declared = [*_LOCAL_FLAGS, *_SLURM_FLAGS, *([_PARALLELISM_FLAG] if array_parallelism else [])]
-    names = [name for name, _, _ in declared]
-
-    def decorate(command: Callable[..., R]) -> Callable[..., R]:
-        # Evaluated: typer takes a given __signature__ as is, and the commands' annotations are strings.
-        signature = inspect.signature(command, eval_str=True)
-        parameters = list(signature.parameters.values())
-        if "launch" not in signature.parameters:
-            raise TypeError(f"{command.__qualname__} has no `launch: LaunchChoice` parameter for the flags")
-        at = list(signature.parameters).index("launch")
-        kind = parameters[at].kind
-        flags = [inspect.Parameter(name, kind, default=default, annotation=hint) for name, hint, default in declared]
-
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> R:
-            values = {name: kwargs.pop(name) for name in names}
-            return command(*args, **kwargs, launch=_choice(values))
-
-        shown = signature.replace(parameters=[*parameters[:at], *flags, *parameters[at + 1 :]])
-        wrapper.__signature__ = shown  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in shown.parameters.values()} | {
-            "return": signature.return_annotation
-        }
-        return wrapper
-
-    return decorate
+    flags = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
+        for name, hint, default in declared
+    ]
+    return flag_group("launch", flags, _choice)

@@ -109,5 +109,5 @@ def test_a_command_without_a_launch_parameter_is_a_programming_error() -> None:
     def command(name: str = "x") -> None:
         del name
 
-    with pytest.raises(TypeError, match="no `launch: LaunchChoice` parameter"):
+    with pytest.raises(TypeError, match="no parameter .launch. for its group of flags"):
         opt.launch_options()(command)
