@@ -34,6 +34,19 @@ class ConfigError(UsageError):
     """A config file or `--set` value does not satisfy the schema."""
 
 
+class OptionError(ConfigError):
+    """A verb's options object refused a value: the message names the option's field (`final_seeds`), which a
+    front end re-words as what its user typed (`named("--final-seeds")`)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}", hint=f"check the value of {key}")
+        self.key, self.reason = key, reason
+
+    def named(self, name: str) -> OptionError:
+        """The same error naming `name` (a flag) instead of the field."""
+        return OptionError(name, self.reason)
+
+
 class MissingInputError(DmlbenchError):
     """Something that must exist first is missing or incomplete (exit 3)."""
 

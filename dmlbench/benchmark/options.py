@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from dmlbench.config import MAX_EPOCHS, MAX_SEED, MAX_SEED_COUNT
-from dmlbench.errors import ConfigError, UsageError
+from dmlbench.errors import UsageError
 from dmlbench.launch.local import check_workers
 from dmlbench.launch.slurm import SlurmOptions
+from dmlbench.options import Options
 from dmlbench.paths import Places
 from dmlbench.tuning.options import MAX_FOLDS, MAX_TRIALS
 
@@ -23,25 +24,6 @@ DEFAULT_LOSSES = ("clustering", "triplet", "lifted", "npairs")
 DEFAULT_SEEDS = 3
 
 Launcher = Literal["local", "slurm"]
-
-# The CLI flag each option comes from, so a rejected value is reported the way the user typed it.
-_FLAGS = {
-    "datasets": "--datasets",
-    "losses": "--losses",
-    "seeds": "--seeds",
-    "config_file": "--config",
-    "overrides": "--set",
-    "epochs": "--epochs",
-    "eval_metrics": "--eval-metrics",
-    "fmt": "--format",
-    "workers": "--workers",
-    "gpus": "--gpus",
-    "launcher": "--launcher",
-    "tune_trials": "--tune-trials",
-    "folds": "--folds",
-    "final_seeds": "--final-seeds",
-    "timeout": "--timeout",
-}
 
 
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -62,7 +44,7 @@ def seed_list(seeds: int | Sequence[int]) -> list[int]:
     return chosen
 
 
-class BenchOptions(BaseModel):
+class BenchOptions(Options):
     """One bench: the grid (datasets x losses x seeds) and its config, where it runs, and the tuned variant.
 
     `datasets=None` is `dmlbench train`'s default dataset. `config_file` and `overrides` (`--set k=v`) apply
@@ -78,8 +60,6 @@ class BenchOptions(BaseModel):
     validation classes (`folds`, `timeout` per loss), then `final_seeds` (None: as many as `seeds`)
     retrainings of its best parameters.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     places: Places
     datasets: tuple[str, ...] | None = None
@@ -123,14 +103,3 @@ class BenchOptions(BaseModel):
     def final_seed_count(self) -> int:
         """With `tune_trials`: the final retrainings per loss."""
         return self.final_seeds if self.final_seeds is not None else len(self.seed_values)
-
-    @classmethod
-    def build(cls, **values: Any) -> BenchOptions:
-        """Validate `values` into options; a bad value is one ConfigError naming its flag."""
-        try:
-            return cls(**values)
-        except ValidationError as err:
-            first = err.errors()[0]
-            key = str(first["loc"][0]) if first["loc"] else "options"
-            flag = _FLAGS.get(key, key)
-            raise ConfigError(f"{flag}: {first['msg']}", hint=f"check the value of {flag}") from None

@@ -27,7 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from dmlbench.errors import DmlbenchError, from_os_error
+from dmlbench.errors import DmlbenchError, OptionError, from_os_error
 from dmlbench.events import Event
 from dmlbench.paths import Places
 
@@ -146,6 +146,13 @@ def resolve_runs_root(flag: Path | None) -> Path:
 def resolve_places(data_root: Path | None, runs_root: Path | None = None, catalog: list[Path] | None = None) -> Places:
     """The one `Places` value a command hands to the core, from its --data-root, --runs-root and --catalog."""
     return Places(resolve_data_root(data_root), resolve_runs_root(runs_root), tuple(catalog or ()))
+
+
+def flag_error(refused: OptionError, renamed: dict[str, str] | None = None) -> OptionError:
+    """`refused` naming the flag that set its field: `--final-seeds` for `final_seeds`, or what `renamed` says
+    for a field whose flag is spelt otherwise (`config_file` -> `--config`)."""
+    field = refused.key.split(".")[0]
+    return refused.named((renamed or {}).get(field) or "--" + field.replace("_", "-"))
 
 
 class ProgressRenderer:

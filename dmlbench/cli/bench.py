@@ -11,12 +11,14 @@ import typer
 from dmlbench.cli._output import (
     ProgressRenderer,
     err,
+    flag_error,
     friendly_errors,
     printable,
     resolve_places,
     setup_logging,
 )
 from dmlbench.cli.report import split_list
+from dmlbench.errors import OptionError
 from dmlbench.launch import cli_options as opt
 from dmlbench.losses.registry import loss_help
 
@@ -85,28 +87,31 @@ def command(
     dataset_list = split_list(datasets, "--datasets")
     if dataset_list is not None:
         dataset_list = dataset_names(dataset_list, places, quiet=quiet)
-    options = BenchOptions.build(
-        places=places,
-        datasets=dataset_list,
-        losses=split_list(losses, "--losses") or DEFAULT_LOSSES,
-        seeds=seeds,
-        config_file=config,
-        overrides=set_ or (),
-        epochs=epochs,
-        device=device,
-        eval_metrics=split_list(eval_metrics, "--eval-metrics"),
-        fmt=fmt,
-        baselines=baselines,
-        workers=launch.workers,
-        gpus=gpu_list,
-        parent_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
-        launcher=launch.launcher,
-        slurm=launch.slurm,
-        tune_trials=tune_trials,
-        folds=folds,
-        final_seeds=final_seeds,
-        timeout=timeout,
-    )
+    try:
+        options = BenchOptions.build(
+            places=places,
+            datasets=dataset_list,
+            losses=split_list(losses, "--losses") or DEFAULT_LOSSES,
+            seeds=seeds,
+            config_file=config,
+            overrides=set_ or (),
+            epochs=epochs,
+            device=device,
+            eval_metrics=split_list(eval_metrics, "--eval-metrics"),
+            fmt=fmt,
+            baselines=baselines,
+            workers=launch.workers,
+            gpus=gpu_list,
+            parent_visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            launcher=launch.launcher,
+            slurm=launch.slurm,
+            tune_trials=tune_trials,
+            folds=folds,
+            final_seeds=final_seeds,
+            timeout=timeout,
+        )
+    except OptionError as refused:
+        raise flag_error(refused, {"config_file": "--config", "overrides": "--set", "fmt": "--format"}) from None
     with ProgressRenderer(quiet=quiet) as progress:
         result = run_bench(options, on_event=progress)
     if result.queued:

@@ -10,11 +10,13 @@ import typer
 
 from dmlbench.cli._output import (
     ProgressRenderer,
+    flag_error,
     friendly_errors,
     out,
     printable,
     resolve_places,
 )
+from dmlbench.errors import OptionError
 from dmlbench.launch import cli_options as opt
 from dmlbench.losses.registry import loss_help
 
@@ -99,30 +101,33 @@ def command(
     from dmlbench.tuning import TuneOptions, tune
     from dmlbench.tuning.core import tune_on_slurm
 
-    options = TuneOptions.build(
-        loss=loss,
-        dataset=dataset_name(dataset, resolve_places(data_root)) or dataset,
-        trials=trials,
-        folds=folds,
-        metric=metric,
-        epochs=epochs,
-        overrides=tuple(set_ or ()),
-        config_file=config,
-        study=study,
-        storage=storage,
-        final_seeds=final_seeds,
-        timeout=timeout,
-        places=resolve_places(data_root, runs_root, catalog),
-        device=device,
-        space_file=space,
-        seed=seed,
-        workers=launch.workers,
-        gpus=launch.gpus,
-        quiet=quiet,
-        prune=prune,
-        startup_trials=startup_trials,
-        val_classes=val_classes,
-    )
+    try:
+        options = TuneOptions.build(
+            loss=loss,
+            dataset=dataset_name(dataset, resolve_places(data_root)) or dataset,
+            trials=trials,
+            folds=folds,
+            metric=metric,
+            epochs=epochs,
+            overrides=tuple(set_ or ()),
+            config_file=config,
+            study=study,
+            storage=storage,
+            final_seeds=final_seeds,
+            timeout=timeout,
+            places=resolve_places(data_root, runs_root, catalog),
+            device=device,
+            space_file=space,
+            seed=seed,
+            workers=launch.workers,
+            gpus=launch.gpus,
+            quiet=quiet,
+            prune=prune,
+            startup_trials=startup_trials,
+            val_classes=val_classes,
+        )
+    except OptionError as refused:
+        raise flag_error(refused, {"config_file": "--config", "overrides": "--set", "space_file": "--space"}) from None
     with ProgressRenderer(quiet=quiet) as renderer:
         if launch.slurm is not None:
             outcome = tune_on_slurm(options, launch.slurm, wait=launch.slurm.wait, on_event=renderer)

@@ -6,39 +6,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from dmlbench.config import MAX_EPOCHS, MAX_SEED, MAX_SEED_COUNT
-from dmlbench.errors import ConfigError
 from dmlbench.launch.local import MAX_WORKERS
+from dmlbench.options import Options
 from dmlbench.paths import Places
 
-# The CLI flag each option comes from, so a rejected value is reported the way the user typed it.
-_FLAGS = {
-    "trials": "--trials",
-    "folds": "--folds",
-    "final_seeds": "--final-seeds",
-    "timeout": "--timeout",
-    "seed": "--seed",
-    "workers": "--workers",
-    "epochs": "--epochs",
-    "startup_trials": "--startup-trials",
-    "val_classes": "--val-classes",
-    "storage": "--storage",
-}
 # A study's budget: trials are folders and trainings, so their count stays within what a runs root holds.
 MAX_TRIALS = 100_000
 MAX_FOLDS = 1_000
 
 
-class TuneOptions(BaseModel):
+class TuneOptions(Options):
     """One study: the loss and dataset, the budget, where trials and the Optuna storage live.
 
     Picklable (spawned workers and SLURM tasks receive it). `storage=None` means the journal file
     `places.runs_root/studies.journal`; `study=None` means `<dataset>-<loss>`.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     loss: str
     dataset: str
@@ -70,17 +55,6 @@ class TuneOptions(BaseModel):
     def _empty_storage_is_default(cls, value: str | None) -> str | None:
         # `--storage ''` (an unset shell variable) means what leaving it out means: the runs root's journal.
         return value if value is not None and value.strip() else None
-
-    @classmethod
-    def build(cls, **values: Any) -> TuneOptions:
-        """Validate `values` into options; a bad value is one ConfigError naming its flag."""
-        try:
-            return cls(**values)
-        except ValidationError as err:
-            first = err.errors()[0]
-            key = str(first["loc"][0]) if first["loc"] else "options"
-            flag = _FLAGS.get(key, key)
-            raise ConfigError(f"{flag}: {first['msg']}", hint=f"check the value of {flag}") from None
 
 
 @dataclass
