@@ -167,12 +167,11 @@ def ensemble_run(plan: Plan, study: Any, *, on_event: EventHandler | None = None
 def _embed(
     model: Any, cfg: Any, prepared: Any, rows: Any, device: Any, task: str, on_event: EventHandler | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    from dmlbench.datasets.torch_data import build_dataset
+    from dmlbench.datasets.torch_data import dataset_for_model
     from dmlbench.evaluation.embed import embed_dataset
 
-    dataset = build_dataset(
-        prepared, rows, train=False, image_size=cfg.model.image_size, channels=cfg.model.in_channels
-    )
+    # Each fold's model sees the test images as its own evaluation does (its mean, std, resize and crop).
+    dataset = dataset_for_model(prepared, rows, cfg.model)
     return embed_dataset(model, dataset, device=device, task=task, on_event=on_event)
 
 
