@@ -62,7 +62,10 @@ def test_the_plan_reads_the_options_places(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "flag"),
-    [(["--tune-trials", "200000"], "--tune-trials"), (["--final-seeds", "5000", "--tune-trials", "2"], "--final-seeds")],
+    [
+        (["--tune-trials", "200000"], "--tune-trials"),
+        (["--final-seeds", "5000", "--tune-trials", "2"], "--final-seeds"),
+    ],
 )
 def test_the_command_names_the_flag_the_core_knows_as_a_field(args: list[str], flag: str, tmp_path: Path) -> None:
     from typer.testing import CliRunner
