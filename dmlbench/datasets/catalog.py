@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dmlbench.datasets.prepared import INFO_FILE, dataset_dir, prepared_user_specs
+from dmlbench.datasets.prepared import INFO_FILE, dataset_dir, prepared_specs
 from dmlbench.datasets.sources import SOURCES
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import ConfigError, MissingInputError, UnknownNameError, file_kind
@@ -109,14 +109,20 @@ def catalog_specs(extra: Iterable[StrPath] = ()) -> dict[str, DatasetSpec]:
 
 
 def load_catalog(places: Places | None = None) -> dict[str, DatasetSpec]:
-    """Every dataset known at `places`: the built-in catalog, its extra catalogs, and the datasets prepared
-    under its data root from the user's files (`prepare PATH`: their spec is recorded in their prepared.json,
-    so later commands need neither the path nor a catalog). Without `places`: the built-in catalog only."""
+    """Every dataset known at `places`: the built-in catalog, its extra catalogs, and every dataset prepared
+    under its data root (`prepare PATH`, or a `--catalog` entry: its spec is recorded in its prepared.json,
+    so later commands need neither the path nor the catalog). Without `places`: the built-in catalog only."""
     if places is None:
         return catalog_specs()
     specs = catalog_specs(places.catalogs)
-    for name, spec in prepared_user_specs(places.data_root).items():
-        specs.setdefault(name, spec)  # a catalog name wins: prepare PATH refuses catalog names
+    for name, spec in prepared_specs(places.data_root).items():
+        if name in specs or spec.source not in SOURCES:
+            continue  # a catalog given now wins; a source this version lacks cannot be opened anyway
+        try:
+            SOURCES.get(spec.source).check_params(spec)  # bounded as a catalog entry is
+        except ConfigError:
+            continue
+        specs[name] = spec
     return specs
 
 

@@ -169,8 +169,9 @@ def write_info(
     return {"schema_version": SCHEMA_VERSION, **payload}
 
 
-def prepared_user_specs(data_root: StrPath) -> dict[str, DatasetSpec]:
-    """The recorded specs of the datasets prepared under `data_root` from the user's files."""
+def prepared_specs(data_root: StrPath) -> dict[str, DatasetSpec]:
+    """The specs recorded by the datasets prepared under `data_root` (from the user's files or from a catalog
+    entry): what they were prepared from, so later commands need neither the path nor the catalog again."""
     root = Path(data_root)
     specs: dict[str, DatasetSpec] = {}
     if not root.is_dir():
@@ -180,7 +181,7 @@ def prepared_user_specs(data_root: StrPath) -> dict[str, DatasetSpec]:
             recorded = read_json(info_path).get("spec")
         except (ValueError, OSError):
             continue  # an unreadable prepared.json is reported when that dataset is opened
-        if not isinstance(recorded, dict) or recorded.get("source") not in USER_SOURCES:
+        if not isinstance(recorded, dict):
             continue
         try:
             spec = DatasetSpec.model_validate(recorded)

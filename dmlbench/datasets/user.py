@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dmlbench.datasets.catalog import catalog_specs
 from dmlbench.datasets.pipeline import prepare
-from dmlbench.datasets.prepared import USER_SOURCES, PreparedDataset, prepared_user_specs
+from dmlbench.datasets.prepared import USER_SOURCES, PreparedDataset, prepared_specs
 from dmlbench.datasets.spec import DatasetSpec
 from dmlbench.errors import MissingInputError, UsageError
 from dmlbench.events import EventHandler
@@ -146,7 +146,7 @@ def prepare_path(
         raise UsageError(
             f"{spec.name!r} is the name of a catalog dataset", hint="give your dataset another name with --name"
         )
-    recorded = prepared_user_specs(places.data_root).get(spec.name)
+    recorded = prepared_specs(places.data_root).get(spec.name)
     if recorded is not None and not force:
         _check_same(recorded, spec, given_split=test_classes is not None or split_seed is not None)
         spec = recorded
@@ -155,7 +155,12 @@ def prepare_path(
 
 def _check_same(recorded: DatasetSpec, wanted: DatasetSpec, *, given_split: bool) -> None:
     """Refuse to reuse a prepared dataset of this name made from other files or with another split."""
-    if recorded.source not in USER_SOURCES or recorded.params.get("path") != wanted.params.get("path"):
+    if recorded.source not in USER_SOURCES:
+        raise UsageError(
+            f"dataset {recorded.name!r} is already prepared from the {recorded.source!r} source of a catalog",
+            hint="give this one another name with --name",
+        )
+    if recorded.params.get("path") != wanted.params.get("path"):
         raise UsageError(
             f"dataset {recorded.name!r} is already prepared from {recorded.params.get('path')}",
             hint="give this one another name with --name, or replace it with --force",

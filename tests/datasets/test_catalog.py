@@ -161,3 +161,22 @@ def test_cli_unreadable_catalog_is_a_config_error(tmp_path: Path, kind: str) -> 
     assert "cannot read catalog file" in result.stderr
     assert "hint:" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_dataset_prepared_from_an_extra_catalog_needs_the_catalog_no_more(tmp_path: Path) -> None:
+    from dmlbench.datasets import prepare
+    from dmlbench.paths import Places
+
+    spec = spec_override("digits", name="my-digits", title="my copy of digits")
+    path = write_catalog(tmp_path / "mine.toml", spec)
+    data = tmp_path / "data"
+    with pytest.raises(UnknownNameError):
+        get_spec("my-digits", Places.of(data))  # before it is prepared, only its catalog knows it
+    prepare("my-digits", Places.of(data, catalogs=[path]))
+    path.unlink()  # the catalog file is gone: the prepared folder's record is enough
+    assert get_spec("my-digits", Places.of(data)) == spec
+    args = ["train", "--dataset", "my-digits", "--steps", "1", "--no-eval", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--data-root", str(data), "--runs-root", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.stderr
+    listed = CliRunner().invoke(app, ["prepare", "--list", "--data-root", str(data)])
+    assert "my-digits" in listed.stdout
