@@ -44,74 +44,34 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (never silently replaced).", rich_help_panel=S)]
 
 
-def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+def _scoring(name: str, default: Any, kind: Any, help: str, panel: str = S) -> inspect.Parameter:
+    """One scoring flag, `--name-with-dashes`, as the keyword-only parameter `flag_group` adds to a command."""
+    option = Annotated[kind, typer.Option(help=help, rich_help_panel=panel)]
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
 
 
 # Every scoring flag, once: an evaluation option is a field of EvalOptions, one entry here, and its code.
 SCORING = (
-    _param(
-        "recall_k",
-        None,
-        Annotated[
-            str | None,
-            typer.Option("--recall-k", help="Comma-separated K (default: the dataset's).", rich_help_panel=S),
-        ],
-    ),
-    _param(
-        "metrics",
-        None,
-        Annotated[
-            str | None,
-            typer.Option(
-                help="Comma-separated subset: recall,precision@1,r_precision,map@r,nmi,f1.", rich_help_panel=S
-            ),
-        ],
-    ),
-    _param("device", "auto", Device),
-    _param(
-        "distance",
-        "cosine",
-        Annotated[str, typer.Option(help="cosine (on L2-normalised vectors) or euclidean.", rich_help_panel=S)],
-    ),
-    _param("kmeans_niter", 25, Annotated[int, typer.Option(help="k-means iterations for NMI/F1.", rich_help_panel=S)]),
-    _param(
-        "queries",
-        None,
-        Annotated[
-            int | None,
-            typer.Option(help="Score a seeded sample of N queries (exact search, 95% intervals).", rich_help_panel=A),
-        ],
-    ),
-    _param(
+    _scoring("recall_k", None, str | None, "Comma-separated K (default: the dataset's)."),
+    _scoring("metrics", None, str | None, "Comma-separated subset: recall,precision@1,r_precision,map@r,nmi,f1."),
+    _scoring("device", "auto", str, "auto, cpu, cuda or cuda:N (never silently replaced)."),
+    _scoring("distance", "cosine", str, "cosine (on L2-normalised vectors) or euclidean."),
+    _scoring("kmeans_niter", 25, int, "k-means iterations for NMI/F1."),
+    _scoring("queries", None, int | None, "Score a seeded sample of N queries (exact search, 95% intervals).", A),
+    _scoring(
         "index",
         "flat",
-        Annotated[
-            str,
-            typer.Option(
-                help="flat (exact), ivf[:nlist=N,nprobe=N] or hnsw[:m=N,ef_search=N,ef_construction=N] (faiss).",
-                rich_help_panel=A,
-            ),
-        ],
+        str,
+        "flat (exact), ivf[:nlist=N,nprobe=N] or hnsw[:m=N,ef_search=N,ef_construction=N] (faiss).",
+        A,
     ),
-    _param(
-        "agreement_queries",
-        1000,
-        Annotated[
-            int, typer.Option(help="Queries on which an --index is compared with exact search.", rich_help_panel=A)
-        ],
-    ),
-    _param(
+    _scoring("agreement_queries", 1000, int, "Queries on which an --index is compared with exact search.", A),
+    _scoring(
         "cluster_sample",
         None,
-        Annotated[
-            int | None,
-            typer.Option(
-                help="k-means (NMI/F1) on a class-stratified sample of N items; 0 = every item "
-                "\\[default: automatic above a size].",
-                rich_help_panel=A,
-            ),
-        ],
+        int | None,
+        "k-means (NMI/F1) on a class-stratified sample of N items; 0 = every item \\[default: automatic above a size].",
+        A,
     ),
 )
 
