@@ -16,7 +16,6 @@ import pytest
 from typer.testing import CliRunner
 
 from dmlbench.cli import app
-from dmlbench.paths import Places
 
 runner = CliRunner()
 
@@ -490,20 +489,11 @@ def _tree(root: Path) -> dict[str, bytes | None]:
     return found
 
 
-@pytest.fixture(scope="module")
-def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dmlbench.datasets import prepare
-
-    root = tmp_path_factory.mktemp("data")
-    prepare("digits", Places.of(root))
-    return root
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_hostile_case(case: Case, prepared_digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_case(case: Case, digits_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sandbox = tmp_path / "sandbox"
     data = sandbox / "data"
-    shutil.copytree(prepared_digits, data)
+    shutil.copytree(digits_root, data)
     for folder in ("user", "runs"):
         (sandbox / folder).mkdir(parents=True)
     if case.setup is not None:

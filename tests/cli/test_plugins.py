@@ -35,16 +35,6 @@ def not_a_module():
 '''
 
 
-@pytest.fixture(scope="module")
-def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dmlbench.datasets import prepare
-    from dmlbench.paths import Places
-
-    root = tmp_path_factory.mktemp("data")
-    prepare("digits", Places.of(root))
-    return root
-
-
 @pytest.fixture()
 def workdir(tmp_path: Path) -> Path:
     """A user's folder: their loss and backbone files next to where they run dmlbench."""

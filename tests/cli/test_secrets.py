@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from dmlbench.cli import app
-from dmlbench.paths import Places
 from dmlbench.utils.redact import redact
 
 runner = CliRunner()
@@ -68,7 +67,7 @@ def test_known_spec_masks_its_decoded_password_anywhere() -> None:
 @pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
 @pytest.mark.parametrize("command", ["tune", "report --studies", "report --storage"])
 def test_no_command_shows_or_writes_the_password(
-    command: str, form: str, digits_for_secrets: Path, a_complete_run: Path, tmp_path: Path,
+    command: str, form: str, digits_root: Path, a_complete_run: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path)  # a storage taken for a file name would land here, and be caught below
@@ -77,7 +76,7 @@ def test_no_command_shows_or_writes_the_password(
     shutil.copytree(a_complete_run, runs / "good")  # report reads the storage only when it has runs
     if command == "tune":
         args = ["tune", "--loss", "triplet", "--dataset", "digits", "--trials", "1", "--folds", "1"]
-        args += ["--runs-root", str(runs), "--data-root", str(digits_for_secrets), "--storage", form]
+        args += ["--runs-root", str(runs), "--data-root", str(digits_root), "--storage", form]
     elif command == "report --studies":
         args = ["report", str(runs), "--studies", "--storage", form]
     else:
@@ -95,14 +94,14 @@ def test_no_command_shows_or_writes_the_password(
 
 
 def test_a_working_storage_with_a_password_is_redacted_in_study_json_and_output(
-    digits_for_secrets: Path, tmp_path: Path
+    digits_root: Path, tmp_path: Path
 ) -> None:
     """SQLite ignores a `?password=`: the study runs, and the password is in no output and no file."""
     runs = tmp_path / "runs"
     runs.mkdir()
     storage = f"sqlite:///{tmp_path / 'studies.db'}?password={SECRET}"
     args = ["tune", "--loss", "triplet", "--dataset", "digits", "--trials", "1", "--folds", "1", "--epochs", "1"]
-    args += ["--runs-root", str(runs), "--data-root", str(digits_for_secrets), "--storage", storage, "--quiet"]
+    args += ["--runs-root", str(runs), "--data-root", str(digits_root), "--storage", storage, "--quiet"]
     args += ["--device", "cpu"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -121,21 +120,12 @@ def test_a_working_storage_with_a_password_is_redacted_in_study_json_and_output(
 
 
 @pytest.fixture(scope="module")
-def a_complete_run(digits_for_secrets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def a_complete_run(digits_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("complete") / "good"
-    args = ["train", "--dataset", "digits", "--quiet", "--steps", "1", "--data-root", str(digits_for_secrets)]
+    args = ["train", "--dataset", "digits", "--quiet", "--steps", "1", "--data-root", str(digits_root)]
     result = runner.invoke(app, [*args, "--run-dir", str(run)])
     assert result.exit_code == 0, result.output
     return run
-
-
-@pytest.fixture(scope="module")
-def digits_for_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dmlbench.datasets import prepare
-
-    root = tmp_path_factory.mktemp("data")
-    prepare("digits", Places.of(root))
-    return root
 
 
 @pytest.mark.parametrize("command", ["bench", "status"])

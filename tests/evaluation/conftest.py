@@ -14,12 +14,9 @@ from dmlbench.rundir import Manifest, RunDir
 
 
 @pytest.fixture(scope="session")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dmlbench.datasets import prepare
-
-    root = tmp_path_factory.mktemp("data")
-    prepare("digits", Places.of(root))  # bundled with scikit-learn: no download
-    return root
+def data_root(digits_root: Path) -> Path:
+    """The suite's prepared `digits` (tests/conftest.py), by the name these tests give a data root."""
+    return digits_root
 
 
 def _make_run(

@@ -8,11 +8,9 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from report_runs import seeds
 
-from dmlbench.paths import Places
 from dmlbench.reporting import report
 from dmlbench.reporting.grid import (
     CORRECT_COLOUR,
@@ -25,15 +23,6 @@ from dmlbench.reporting.grid import (
     png_bytes,
 )
 from dmlbench.rundir import RetrievalRecord, RetrievedItem, RetrievedQuery, RunDir
-
-
-@pytest.fixture(scope="module")
-def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dmlbench.datasets import prepare
-
-    root = tmp_path_factory.mktemp("data")
-    prepare("digits", Places.of(root))
-    return root
 
 
 def colour_share(image: Image.Image, colour: tuple[int, int, int]) -> float:

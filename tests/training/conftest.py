@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from dmlbench.paths import Places
-
-
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root holding a prepared `digits` (bundled with scikit-learn, no download)."""
-    from dmlbench.datasets import prepare
-
-    root = tmp_path_factory.mktemp("data")
-    prepare("digits", Places.of(root))
-    return root
 
 
 @pytest.fixture()

@@ -10,20 +10,9 @@ import pytest
 from dmlbench.paths import Places
 
 
-@pytest.fixture(scope="session")
-def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root holding a prepared `digits` (bundled with scikit-learn, no download)."""
-    from dmlbench.datasets import prepare
-
-    root = tmp_path_factory.mktemp("data")
-    prepare("digits", Places.of(root))
-    return root
-
-
 @pytest.fixture()
 def small(digits_root: Path, tmp_path: Path) -> Any:
     """TuneOptions for a tiny digits study (1 epoch, 1 fold, CPU) under tmp_path/runs."""
-    from dmlbench.paths import Places
     from dmlbench.tuning import TuneOptions
 
     def build(**changes: Any) -> TuneOptions:
