@@ -51,7 +51,7 @@ def command(
     """
     setup_logging()
     from dmlbench.inference.embed import embed_images, load_run_model, read_embeddings
-    from dmlbench.inference.index import check_same_model, load_index, neighbours, search
+    from dmlbench.inference.index import check_k, check_same_model, load_index, neighbours, search
 
     if (images is None) == (embeddings is None):
         raise UsageError("give exactly one of --images or --embeddings", hint="see `dmlbench search --help`")
@@ -61,10 +61,7 @@ def command(
         raise MissingInputError(f"the folder of --grid {grid} does not exist", hint="create it first")
     places = resolve_places(data_root)
     built = load_index(index)
-    if k < 1 or k > built.size:
-        raise UsageError(
-            f"-k {k} is not between 1 and the gallery's {built.size} items", hint=f"use -k {built.size} or less"
-        )
+    check_k(built, k)  # before any image is embedded
     if embeddings is not None:
         queries = read_embeddings(embeddings)
         check_same_model(built, queries.meta.get("model_fingerprint"), str(embeddings))

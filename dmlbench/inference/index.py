@@ -321,7 +321,7 @@ def check_k(built: GalleryIndex, k: int) -> None:
     """k neighbours must exist: between 1 and the gallery's size."""
     if k < 1 or k > built.size:
         raise UsageError(
-            f"-k {k} is not between 1 and the gallery's {built.size} items", hint=f"-k {built.size} or less"
+            f"-k {k} is not between 1 and the gallery's {built.size} items", hint=f"use -k {built.size} or less"
         )
 
 
@@ -344,10 +344,7 @@ def search(
             f"the queries have dimension {got}, the index {built.dimension}",
             hint="query with the model (or embeddings) the index was built from",
         )
-    if k < 1 or k > built.size:
-        raise UsageError(
-            f"-k {k} is not between 1 and the gallery's {built.size} items", hint=f"use -k {built.size} or less"
-        )
+    check_k(built, k)
     if built.meta["distance"] == "cosine":
         matrix = normalise(matrix, "the query embeddings")
     if kind == "flat":
