@@ -180,3 +180,11 @@ def test_a_dataset_prepared_from_an_extra_catalog_needs_the_catalog_no_more(tmp_
     assert result.exit_code == 0, result.stderr
     listed = CliRunner().invoke(app, ["prepare", "--list", "--data-root", str(data)])
     assert "my-digits" in listed.stdout
+    # A folder of images under the same name is refused: the name is taken by a catalog dataset's record.
+    from user_images import write_folder
+
+    pngs = write_folder(tmp_path / "pngs")
+    clash = CliRunner().invoke(app, ["prepare", str(pngs), "--name", "my-digits", "--data-root", str(data)])
+    assert clash.exit_code == 2
+    assert "already prepared from the 'digits' source of a catalog" in clash.stderr
+    assert get_spec("my-digits", Places.of(data)) == spec  # untouched
